@@ -1,0 +1,113 @@
+"""Publish and playback checks: interfaces the engine defines and the control
+API implements.
+
+Protocol code (RTMP, WHIP, HLS delivery) only ever sees these interfaces, so
+it never imports control_api/. ``--dev`` plugs in :class:`AllowAllChecks`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.errors import PlaybackDenied, PublishDenied
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """What a publisher presented: the RTMP application (``live``), the secret
+    stream key, the protocol and the peer's address."""
+
+    app: str
+    key: str
+    protocol: str
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishGrant:
+    """A successful publish check.
+
+    ``playback_name`` is the public name viewers use (never the secret key);
+    ``stream_id`` is the platform's record id when there is one.
+    """
+
+    playback_name: str
+    stream_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackRequest:
+    """A viewer asking for a stream: the playback name, the token it
+    presented (``None`` when it presented none) and its address."""
+
+    playback_name: str
+    token: str | None
+    remote: str
+
+
+class PublishCheck(Protocol):
+    async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
+        """Return a grant or raise :class:`PublishDenied`."""
+        ...
+
+    async def publish_ended(self, grant: PublishGrant) -> None:
+        """Called once when a granted stream has ended for good."""
+        ...
+
+
+class PlaybackCheck(Protocol):
+    async def authorize_playback(self, request: PlaybackRequest) -> None:
+        """Return when the viewer may watch, raise :class:`PlaybackDenied`
+        otherwise."""
+        ...
+
+
+class AllowAllChecks:
+    """The ``--dev`` checks: any key publishes (its playback name is the key
+    itself) and anyone plays. Never use in production."""
+
+    def __init__(self) -> None:
+        log.warning(
+            "DEVELOPMENT MODE: every stream key is accepted and every viewer is "
+            "allowed; stream keys double as public playback names. Do not expose "
+            "this engine to the internet."
+        )
+
+    async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
+        if not request.key:
+            raise PublishDenied("empty stream key")
+        return PublishGrant(playback_name=request.key)
+
+    async def publish_ended(self, grant: PublishGrant) -> None:
+        return None
+
+    async def authorize_playback(self, request: PlaybackRequest) -> None:
+        return None
+
+
+class StaticKeyChecks:
+    """Checks from the config file: a fixed table of stream keys mapped to
+    playback names, and free playback for everyone.
+
+    This is what a single node without the control API runs.
+    """
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self._keys = dict(keys)
+
+    async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
+        name = self._keys.get(request.key)
+        if name is None:
+            raise PublishDenied("unknown stream key")
+        return PublishGrant(playback_name=name)
+
+    async def publish_ended(self, grant: PublishGrant) -> None:
+        return None
+
+    async def authorize_playback(self, request: PlaybackRequest) -> None:
+        if not request.playback_name:
+            raise PlaybackDenied("no stream named")

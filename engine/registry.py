@@ -1,0 +1,399 @@
+"""The stream registry and its fan-out.
+
+A :class:`LiveStream` has at most one publisher and any number of
+subscriptions. The publisher writes on the event loop and never waits: every
+subscription is a bounded buffer, and a consumer that falls behind loses
+packets (counted, logged at a limited rate) instead of slowing the publisher
+or the other consumers.
+
+A publisher that disconnects leaves its stream waiting for a grace window;
+one that comes back with the same playback name inside it continues the same
+stream, and consumers see a ``StreamStarted(discontinuity=True)``. When the
+window passes, consumers see :class:`StreamEnded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from engine.errors import StreamBusyError
+from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
+
+log = logging.getLogger(__name__)
+
+DROP_LOG_INTERVAL_S = 5.0
+"""At most one log line per subscription per this many seconds about drops."""
+
+
+class StreamState(enum.Enum):
+    LIVE = "live"
+    WAITING = "waiting"  # publisher gone, inside the reconnect grace window
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class FanoutStats:
+    """Counters the metrics endpoint reads."""
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class Subscription:
+    """One consumer's bounded view of a stream.
+
+    Iterate it (``async for item in sub``) or call :meth:`get`. Iteration ends
+    after :class:`StreamEnded` or :meth:`close`. When the buffer is full, the
+    queued packets are discarded and the subscription waits for the next video
+    keyframe before it accepts packets again, so a lagging consumer resumes on
+    a decodable frame; control items are never dropped.
+    """
+
+    def __init__(self, stream: LiveStream, consumer: str, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.stream = stream
+        self.consumer = consumer
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: collections.deque[StreamItem] = collections.deque()
+        self._packets = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._resync = False
+        self._closed = False
+        self._ended = False
+        self._last_drop_log = 0.0
+
+    # -- publisher side -------------------------------------------------
+    def _offer(self, item: StreamItem) -> None:
+        if self._closed:
+            return
+        if isinstance(item, Packet):
+            if self._resync:
+                if not (item.keyframe and self.stream.is_video(item.track)) and self.stream.has_video:
+                    self._count_drop(1)
+                    return
+                self._resync = False
+            if self._packets >= self.maxsize:
+                discarded = [i for i in self._items if isinstance(i, Packet)]
+                self._items = collections.deque(i for i in self._items if not isinstance(i, Packet))
+                self._packets = 0
+                self._count_drop(len(discarded) + 1)
+                if self.stream.has_video and not (item.keyframe and self.stream.is_video(item.track)):
+                    self._resync = True
+                    return
+            self._packets += 1
+        self._items.append(item)
+        self._wake()
+
+    def _count_drop(self, n: int) -> None:
+        self.dropped += n
+        self.stream.stats.dropped[self.consumer] = self.stream.stats.dropped.get(self.consumer, 0) + n
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            log.warning(
+                "stream %s: consumer %s is behind, %d packets dropped so far",
+                self.stream.name,
+                self.consumer,
+                self.dropped,
+            )
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- consumer side --------------------------------------------------
+    def get_nowait(self) -> StreamItem | None:
+        """Return the next item, or ``None`` when nothing is buffered."""
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        if isinstance(item, Packet):
+            self._packets -= 1
+        elif isinstance(item, StreamEnded):
+            self._ended = True
+        return item
+
+    async def get(self) -> StreamItem | None:
+        """Wait for the next item; ``None`` once the subscription is closed
+        or the stream has ended and everything was read."""
+        while True:
+            item = self.get_nowait()
+            if item is not None:
+                return item
+            if self._closed or self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> StreamItem:
+        item = await self.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    def drain(self) -> Iterator[StreamItem]:
+        """Yield every buffered item without waiting."""
+        while (item := self.get_nowait()) is not None:
+            yield item
+
+    @property
+    def buffered(self) -> int:
+        return self._packets
+
+    def close(self) -> None:
+        """Stop receiving; the stream forgets this subscription."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stream._unsubscribe(self)
+        self._wake()
+
+
+class LiveStream:
+    """A named stream: its tracks, its publisher, its subscriptions.
+
+    Only the registry creates streams. ``gop_cache`` keeps the packets since
+    the last video keyframe so that a subscriber that asks for it starts on a
+    decodable frame (WebRTC viewers joining mid-stream).
+    """
+
+    def __init__(self, name: str, gop_cache_limit: int) -> None:
+        self.name = name
+        self.state = StreamState.LIVE
+        self.tracks: tuple[Track, ...] = ()
+        self.stats = FanoutStats()
+        self.started_wall = time.time()
+        self.publish_count = 0
+        self.publisher_info: dict[str, str] = {}
+        self._subs: list[Subscription] = []
+        self._gop: list[Packet] = []
+        self._gop_limit = gop_cache_limit
+        self._video_tracks: frozenset[int] = frozenset()
+        self._ended = asyncio.Event()
+
+    def is_video(self, track: int) -> bool:
+        return track in self._video_tracks
+
+    @property
+    def has_video(self) -> bool:
+        return bool(self._video_tracks)
+
+    def subscribe(self, consumer: str, maxsize: int = 512, replay_gop: bool = False) -> Subscription:
+        """Add a consumer. It first receives the current track set (when the
+        publisher has sent one) and, with ``replay_gop``, the packets of the
+        current group of pictures."""
+        sub = Subscription(self, consumer, maxsize)
+        if self.tracks:
+            sub._offer(StreamStarted(self.tracks))
+            if replay_gop:
+                for pkt in self._gop[-maxsize:]:
+                    sub._offer(pkt)
+        if self.state is StreamState.ENDED:
+            sub._offer(StreamEnded("stream already ended"))
+        self._subs.append(sub)
+        return sub
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subs)
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def _broadcast(self, item: StreamItem) -> None:
+        for sub in tuple(self._subs):
+            sub._offer(item)
+
+    def _start(self, tracks: tuple[Track, ...]) -> None:
+        discontinuity = self.publish_count > 0 and bool(self.tracks)
+        self.tracks = tracks
+        self._video_tracks = frozenset(t.index for t in tracks if t.kind is MediaKind.VIDEO)
+        self._gop.clear()
+        self.publish_count += 1
+        self.state = StreamState.LIVE
+        self._broadcast(StreamStarted(tracks, discontinuity=discontinuity))
+
+    def _write(self, packet: Packet) -> None:
+        self.stats.packets_in += 1
+        self.stats.bytes_in += len(packet.data)
+        if self._video_tracks:
+            if packet.keyframe and packet.track in self._video_tracks:
+                self._gop.clear()
+            if self._gop or (packet.keyframe and packet.track in self._video_tracks):
+                if len(self._gop) < self._gop_limit:
+                    self._gop.append(packet)
+                else:
+                    self._gop.clear()
+        self._broadcast(packet)
+
+    def _end(self, reason: str) -> None:
+        self.state = StreamState.ENDED
+        self._gop.clear()
+        self._broadcast(StreamEnded(reason))
+        self._ended.set()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+
+class Publisher:
+    """A publisher's handle on its stream; returned by
+    :meth:`StreamRegistry.claim`.
+
+    Call :meth:`start` with the track set once it is known (and again if the
+    publisher changes codec parameters mid-stream), :meth:`write` for each
+    packet, and :meth:`close` when the connection ends. The registry may
+    :meth:`kick` the publisher (key revoked, creator banned): the adapter that
+    owns the connection registers ``on_kick`` and closes it.
+    """
+
+    def __init__(self, registry: StreamRegistry, stream: LiveStream) -> None:
+        self._registry = registry
+        self.stream = stream
+        self.closed = False
+        self.on_kick: Callable[[str], None] | None = None
+        self._started = False
+
+    def start(self, tracks: tuple[Track, ...]) -> None:
+        if self.closed:
+            return
+        if not self._started or tracks != self.stream.tracks:
+            self.stream._start(tracks)
+        self._started = True
+
+    def write(self, packet: Packet) -> None:
+        if not self.closed:
+            self.stream._write(packet)
+
+    def close(self, reason: str = "publisher disconnected") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._registry._release(self, reason)
+
+    def kick(self, reason: str) -> None:
+        """End this publish at once, with no grace window."""
+        if self.closed:
+            return
+        callback = self.on_kick
+        self.closed = True
+        self._registry._release(self, reason, grace=False)
+        if callback is not None:
+            callback(reason)
+
+
+StreamListener = Callable[[LiveStream], None]
+
+
+class StreamRegistry:
+    """Every stream on this node, by playback name.
+
+    ``grace_s`` is the reconnect window. Listeners added with
+    :meth:`on_stream_created` are called once per new stream (not on a
+    reconnect), which is how outputs such as the HLS packager attach.
+    """
+
+    def __init__(self, grace_s: float = 10.0, gop_cache_limit: int = 1024) -> None:
+        self.grace_s = grace_s
+        self._gop_cache_limit = gop_cache_limit
+        self._streams: dict[str, LiveStream] = {}
+        self._publishers: dict[str, Publisher] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._listeners: list[StreamListener] = []
+
+    def on_stream_created(self, listener: StreamListener) -> None:
+        self._listeners.append(listener)
+
+    def get(self, name: str) -> LiveStream | None:
+        return self._streams.get(name)
+
+    def streams(self) -> tuple[LiveStream, ...]:
+        return tuple(self._streams.values())
+
+    def publisher(self, name: str) -> Publisher | None:
+        return self._publishers.get(name)
+
+    def claim(self, name: str) -> Publisher:
+        """Become the publisher of ``name``.
+
+        Raises :class:`StreamBusyError` when it has a live publisher. A stream
+        waiting in its grace window is continued; otherwise a new stream is
+        created and the listeners are told.
+        """
+        if name in self._publishers:
+            raise StreamBusyError(f"stream {name!r} already has a publisher")
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        stream = self._streams.get(name)
+        created = stream is None or stream.state is StreamState.ENDED
+        if created:
+            stream = LiveStream(name, self._gop_cache_limit)
+            self._streams[name] = stream
+        assert stream is not None
+        stream.state = StreamState.LIVE
+        publisher = Publisher(self, stream)
+        self._publishers[name] = publisher
+        if created:
+            for listener in tuple(self._listeners):
+                listener(stream)
+        return publisher
+
+    def kick(self, name: str, reason: str) -> bool:
+        """Disconnect the publisher of ``name`` and end its stream now."""
+        publisher = self._publishers.get(name)
+        if publisher is None:
+            return False
+        publisher.kick(reason)
+        return True
+
+    def _release(self, publisher: Publisher, reason: str, grace: bool = True) -> None:
+        name = publisher.stream.name
+        if self._publishers.get(name) is not publisher:
+            return
+        del self._publishers[name]
+        stream = publisher.stream
+        if grace and self.grace_s > 0 and stream.tracks:
+            stream.state = StreamState.WAITING
+            loop = asyncio.get_running_loop()
+            self._timers[name] = loop.call_later(self.grace_s, self._expire, name, reason)
+            log.info("stream %s: publisher gone (%s), waiting %.1fs for it to return", name, reason, self.grace_s)
+        else:
+            self._finish(name, reason)
+
+    def _expire(self, name: str, reason: str) -> None:
+        self._timers.pop(name, None)
+        if name not in self._publishers:
+            self._finish(name, reason)
+
+    def _finish(self, name: str, reason: str) -> None:
+        stream = self._streams.pop(name, None)
+        if stream is not None:
+            stream._end(reason)
+            log.info("stream %s ended: %s", name, reason)
+
+    def close(self) -> None:
+        """End every stream (shutdown)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for publisher in tuple(self._publishers.values()):
+            publisher.kick("server shutting down")
+        for name in tuple(self._streams):
+            self._finish(name, "server shutting down")

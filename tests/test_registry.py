@@ -1,0 +1,115 @@
+"""The registry's fan-out: bounded buffers, drop policy, grace window."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+
+import pytest
+
+from engine.errors import StreamBusyError
+from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
+from engine.registry import StreamRegistry, StreamState
+
+TB = Fraction(1, 1000)
+TRACKS = (
+    Track(0, Codec.H264, TB, b"\x01", width=640, height=360),
+    Track(1, Codec.AAC, TB, b"\x12\x10", sample_rate=48000, channels=2),
+)
+
+
+def video(ts: int, key: bool = False) -> Packet:
+    return Packet(0, ts, ts, TB, b"v" * 10, keyframe=key)
+
+
+def audio(ts: int) -> Packet:
+    return Packet(1, ts, ts, TB, b"a" * 4)
+
+
+async def test_subscriber_gets_tracks_then_packets() -> None:
+    reg = StreamRegistry(grace_s=0)
+    pub = reg.claim("s")
+    sub = pub.stream.subscribe("t")
+    pub.start(TRACKS)
+    pub.write(video(0, True))
+    pub.write(audio(0))
+    assert list(sub.drain()) == [StreamStarted(TRACKS), video(0, True), audio(0)]
+
+
+async def test_second_publisher_refused() -> None:
+    reg = StreamRegistry()
+    reg.claim("s")
+    with pytest.raises(StreamBusyError):
+        reg.claim("s")
+
+
+async def test_slow_consumer_drops_and_resumes_on_keyframe() -> None:
+    reg = StreamRegistry(grace_s=0)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    slow = pub.stream.subscribe("slow", maxsize=4)
+    fast = pub.stream.subscribe("fast", maxsize=1000)
+    for i in range(10):
+        pub.write(video(i * 33, key=(i == 0)))
+    # The publisher never waited, the fast consumer has everything.
+    assert sum(isinstance(x, Packet) for x in fast.drain()) == 10
+    slow_items = list(slow.drain())
+    assert slow.dropped > 0
+    assert not any(isinstance(x, Packet) and not x.keyframe for x in slow_items[:1])
+    pub.write(video(400))  # not a keyframe: still resyncing
+    pub.write(video(433, key=True))
+    rest = [x for x in slow.drain() if isinstance(x, Packet)]
+    assert rest and rest[0].keyframe
+    assert reg.get("s") is not None and reg.get("s").stats.dropped["slow"] == slow.dropped  # type: ignore[union-attr]
+
+
+async def test_reconnect_within_grace_continues_with_discontinuity() -> None:
+    reg = StreamRegistry(grace_s=5)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    sub = pub.stream.subscribe("t")
+    pub.close()
+    assert pub.stream.state is StreamState.WAITING
+    pub2 = reg.claim("s")
+    assert pub2.stream is pub.stream
+    pub2.start(TRACKS)
+    items = list(sub.drain())
+    assert items == [StreamStarted(TRACKS), StreamStarted(TRACKS, discontinuity=True)]
+    reg.close()
+
+
+async def test_grace_expiry_ends_stream() -> None:
+    reg = StreamRegistry(grace_s=0.05)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    sub = pub.stream.subscribe("t")
+    pub.close()
+    items = [item async for item in sub]
+    assert isinstance(items[-1], StreamEnded)
+    assert reg.get("s") is None
+
+
+async def test_kick_calls_back_and_ends_without_grace() -> None:
+    reg = StreamRegistry(grace_s=60)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    reasons: list[str] = []
+    pub.on_kick = reasons.append
+    assert reg.kick("s", "banned")
+    assert reasons == ["banned"]
+    assert reg.get("s") is None
+    await asyncio.sleep(0)
+
+
+async def test_gop_replay_starts_on_keyframe() -> None:
+    reg = StreamRegistry(grace_s=0)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    pub.write(video(0, True))
+    pub.write(video(33))
+    pub.write(video(66, True))
+    pub.write(audio(70))
+    pub.write(video(99))
+    sub = pub.stream.subscribe("late", replay_gop=True)
+    pkts = [x for x in sub.drain() if isinstance(x, Packet)]
+    assert [p.pts for p in pkts] == [66, 70, 99]
