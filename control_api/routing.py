@@ -1,0 +1,217 @@
+"""Declared operations: one table drives both the aiohttp routes and the
+OpenAPI document, so the document stays true to what is served.
+
+Each operation names its method and path (relative to ``/api/v1``), the
+roles allowed to call it, and the JSON Schemas of its body, query and
+responses. The wrapper installed for it authenticates the caller, checks the
+role, parses and validates the query string and body, and only then calls the
+handler with a :class:`RequestCtx`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from control_api.errors import Forbidden, MalformedRequest, Unauthenticated, ValidationFailed
+from control_api.validation import errors_for, validate
+
+MAX_BODY_BYTES = 64 * 1024
+
+ROLES_ANY_USER = frozenset({"fan", "creator", "admin"})
+ROLES_CREATOR = frozenset({"creator", "admin"})
+ROLES_ADMIN = frozenset({"admin"})
+ROLES_PLATFORM = frozenset({"admin", "service"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a logged-in user (``kind="user"``) or a platform
+    service holding an API key (``kind="api_key"``, role ``service``)."""
+
+    kind: str
+    id: str
+    role: str
+    username: str
+    session_id: str | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestCtx:
+    request: web.Request
+    principal: Principal | None
+    body: Any
+    query: dict[str, Any]
+
+    @property
+    def remote(self) -> str:
+        return self.request.remote or ""
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+    def user(self) -> Principal:
+        """The caller, for handlers whose operation requires one."""
+        if self.principal is None:
+            raise Unauthenticated("this operation needs a bearer token or an API key")
+        return self.principal
+
+
+Handler = Callable[[RequestCtx], Awaitable[Reply]]
+Authenticator = Callable[[web.Request], Awaitable[Principal | None]]
+
+
+@dataclass(slots=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    roles: frozenset[str] | None
+    body: dict[str, Any] | None
+    query: dict[str, dict[str, Any]]
+    ok_status: int
+    ok_schema: dict[str, Any] | None
+    errors: frozenset[int]
+
+
+def _parse_query(raw: Any, spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    errs: list[dict[str, str]] = []
+    for name, schema in spec.items():
+        if name not in raw:
+            if "default" in schema:
+                out[name] = schema["default"]
+            continue
+        text = raw.getone(name)
+        value: Any = text
+        kind = schema.get("type")
+        try:
+            if kind == "integer":
+                value = int(text)
+            elif kind == "number":
+                value = float(text)
+            elif kind == "boolean":
+                if text not in ("true", "false"):
+                    raise ValueError(text)
+                value = text == "true"
+        except ValueError:
+            errs.append({"path": f"?{name}", "message": f"must be of type {kind}"})
+            continue
+        errs.extend(errors_for(value, schema, f"?{name}"))
+        out[name] = value
+    if errs:
+        raise ValidationFailed(errs)
+    return out
+
+
+class Router:
+    """Collects operations with :meth:`op` and installs them on an app."""
+
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+
+    def op(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        roles: frozenset[str] | None,
+        body: dict[str, Any] | None = None,
+        query: dict[str, dict[str, Any]] | None = None,
+        ok: tuple[int, dict[str, Any] | None] = (200, None),
+        errors: tuple[int, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            implied = set(errors)
+            if roles is not None:
+                implied |= {401, 403}
+            if body is not None:
+                implied |= {400, 422}
+            if query:
+                implied.add(422)
+            if "{" in path:
+                implied.add(404)
+            self.operations.append(
+                Operation(
+                    method=method,
+                    path=path,
+                    handler=handler,
+                    operation_id=handler.__name__,
+                    summary=summary,
+                    tag=tag,
+                    roles=roles,
+                    body=body,
+                    query=dict(query or {}),
+                    ok_status=ok[0],
+                    ok_schema=ok[1],
+                    errors=frozenset(implied),
+                )
+            )
+            return handler
+
+        return register
+
+    def install(self, app: web.Application, authenticate: Authenticator) -> None:
+        for op in self.operations:
+            app.router.add_route(op.method, op.path, _wrap(op, authenticate))
+
+
+def _wrap(op: Operation, authenticate: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        principal = await authenticate(request)
+        if op.roles is not None:
+            if principal is None:
+                raise Unauthenticated("this operation needs a bearer token or an API key")
+            if principal.role not in op.roles:
+                raise Forbidden(f"role {principal.role!r} may not {op.summary[0].lower()}{op.summary[1:]}")
+        query = _parse_query(request.query, op.query)
+        body: Any = None
+        if op.body is not None:
+            body = await _read_json(request)
+            validate(body, op.body)
+        reply = await op.handler(RequestCtx(request, principal, body, query))
+        if reply.status == 204:
+            return web.Response(status=204, headers=reply.headers)
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers, dumps=_dumps)
+
+    endpoint.__name__ = op.operation_id
+    return endpoint
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+async def _read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise MalformedRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise MalformedRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+    ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise MalformedRequest(f"send the body as application/json, not {ctype!r}")
+    try:
+        return json.loads(raw.decode("utf-8") if raw else "{}", parse_constant=_no_constant)
+    except ValueError as e:
+        raise MalformedRequest(f"body is not valid JSON: {e}") from e
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

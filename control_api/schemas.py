@@ -1,0 +1,232 @@
+"""JSON Schemas of request bodies and responses.
+
+The OpenAPI document publishes these and :mod:`control_api.validation`
+enforces the request ones, so both read from this single table. Times are
+numbers of seconds since the Unix epoch; money is an integer number of cents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+TIME: Schema = {"type": "number", "description": "seconds since the Unix epoch"}
+TIME_OR_NULL: Schema = {"type": ["number", "null"], "description": "seconds since the Unix epoch"}
+ID: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
+CENTS: Schema = {"type": "integer", "minimum": 0, "maximum": 100_000_000}
+VISIBILITY: Schema = {"type": "string", "enum": ["free", "subscribers", "pay_per_view"]}
+USERNAME: Schema = {"type": "string", "minLength": 3, "maxLength": 32, "pattern": "^[a-z0-9_]+$"}
+PASSWORD: Schema = {"type": "string", "minLength": 8, "maxLength": 256}
+OTP: Schema = {"type": "string", "pattern": "^[0-9]{6}$"}
+CREATOR_STATUS: Schema = {"type": "string", "enum": ["active", "inactive", "warning", "suspended", "top_performer"]}
+ROLE: Schema = {"type": "string", "enum": ["fan", "creator", "admin"]}
+EVENTS = ["stream.started", "stream.ended", "recording.ready", "gift.sent"]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict[str, Schema], required: list[str] | None = None, closed: bool = True) -> Schema:
+    """An object schema; request bodies are closed (unknown fields refused)."""
+    out: Schema = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def resp(props: dict[str, Schema]) -> Schema:
+    """A response object: every listed field is always present."""
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+def page(item: str) -> Schema:
+    return resp({
+        "items": {"type": "array", "items": ref(item)},
+        "limit": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "next_offset": {"type": ["integer", "null"]},
+    })
+
+
+PAGE_QUERY: dict[str, Schema] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 0},
+}
+
+# -- request bodies ----------------------------------------------------------------
+REGISTER = obj(
+    {
+        "username": USERNAME,
+        "password": PASSWORD,
+        "role": {"type": "string", "enum": ["fan", "creator"]},
+        "display_name": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+    ["username", "password", "role"],
+)
+LOGIN = obj({"username": USERNAME, "password": PASSWORD, "otp": OTP}, ["username", "password"])
+REFRESH = obj({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 256}}, ["refresh_token"])
+LOGOUT = obj({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 256}})
+OTP_BODY = obj({"code": OTP}, ["code"])
+API_KEY_BODY = obj({"name": {"type": "string", "minLength": 1, "maxLength": 64}}, ["name"])
+PROFILE_PATCH = obj({
+    "display_name": {"type": "string", "minLength": 1, "maxLength": 64},
+    "bio": {"type": "string", "maxLength": 2000},
+})
+ADMIN_USER_PATCH = obj({"role": ROLE, "creator_status": CREATOR_STATUS, "verified": {"type": "boolean"}})
+BAN_BODY = obj({"reason": {"type": "string", "minLength": 1, "maxLength": 500}}, ["reason"])
+KICK_BODY = obj({"reason": {"type": "string", "minLength": 1, "maxLength": 500}})
+RUNG: Schema = obj(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 16},
+        "height": {"type": "integer", "minimum": 144, "maximum": 2160},
+        "bitrate_kbps": {"type": "integer", "minimum": 100, "maximum": 20000},
+    },
+    ["name", "height", "bitrate_kbps"],
+)
+START_STREAM = obj(
+    {
+        "title": {"type": "string", "minLength": 1, "maxLength": 140},
+        "visibility": VISIBILITY,
+        "price_cents": CENTS,
+        "recording": {"type": "boolean"},
+        "ladder": {"type": "array", "items": RUNG, "maxItems": 6},
+        "effects": {"type": "object", "maxProperties": 32},
+    },
+    ["title"],
+)
+STOP_STREAM = obj({})
+RECORD_BODY = obj({"enabled": {"type": "boolean"}}, ["enabled"])
+GIFT_BODY = obj(
+    {"gift_id": ID, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
+     "message": {"type": "string", "maxLength": 200}},
+    ["gift_id"],
+)
+SCHEDULE_BODY = obj(
+    {
+        "title": {"type": "string", "minLength": 1, "maxLength": 140},
+        "description": {"type": "string", "maxLength": 2000},
+        "starts_at": {"type": "number", "minimum": 0, "maximum": 32_503_680_000},
+        "duration_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
+        "visibility": VISIBILITY,
+        "price_cents": CENTS,
+    },
+    ["title", "starts_at"],
+)
+SUBSCRIBE = obj({"creator_id": ID, "tier": {"type": "string", "minLength": 1, "maxLength": 32}, "fan_id": ID},
+                ["creator_id"])
+UNLOCK = obj({"user_id": ID})
+RECORDING_BODY = obj(
+    {"uri": {"type": "string", "minLength": 1, "maxLength": 1000},
+     "duration_s": {"type": "number", "minimum": 0, "maximum": 1e7},
+     "size_bytes": {"type": "integer", "minimum": 0, "maximum": 2**53}},
+    ["uri", "duration_s", "size_bytes"],
+)
+WEBHOOK_BODY = obj(
+    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://"},
+     "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": 4}},
+    ["url"],
+)
+GIFT_CATALOGUE_BODY = obj(
+    {"id": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[a-z0-9_]+$"},
+     "name": {"type": "string", "minLength": 1, "maxLength": 64},
+     "price_cents": {"type": "integer", "minimum": 1, "maximum": 100_000_000}},
+    ["id", "name", "price_cents"],
+)
+
+# -- components (responses) ------------------------------------------------------------
+_USER_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string"}, "username": {"type": "string"}, "display_name": {"type": "string"},
+    "bio": {"type": "string"}, "role": ROLE, "verified": {"type": "boolean"}, "creator_status": CREATOR_STATUS,
+    "created_at": TIME,
+}
+_STREAM_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string"}, "user_id": {"type": "string"}, "username": {"type": "string"},
+    "title": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "live", "ended"]},
+    "playback_id": {"type": "string"}, "visibility": VISIBILITY, "price_cents": {"type": "integer"},
+    "recording": {"type": "boolean"}, "ladder": {"type": "array"}, "effects": {"type": "object"},
+    "viewers": {"type": "integer"}, "peak_viewers": {"type": "integer"}, "total_views": {"type": "integer"},
+    "created_at": TIME, "started_at": TIME_OR_NULL, "ended_at": TIME_OR_NULL,
+    "ended_reason": {"type": ["string", "null"]},
+}
+_GIFT_SEND: dict[str, Schema] = {
+    "id": {"type": "string"}, "stream_id": {"type": "string"}, "sender_id": {"type": "string"},
+    "username": {"type": "string"}, "gift_id": {"type": "string"}, "quantity": {"type": "integer"},
+    "amount_cents": {"type": "integer"}, "message": {"type": "string"}, "created_at": TIME,
+}
+
+COMPONENTS: dict[str, Schema] = {
+    "Problem": {
+        "type": "object",
+        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                       "detail": {"type": "string"}, "instance": {"type": "string"},
+                       "errors": {"type": "array", "items": {"type": "object"}}},
+        "required": ["type", "title", "status", "detail"],
+    },
+    "User": resp(_USER_FIELDS),
+    "Me": resp({**_USER_FIELDS, "banned": {"type": "boolean"}, "totp_enabled": {"type": "boolean"}}),
+    "TokenPair": resp({"access_token": {"type": "string"}, "refresh_token": {"type": "string"},
+                       "token_type": {"type": "string", "enum": ["Bearer"]}, "expires_in": {"type": "integer"},
+                       "user": ref("Me")}),
+    "TotpSetup": resp({"secret": {"type": "string"}, "otpauth_uri": {"type": "string"}}),
+    "TotpState": resp({"totp_enabled": {"type": "boolean"}}),
+    "ApiKey": resp({"id": {"type": "string"}, "name": {"type": "string"}, "created_at": TIME,
+                    "revoked_at": TIME_OR_NULL, "last_used_at": TIME_OR_NULL,
+                    "key": {"type": ["string", "null"], "description": "shown once, at creation"}}),
+    "LiveStream": resp(_STREAM_FIELDS),
+    "StreamStatus": resp({"live": {"type": "boolean"}, "stream": {"anyOf": [ref("LiveStream"), {"type": "null"}]}}),
+    "StreamKey": resp({"id": {"type": "string"}, "created_at": TIME, "rtmp_app": {"type": "string"},
+                       "stream_key": {"type": ["string", "null"], "description": "shown once"},
+                       "key_hint": {"type": "string"}}),
+    "Viewer": resp({"user_id": {"type": "string"}, "username": {"type": "string"}, "joined_at": TIME}),
+    "Viewers": resp({"stream_id": {"type": "string"}, "concurrent": {"type": "integer"},
+                     "peak": {"type": "integer"}, "total_views": {"type": "integer"},
+                     "items": {"type": "array", "items": ref("Viewer")}, "limit": {"type": "integer"},
+                     "offset": {"type": "integer"}, "next_offset": {"type": ["integer", "null"]}}),
+    "Join": resp({"playback_url": {"type": "string"}, "token": {"type": ["string", "null"]},
+                  "expires_at": {"type": "integer"}, "viewer_session_id": {"type": "string"},
+                  "stream": ref("LiveStream")}),
+    "Leave": resp({"stream_id": {"type": "string"}, "left": {"type": "boolean"}, "concurrent": {"type": "integer"}}),
+    "Gift": resp({"id": {"type": "string"}, "name": {"type": "string"}, "price_cents": {"type": "integer"},
+                  "active": {"type": "boolean"}}),
+    "GiftSend": resp(_GIFT_SEND),
+    "Leaderboard": resp({
+        "stream_id": {"type": "string"}, "total_cents": {"type": "integer"},
+        "leaderboard": {"type": "array", "items": resp({"user_id": {"type": "string"}, "username": {"type": "string"},
+                                                         "total_cents": {"type": "integer"},
+                                                         "gifts": {"type": "integer"}})},
+        "recent": {"type": "array", "items": ref("GiftSend")},
+    }),
+    "Schedule": resp({"id": {"type": "string"}, "user_id": {"type": "string"}, "username": {"type": "string"},
+                      "title": {"type": "string"}, "description": {"type": "string"}, "starts_at": TIME,
+                      "duration_minutes": {"type": "integer"}, "visibility": VISIBILITY,
+                      "price_cents": {"type": "integer"}, "created_at": TIME}),
+    "Subscription": resp({"id": {"type": "string"}, "fan_id": {"type": "string"}, "creator_id": {"type": "string"},
+                          "tier": {"type": "string"}, "status": {"type": "string", "enum": ["active", "cancelled"]},
+                          "current_period_end": TIME, "created_at": TIME, "cancelled_at": TIME_OR_NULL}),
+    "Unlock": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "user_id": {"type": "string"},
+                    "amount_cents": {"type": "integer"}, "created_at": TIME}),
+    "Recording": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "uri": {"type": "string"},
+                       "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME}),
+    "Webhook": resp({"id": {"type": "string"}, "url": {"type": "string"},
+                     "events": {"type": "array", "items": {"type": "string"}}, "active": {"type": "boolean"},
+                     "created_at": TIME,
+                     "secret": {"type": ["string", "null"], "description": "shown once, at creation"}}),
+    "Delivery": resp({"id": {"type": "string"}, "endpoint_id": {"type": "string"}, "event": {"type": "string"},
+                      "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                      "attempts": {"type": "integer"}, "last_status": {"type": ["integer", "null"]},
+                      "last_error": {"type": ["string", "null"]}, "next_attempt_at": TIME_OR_NULL,
+                      "created_at": TIME, "delivered_at": TIME_OR_NULL}),
+    "Audit": resp({"id": {"type": "string"}, "actor_kind": {"type": "string"}, "actor_id": {"type": ["string", "null"]},
+                   "action": {"type": "string"}, "target_kind": {"type": "string"},
+                   "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"},
+                   "remote": {"type": "string"}, "created_at": TIME}),
+    "Kicked": resp({"stream_id": {"type": ["string", "null"]}, "disconnected": {"type": "boolean"}}),
+}
+
+for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "Webhook", "Delivery",
+              "Audit", "ApiKey", "Gift"):
+    COMPONENTS[f"{_name}Page"] = page(_name)

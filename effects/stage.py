@@ -1,0 +1,80 @@
+"""What an effect is: a stage that turns one frame's pixels or samples into
+the next, plus the description ``effects list`` prints.
+
+Stages work on NumPy arrays, never on PyAV frames, so that the chain does
+the frame conversion once per frame for all stages and keeps timestamps in
+one place. Video stages get and return BGR ``uint8`` arrays of shape
+``(height, width, 3)`` and may change the array in place; audio stages get
+and return ``float32`` arrays of shape ``(channels, samples)`` and must
+return exactly as many samples as they were given, so that audio never
+drifts from video.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from effects.models import ModelStore
+from effects.options import Option
+
+Image = NDArray[np.uint8]
+Samples = NDArray[np.float32]
+
+
+class StageKind(enum.Enum):
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+class VideoStage(Protocol):
+    def process(self, image: Image) -> Image:
+        """Return the processed frame (the same array or a new one)."""
+        ...
+
+
+class AudioStage(Protocol):
+    def process(self, samples: Samples, sample_rate: int) -> Samples:
+        """Return exactly ``samples.shape[1]`` processed samples."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What a stage factory may use besides its options: the shared model
+    store (model bytes are read once per process, networks are per stage
+    because OpenCV networks must not run on two threads at once)."""
+
+    models: ModelStore
+
+
+StageFactory = Callable[[Mapping[str, Any], StageContext], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EffectInfo:
+    """One effect: its name, what it works on, its options and how to build
+    a stage from checked option values.
+
+    ``critical`` stages are never skipped when the chain runs late (a face
+    blur that skipped a frame would show the face); the others are skipped
+    whole frames at a time, counted, so a slow stage cannot stall the
+    stream.
+    """
+
+    name: str
+    kind: StageKind
+    summary: str
+    options: tuple[Option, ...]
+    factory: StageFactory
+    critical: bool = False
+
+    def describe(self) -> str:
+        lines = [f"{self.name} ({self.kind.value}): {self.summary}"]
+        lines += [f"    {option.describe()}" for option in self.options]
+        return "\n".join(lines)

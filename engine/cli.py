@@ -1,0 +1,112 @@
+"""The ``fanz-media`` command (also ``python -m engine``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.config import EngineConfig, load_config, settings_markdown
+from engine.errors import ConfigError
+
+# Sub-commands that belong to other packages: name -> (module, help). Each
+# module has ``main(argv) -> int``; imported only when used, so a node that
+# never transcodes never loads the encoders.
+DELEGATED = {
+    "transcode": ("transcode.cli", "transcode a file into a VOD HLS ladder"),
+    "effects": ("effects.cli", "list effects, or apply them to a file"),
+    "api": ("control_api.cli", "run the control API on its own"),
+}
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the media engine (RTMP ingest, HLS, metrics)")
+    p.add_argument("--config", type=Path, help="TOML config file")
+    p.add_argument("--data-dir", type=Path, help="where HLS output and data live (server.data_dir)")
+    p.add_argument("--host", help="address to bind (server.host)")
+    p.add_argument("--rtmp-port", type=int, help="RTMP port (rtmp.port)")
+    p.add_argument("--rtmps-port", type=int, help="RTMPS port (rtmp.tls_port)")
+    p.add_argument("--http-port", type=int, help="HTTP port (http.port)")
+    p.add_argument("--dev", action="store_true", help="accept any stream key (development only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fanz-media", description="Fanz Media Engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    cfg = sub.add_parser("config", help="print every setting, its environment variable and default")
+    cfg.add_argument("--config", type=Path, help="also validate this TOML file")
+    for name, (_module, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    config = load_config(args.config)
+    server: dict[str, Any] = {}
+    if args.data_dir is not None:
+        server["data_dir"] = args.data_dir
+    if args.host is not None:
+        server["host"] = args.host
+    if args.dev:
+        server["dev"] = True
+    rtmp: dict[str, Any] = {}
+    if args.rtmp_port is not None:
+        rtmp["port"] = args.rtmp_port
+    if args.rtmps_port is not None:
+        rtmp["tls_port"] = args.rtmps_port
+    http: dict[str, Any] = {}
+    if args.http_port is not None:
+        http["port"] = args.http_port
+    return config.with_overrides(server=server, rtmp=rtmp, http=http)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run_serve(config: EngineConfig) -> int:
+    from engine.serve import run
+
+    if config.server.use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger(__name__).warning("uvloop is not installed; using the default event loop")
+        else:
+            uvloop.run(run(config))
+            return 0
+    asyncio.run(run(config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return int(module.main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "config":
+            if args.config is not None:
+                load_config(args.config)
+            sys.stdout.write(settings_markdown())
+            return 0
+        config = config_from_args(args)
+    except ConfigError as exc:
+        parser.exit(2, f"fanz-media: configuration error: {exc}\n")
+    setup_logging(config.server.log_level)
+    try:
+        return _run_serve(config)
+    except KeyboardInterrupt:
+        return 0

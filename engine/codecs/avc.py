@@ -1,0 +1,187 @@
+"""H.264: the ``avcC`` decoder configuration record and the SPS fields the
+packager needs (picture size after cropping, frame rate from VUI timing).
+
+References: ISO/IEC 14496-15 §5.3.3 (avcC) and ITU-T H.264 §7.3.2.1.1 (SPS),
+§E.1.1 (VUI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from engine.codecs.bits import BitReader, unescape_rbsp
+from engine.codecs.errors import CodecError
+
+NAL_SLICE = 1
+NAL_IDR = 5
+NAL_SEI = 6
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_AUD = 9
+
+#: Profiles whose SPS carries chroma format, bit depth and scaling lists.
+_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+@dataclass(frozen=True, slots=True)
+class AvcConfig:
+    """The fields of an ``avcC`` record."""
+
+    profile: int
+    compatibility: int
+    level: int
+    nal_length_size: int
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AvcSps:
+    """The SPS fields the engine uses: the displayed size (cropping applied)
+    and the frame rate when the VUI carries timing information."""
+
+    profile: int
+    level: int
+    chroma_format_idc: int
+    width: int
+    height: int
+    frame_rate: Fraction | None
+
+
+def parse_avcc(data: bytes) -> AvcConfig:
+    """Parse an ``avcC`` record (the H.264 track's extradata)."""
+    if len(data) < 7:
+        raise CodecError(f"avcC record too short ({len(data)} bytes)")
+    if data[0] != 1:
+        raise CodecError(f"avcC configurationVersion {data[0]} is not 1 (is this Annex B extradata?)")
+    pos = 6
+    count = data[5] & 0x1F
+    sps, pos = _read_units(data, pos, count, "SPS")
+    if pos >= len(data):
+        raise CodecError("avcC record truncated before the PPS count")
+    count = data[pos]
+    pps, pos = _read_units(data, pos + 1, count, "PPS")
+    return AvcConfig(
+        profile=data[1],
+        compatibility=data[2],
+        level=data[3],
+        nal_length_size=(data[4] & 0x03) + 1,
+        sps=sps,
+        pps=pps,
+    )
+
+
+def _read_units(data: bytes, pos: int, count: int, what: str) -> tuple[tuple[bytes, ...], int]:
+    units = []
+    for _ in range(count):
+        if pos + 2 > len(data):
+            raise CodecError(f"avcC record truncated in the {what} list")
+        size = int.from_bytes(data[pos : pos + 2], "big")
+        pos += 2
+        if size == 0 or pos + size > len(data):
+            raise CodecError(f"avcC {what} length {size} does not fit the record")
+        units.append(data[pos : pos + size])
+        pos += size
+    return tuple(units), pos
+
+
+def parse_sps(nal: bytes) -> AvcSps:
+    """Parse an H.264 SPS NAL unit (with its one-byte header, escaped)."""
+    if not nal or nal[0] & 0x1F != NAL_SPS:
+        raise CodecError("not an H.264 SPS NAL unit")
+    r = BitReader(unescape_rbsp(nal[1:]))
+    profile = r.u(8)
+    r.skip(8)  # constraint_set flags
+    level = r.u(8)
+    _bounded(r.ue(), 31, "seq_parameter_set_id")
+    chroma_format_idc = 1
+    separate_planes = False
+    if profile in _HIGH_PROFILES:
+        chroma_format_idc = _bounded(r.ue(), 3, "chroma_format_idc")
+        if chroma_format_idc == 3:
+            separate_planes = r.flag()
+        _bounded(r.ue(), 6, "bit_depth_luma_minus8")
+        _bounded(r.ue(), 6, "bit_depth_chroma_minus8")
+        r.skip(1)  # qpprime_y_zero_transform_bypass_flag
+        if r.flag():  # seq_scaling_matrix_present_flag
+            for i in range(12 if chroma_format_idc == 3 else 8):
+                if r.flag():
+                    _skip_scaling_list(r, 16 if i < 6 else 64)
+    _bounded(r.ue(), 12, "log2_max_frame_num_minus4")
+    poc_type = _bounded(r.ue(), 2, "pic_order_cnt_type")
+    if poc_type == 0:
+        _bounded(r.ue(), 12, "log2_max_pic_order_cnt_lsb_minus4")
+    elif poc_type == 1:
+        r.skip(1)
+        r.se()
+        r.se()
+        for _ in range(_bounded(r.ue(), 255, "num_ref_frames_in_pic_order_cnt_cycle")):
+            r.se()
+    r.ue()  # max_num_ref_frames
+    r.skip(1)  # gaps_in_frame_num_value_allowed_flag
+    width_mbs = _bounded(r.ue(), 1 << 16, "pic_width_in_mbs_minus1") + 1
+    height_units = _bounded(r.ue(), 1 << 16, "pic_height_in_map_units_minus1") + 1
+    frame_mbs_only = r.u(1)
+    if not frame_mbs_only:
+        r.skip(1)  # mb_adaptive_frame_field_flag
+    r.skip(1)  # direct_8x8_inference_flag
+    crop = (0, 0, 0, 0)
+    if r.flag():
+        crop = (r.ue(), r.ue(), r.ue(), r.ue())
+    chroma_array_type = 0 if separate_planes else chroma_format_idc
+    sub_width = 2 if chroma_array_type in (1, 2) else 1
+    sub_height = 2 if chroma_array_type == 1 else 1
+    crop_x = sub_width
+    crop_y = sub_height * (2 - frame_mbs_only)
+    width = width_mbs * 16 - crop_x * (crop[0] + crop[1])
+    height = (2 - frame_mbs_only) * height_units * 16 - crop_y * (crop[2] + crop[3])
+    if width <= 0 or height <= 0:
+        raise CodecError(f"SPS cropping leaves no picture ({width}x{height})")
+    frame_rate = _vui_frame_rate(r) if r.flag() else None
+    return AvcSps(profile, level, chroma_format_idc, width, height, frame_rate)
+
+
+def _vui_frame_rate(r: BitReader) -> Fraction | None:
+    """Read the VUI up to timing_info; the rest of the VUI is not needed."""
+    if r.flag():  # aspect_ratio_info_present_flag
+        if r.u(8) == 255:  # Extended_SAR
+            r.skip(32)
+    if r.flag():  # overscan_info_present_flag
+        r.skip(1)
+    if r.flag():  # video_signal_type_present_flag
+        r.skip(4)
+        if r.flag():  # colour_description_present_flag
+            r.skip(24)
+    if r.flag():  # chroma_loc_info_present_flag
+        r.ue()
+        r.ue()
+    if not r.flag():  # timing_info_present_flag
+        return None
+    num_units_in_tick = r.u(32)
+    time_scale = r.u(32)
+    if num_units_in_tick == 0 or time_scale == 0:
+        return None
+    # One frame is two ticks (a tick is a field period).
+    return Fraction(time_scale, 2 * num_units_in_tick)
+
+
+def _skip_scaling_list(r: BitReader, size: int) -> None:
+    last = 8
+    nxt = 8
+    for _ in range(size):
+        if nxt != 0:
+            nxt = (last + r.se() + 256) % 256
+        last = last if nxt == 0 else nxt
+
+
+def _bounded(value: int, limit: int, name: str) -> int:
+    if value > limit:
+        raise CodecError(f"SPS {name} = {value} is out of range")
+    return value
+
+
+def avc_codec_string(config: AvcConfig) -> str:
+    """RFC 6381 ``avc1.PPCCLL`` from the record's profile, compatibility and
+    level bytes."""
+    return f"avc1.{config.profile:02x}{config.compatibility:02x}{config.level:02x}"

@@ -1,0 +1,116 @@
+"""The engine's one typed configuration object.
+
+Loaded from a TOML file (``--config``) and environment variables named
+``FANZ_<SECTION>_<KEY>`` (environment wins over the file; command-line flags
+win over both). ``fanz-media config`` prints every setting with its
+environment variable and default; the README's table is that output.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.settings import SettingInfo, build, describe, doc
+from ingest.rtmp.limits import RtmpLimits
+from packager.hls.config import HlsConfig
+
+ENV_PREFIX = "FANZ"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = doc("Address every listener binds to.", "0.0.0.0")
+    data_dir: Path = doc("Where HLS output, recordings and the embedded database live.", Path("data"))
+    dev: bool = doc(
+        "Development mode: every stream key is accepted and doubles as the playback name. Never in production.",
+        False,
+    )
+    log_level: str = doc("Logging level: debug, info, warning or error.", "info")
+    use_uvloop: bool = doc("Run the event loop on uvloop when it is installed.", True)
+
+
+@dataclass(frozen=True, slots=True)
+class RtmpConfig:
+    enabled: bool = doc("Accept RTMP publishers.", True)
+    port: int = doc("Plain RTMP port.", 1935)
+    tls_port: int = doc("RTMPS port; used only when a certificate is configured.", 1936)
+    tls_cert: str = doc("PEM certificate chain for RTMPS. Empty: RTMPS is off.", "")
+    tls_key: str = doc("PEM private key for RTMPS.", "")
+    apps: list[str] = doc("RTMP application names publishers may use (rtmp://HOST/APP/KEY).", factory=lambda: ["live"])
+    limits: RtmpLimits = field(default_factory=RtmpLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    port: int = doc("HTTP port for HLS, health, readiness, metrics and the API.", 8080)
+    public_base_url: str = doc(
+        "Base URL viewers reach this node at, used in playback URLs. Empty: derived from each request.", ""
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsConfig:
+    reconnect_grace_s: float = doc(
+        "A publisher that drops and returns within this many seconds continues the same stream.", 10.0
+    )
+    fanout_buffer: int = doc("Packets each consumer of a stream may fall behind before it starts dropping.", 1024)
+    gop_cache_packets: int = doc("Most packets kept of the current GOP for viewers that join mid-stream.", 2048)
+    ended_retention_s: float = doc("How long an ended stream's HLS stays available.", 600.0)
+    keys: dict[str, str] = doc(
+        "Static stream keys when the control API is off: a table of secret key = playback name.",
+        factory=dict,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+    hls: HlsConfig = field(default_factory=HlsConfig)
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> EngineConfig:
+        """Return a copy with some fields of some sections replaced
+        (command-line flags)."""
+        changes: dict[str, Any] = {}
+        for section, values in sections.items():
+            if values:
+                changes[section] = replace(getattr(self, section), **values)
+        return replace(self, **changes)
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> EngineConfig:
+    """Read the TOML file (if any) and the environment."""
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                table = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return build(EngineConfig, table, os.environ if env is None else env, ENV_PREFIX)
+
+
+def settings() -> Iterator[SettingInfo]:
+    """Every setting, for ``fanz-media config`` and the README."""
+    return describe(EngineConfig, ENV_PREFIX)
+
+
+def settings_markdown() -> str:
+    rows = ["| setting | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in settings():
+        default = s.default.value if hasattr(s.default, "value") else s.default
+        if isinstance(default, Path):
+            default = str(default)
+        shown = "(empty)" if default in ("", [], {}) else f"`{default}`"
+        rows.append(f"| `{'.'.join(s.path)}` | `{s.env}` | {shown} | {s.doc} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,185 @@
+"""The composition root: ``fanz-media serve``.
+
+The only module that imports every package and wires them together from
+the config. Everything it builds is owned by :class:`Engine`, which starts
+and stops in order (listeners last on start, first on stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
+from engine.config import EngineConfig
+from engine.errors import ConfigError
+from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
+from engine.registry import StreamRegistry
+from ingest.rtmp.server import RtmpServer
+from packager.hls.http import HlsHttp
+from packager.hls.live import HlsService
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Every running part of one node."""
+
+    def __init__(self, config: EngineConfig, checks: tuple[PublishCheck, PlaybackCheck] | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(config.server.data_dir)
+        self.registry = StreamRegistry(
+            grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
+        )
+        if checks is None:
+            checks = self._default_checks()
+        self.publish_check, self.playback_check = checks
+        self.metrics = Metrics()
+        self.metrics.add_source(stream_metrics(self.registry))
+        self.hls = HlsService(
+            config.hls,
+            self.data_dir / "hls",
+            self.registry,
+            fanout_buffer=config.streams.fanout_buffer,
+            ended_retention_s=config.streams.ended_retention_s,
+        )
+        self.metrics.add_source(self._hls_metrics)
+        self.rtmp: RtmpServer | None = None
+        self.rtmps: RtmpServer | None = None
+        self.http_runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self.started = time.time()
+        self._ready = False
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    def _default_checks(self) -> tuple[PublishCheck, PlaybackCheck]:
+        if self.config.server.dev:
+            dev = AllowAllChecks()
+            return dev, dev
+        static = StaticKeyChecks(self.config.streams.keys)
+        if not self.config.streams.keys:
+            log.warning("no stream keys are configured ([streams] keys) and --dev is off: every publish is refused")
+        return static, static
+
+    def _hls_metrics(self) -> Iterable[Metric]:
+        segments = CounterMetricFamily("fanz_hls_segments_written", "HLS segments written.", labels=["stream"])
+        dropped = CounterMetricFamily(
+            "fanz_hls_out_of_order_dropped", "Packets the segmenter dropped for going backwards.", labels=["stream"]
+        )
+        for name, output in self.hls.outputs.items():
+            segments.add_metric([name], output.segments_written)
+        for name, seg in self.hls.segmenters.items():
+            dropped.add_metric([name], seg.stats.out_of_order_dropped)
+        rtmp = GaugeMetricFamily("fanz_rtmp_connections", "Open RTMP connections.", labels=["listener"])
+        for label, server in (("rtmp", self.rtmp), ("rtmps", self.rtmps)):
+            if server is not None:
+                rtmp.add_metric([label], server.connection_count)
+        return [segments, dropped, rtmp]
+
+    # -- HTTP ---------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/ready", self._ready_handler)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "uptime_s": round(time.time() - self.started, 1),
+                "streams": len(self.registry.streams()),
+            }
+        )
+
+    async def _ready_handler(self, request: web.Request) -> web.Response:
+        if not self._ready:
+            return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    # -- lifecycle -------------------------------------------------------------
+    def _tls_context(self) -> ssl.SSLContext | None:
+        rtmp = self.config.rtmp
+        if not rtmp.tls_cert:
+            return None
+        if not rtmp.tls_key:
+            raise ConfigError("rtmp.tls_cert is set but rtmp.tls_key is not")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(rtmp.tls_cert, rtmp.tls_key)
+        return ctx
+
+    async def start(self) -> None:
+        host = self.config.server.host
+        apps = frozenset(self.config.rtmp.apps) or None
+        self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, host, self.config.http.port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        if self.config.rtmp.enabled:
+            self.rtmp = RtmpServer(self.registry, self.publish_check, self.config.rtmp.limits, app_names=apps)
+            await self.rtmp.start(host, self.config.rtmp.port)
+            tls = self._tls_context()
+            if tls is not None:
+                self.rtmps = RtmpServer(
+                    self.registry, self.publish_check, self.config.rtmp.limits, ssl_context=tls, app_names=apps
+                )
+                await self.rtmps.start(host, self.config.rtmp.tls_port)
+        self._ready = True
+        log.info(
+            "serving: RTMP %s:%s%s, HTTP http://%s:%s (HLS at /hls/NAME/index.m3u8)",
+            host,
+            self.rtmp.port if self.rtmp else "off",
+            f", RTMPS port {self.rtmps.port}" if self.rtmps else "",
+            host,
+            self.http_port,
+        )
+
+    def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        self._cleanups.append(cleanup)
+
+    async def stop(self) -> None:
+        self._ready = False
+        for server in (self.rtmps, self.rtmp):
+            if server is not None:
+                await server.close()
+        self.registry.close()
+        await asyncio.sleep(0)
+        await self.hls.close()
+        for cleanup in reversed(self._cleanups):
+            await cleanup()
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+
+
+async def run(config: EngineConfig) -> None:
+    """Start the engine and run until SIGINT or SIGTERM."""
+    engine = Engine(config)
+    await engine.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await engine.stop()

@@ -1,0 +1,45 @@
+"""Settings of the HLS packager."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from engine.settings import doc
+
+
+class SegmentFormat(enum.Enum):
+    FMP4 = "fmp4"
+    MPEGTS = "mpegts"
+
+
+@dataclass(frozen=True, slots=True)
+class HlsConfig:
+    segment_format: SegmentFormat = doc(
+        "Segment container: fmp4 (CMAF, HLS version 7) or mpegts.", SegmentFormat.FMP4
+    )
+    target_duration_s: float = doc(
+        "Segments are cut on the first keyframe at or after this many seconds.", 2.0
+    )
+    window_segments: int = doc("How many segments a live media playlist lists.", 6)
+    keep_extra_segments: int = doc(
+        "Segments kept on disk after they leave the playlist, for players that are a little behind.", 2
+    )
+    max_segment_s: float = doc(
+        "A segment is cut at this length even without a keyframe (audio-only streams; publishers "
+        "with very long GOPs).",
+        12.0,
+    )
+    wait_for_playlist_s: float = doc(
+        "How long a request for a live stream's playlist waits for the first segment before 404.", 8.0
+    )
+    cors_origin: str = doc("Access-Control-Allow-Origin sent with every HLS response.", "*")
+    segment_cache_s: int = doc("Cache-Control max-age of media segments, in seconds.", 86400)
+
+    def __post_init__(self) -> None:
+        if self.target_duration_s <= 0:
+            raise ValueError("hls.target_duration_s must be positive")
+        if self.window_segments < 3:
+            raise ValueError("hls.window_segments must be at least 3 (RFC 8216 section 6.2.2)")
+        if self.max_segment_s < self.target_duration_s:
+            raise ValueError("hls.max_segment_s must be at least hls.target_duration_s")

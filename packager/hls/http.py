@@ -1,0 +1,134 @@
+"""HTTP delivery of HLS: playlists from memory, segments from disk.
+
+Every request passes the playback check; a ``token`` query parameter is
+handed to it and, when present, carried into every URI of the playlists the
+viewer receives so that segment requests are authorised too.
+
+Only names the packager itself writes are served: stream names and file
+names are matched against strict patterns and the final path is checked to
+lie under the HLS root, so no request can reach another file.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.auth import PlaybackCheck, PlaybackRequest
+from engine.errors import PlaybackDenied
+from packager.hls.live import HlsService
+from packager.hls.output import MEDIA_PLAYLIST, StreamOutput
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$")
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,31}$")
+MEDIA_FILE = re.compile(r"^(?:init_[0-9a-f]+_\d+\.mp4|seg_[0-9a-f]+_\d+\.(?:m4s|ts))$")
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+CONTENT_TYPES = {".mp4": "video/mp4", ".m4s": "video/iso.segment", ".ts": "video/mp2t"}
+NO_CACHE = "no-cache, no-store, max-age=0"
+
+
+class HlsHttp:
+    """The ``/hls/`` routes."""
+
+    def __init__(self, service: HlsService, playback_check: PlaybackCheck) -> None:
+        self.service = service
+        self.check = playback_check
+        self.root = service.root.resolve()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.route("OPTIONS", "/hls/{tail:.*}", self.preflight),
+            web.get("/hls/{name}/index.m3u8", self.multivariant),
+            web.get("/hls/{name}/{variant}/" + MEDIA_PLAYLIST, self.media_playlist),
+            web.get("/hls/{name}/{variant}/{file}", self.media_file),
+        ]
+
+    # -- helpers ---------------------------------------------------------
+    def _headers(self, cache: str) -> dict[str, str]:
+        return {
+            "Cache-Control": cache,
+            "Access-Control-Allow-Origin": self.service.config.cors_origin,
+            "Access-Control-Expose-Headers": "Content-Length, Date",
+        }
+
+    def _not_found(self, why: str = "no such stream") -> web.HTTPNotFound:
+        return web.HTTPNotFound(text=why, headers=self._headers(NO_CACHE))
+
+    async def _authorize(self, request: web.Request, name: str) -> str | None:
+        if not STREAM_NAME.match(name):
+            raise self._not_found()
+        token = request.query.get("token")
+        remote = request.remote or ""
+        try:
+            await self.check.authorize_playback(PlaybackRequest(name, token, remote))
+        except PlaybackDenied as exc:
+            raise web.HTTPForbidden(text=f"playback refused: {exc}", headers=self._headers(NO_CACHE)) from exc
+        return token
+
+    @staticmethod
+    def _rewriter(token: str | None):  # type: ignore[no-untyped-def]
+        if not token:
+            return lambda uri: uri
+        suffix = "token=" + urllib.parse.quote(token, safe="")
+        return lambda uri: f"{uri}{'&' if '?' in uri else '?'}{suffix}"
+
+    async def _output(self, name: str) -> StreamOutput:
+        output = self.service.outputs.get(name)
+        if output is None:
+            raise self._not_found()
+        return output
+
+    # -- handlers --------------------------------------------------------
+    async def preflight(self, request: web.Request) -> web.Response:
+        headers = self._headers(NO_CACHE)
+        headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+        headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
+        headers["Access-Control-Max-Age"] = "86400"
+        return web.Response(status=204, headers=headers)
+
+    async def multivariant(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        token = await self._authorize(request, name)
+        output = await self._output(name)
+        rewrite = self._rewriter(token)
+        text = output.render_multivariant(rewrite)
+        waited = 0.0
+        deadline = self.service.config.wait_for_playlist_s
+        while text is None and not output.ended and waited < deadline:
+            # A player that arrives before the first segment waits for it
+            # rather than getting an error it may not retry.
+            step = min(0.5, deadline - waited)
+            await output.wait_changed(step)
+            waited += step
+            text = output.render_multivariant(rewrite)
+        if text is None:
+            raise self._not_found("stream has no segments yet")
+        return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
+
+    async def media_playlist(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        token = await self._authorize(request, name)
+        output = await self._output(name)
+        variant = output.variants.get(request.match_info["variant"])
+        if variant is None or not (variant.playlist.segments or variant.playlist.ended):
+            raise self._not_found("no such variant")
+        text = variant.playlist.render(self._rewriter(token))
+        return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
+
+    async def media_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        variant, filename = request.match_info["variant"], request.match_info["file"]
+        if not VARIANT_NAME.match(variant) or not MEDIA_FILE.match(filename):
+            raise self._not_found("no such file")
+        await self._authorize(request, name)
+        path = (self.root / name / variant / filename).resolve()
+        if not path.is_relative_to(self.root) or not path.is_file():
+            raise self._not_found("no such file")
+        suffix = Path(filename).suffix
+        headers = self._headers(f"public, max-age={self.service.config.segment_cache_s}, immutable")
+        headers["Content-Type"] = CONTENT_TYPES[suffix]
+        return web.FileResponse(path, headers=headers)

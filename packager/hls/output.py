@@ -1,0 +1,240 @@
+"""One stream's HLS output on disk: files, playlists and the statistics that
+the multivariant playlist is written from.
+
+This is the I/O half that goes with :class:`packager.hls.segmenter.Segmenter`:
+it writes segments and playlists atomically (write, then rename, so a web
+server never reads half a file) and removes segments that left the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from engine.codecs import codec_string, describe_track
+from engine.media import MediaKind, Track
+from packager.hls.config import HlsConfig, SegmentFormat
+from packager.hls.playlist import (
+    MediaPlaylist,
+    SegmentEntry,
+    UriRewriter,
+    Variant,
+    ceil_seconds,
+    render_multivariant,
+)
+from packager.hls.segmenter import InitReady, SegmenterEvent, SegmentReady, SegmentsEnded
+
+log = logging.getLogger(__name__)
+
+MULTIVARIANT = "index.m3u8"
+MEDIA_PLAYLIST = "media.m3u8"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+@dataclass(slots=True)
+class VariantStats:
+    """Measured figures for the multivariant playlist's attributes."""
+
+    peak_bps: int = 0
+    total_bits: int = 0
+    total_seconds: Fraction = Fraction(0)
+    frames: int = 0
+
+    def add(self, size: int, duration: Fraction, frames: int) -> None:
+        if duration > 0:
+            self.peak_bps = max(self.peak_bps, int(size * 8 / duration))
+            self.total_bits += size * 8
+            self.total_seconds += duration
+            self.frames += frames
+
+    @property
+    def average_bps(self) -> int:
+        return int(self.total_bits / self.total_seconds) if self.total_seconds else 0
+
+    @property
+    def frame_rate(self) -> float | None:
+        return float(self.frames / self.total_seconds) if self.total_seconds and self.frames else None
+
+
+@dataclass(slots=True)
+class VariantOutput:
+    """The files and playlist of one variant of one stream."""
+
+    name: str
+    directory: Path
+    playlist: MediaPlaylist
+    extension: str
+    tracks: tuple[Track, ...] = ()
+    init_uri: str | None = None
+    stats: VariantStats = field(default_factory=VariantStats)
+    removed_pending: list[SegmentEntry] = field(default_factory=list)
+
+
+class StreamOutput:
+    """Everything the HLS server knows about one stream.
+
+    ``changed`` is set and replaced on every playlist update so that HTTP
+    handlers can wait for the next one without polling.
+    """
+
+    def __init__(self, name: str, root: Path, config: HlsConfig) -> None:
+        self.name = name
+        self.directory = root / name
+        self.config = config
+        self.variants: dict[str, VariantOutput] = {}
+        self.multivariant: str | None = None
+        self.ended = False
+        self.segments_written = 0
+        # A per-publish tag in file names: a name that is reused later never
+        # serves a cached segment of an earlier broadcast.
+        self.instance = format(int(time.time() * 1000), "x")
+        self._changed = asyncio.Event()
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+
+    @property
+    def version(self) -> int:
+        return 7 if self.config.segment_format is SegmentFormat.FMP4 else 3
+
+    def add_variant(self, name: str) -> VariantOutput:
+        directory = self.directory / name
+        directory.mkdir(parents=True, exist_ok=True)
+        target = ceil_seconds(self.config.target_duration_s)
+        playlist = MediaPlaylist(target_duration=target, window=self.config.window_segments, version=self.version)
+        ext = ".m4s" if self.config.segment_format is SegmentFormat.FMP4 else ".ts"
+        variant = VariantOutput(name, directory, playlist, ext)
+        self.variants[name] = variant
+        return variant
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait for the next playlist change; False on timeout."""
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def apply(self, variant: VariantOutput, events: Sequence[SegmenterEvent]) -> None:
+        """Write what the segmenter produced and refresh the playlists."""
+        if not events:
+            return
+        for event in events:
+            if isinstance(event, InitReady):
+                variant.tracks = tuple(describe_track(t) for t in event.tracks)
+                if event.data:
+                    variant.init_uri = f"init_{self.instance}_{event.version}.mp4"
+                    write_atomic(variant.directory / variant.init_uri, event.data)
+                self.multivariant = None  # codecs may have changed
+            elif isinstance(event, SegmentReady):
+                self._add_segment(variant, event)
+            elif isinstance(event, SegmentsEnded):
+                variant.playlist.end()
+        self._write_media_playlist(variant)
+        if variant.playlist.segments:
+            self._refresh_multivariant()
+        if all(v.playlist.ended for v in self.variants.values()):
+            self.ended = True
+        self._notify()
+
+    def _add_segment(self, variant: VariantOutput, event: SegmentReady) -> None:
+        uri = f"seg_{self.instance}_{event.sequence}{variant.extension}"
+        write_atomic(variant.directory / uri, event.data)
+        self.segments_written += 1
+        variant.stats.add(len(event.data), event.duration, event.video_frames)
+        rounded = round(event.duration)
+        if rounded > variant.playlist.target_duration and variant.playlist.segments:
+            log.warning(
+                "stream %s: a %.2fs segment exceeds the %ds target duration (keyframes too far apart); "
+                "set the encoder's keyframe interval to %.0fs",
+                self.name,
+                float(event.duration),
+                variant.playlist.target_duration,
+                self.config.target_duration_s,
+            )
+        if not variant.playlist.segments:
+            # The first segment shows the publisher's real keyframe interval:
+            # make the target duration honest before any player sees it.
+            variant.playlist.target_duration = max(variant.playlist.target_duration, ceil_seconds(event.duration))
+        entry = SegmentEntry(
+            sequence=event.sequence,
+            uri=uri,
+            duration=event.duration,
+            program_date_time=event.program_date_time,
+            discontinuity=event.discontinuity,
+            init_uri=variant.init_uri,
+            size=len(event.data),
+        )
+        removed = variant.playlist.add(entry)
+        variant.removed_pending.extend(removed)
+        while len(variant.removed_pending) > self.config.keep_extra_segments:
+            old = variant.removed_pending.pop(0)
+            try:
+                (variant.directory / old.uri).unlink()
+            except FileNotFoundError:
+                pass
+            self._remove_unused_init(variant, old.init_uri)
+
+    def _remove_unused_init(self, variant: VariantOutput, init_uri: str | None) -> None:
+        if init_uri is None or init_uri == variant.init_uri:
+            return
+        in_use = any(s.init_uri == init_uri for s in (*variant.playlist.segments, *variant.removed_pending))
+        if not in_use:
+            (variant.directory / init_uri).unlink(missing_ok=True)
+
+    def _write_media_playlist(self, variant: VariantOutput) -> None:
+        if variant.playlist.segments or variant.playlist.ended:
+            write_atomic(variant.directory / MEDIA_PLAYLIST, variant.playlist.render().encode())
+
+    def variant_entry(self, variant: VariantOutput) -> Variant:
+        video = next((t for t in variant.tracks if t.kind is MediaKind.VIDEO), None)
+        declared = sum(t.bitrate or 0 for t in variant.tracks)
+        peak = max(variant.stats.peak_bps, declared)
+        frame_rate = variant.stats.frame_rate
+        if video is not None and video.frame_rate:
+            frame_rate = float(video.frame_rate)
+        resolution = (video.width, video.height) if video is not None and video.width and video.height else None
+        return Variant(
+            uri=f"{variant.name}/{MEDIA_PLAYLIST}",
+            bandwidth=int(peak * 1.1) or 1,
+            average_bandwidth=variant.stats.average_bps or None,
+            codecs=[codec_string(t) for t in variant.tracks],
+            resolution=resolution,
+            frame_rate=frame_rate if video is not None else None,
+        )
+
+    def _refresh_multivariant(self) -> None:
+        ready = [v for v in self.variants.values() if v.playlist.segments]
+        if not ready:
+            return
+        text = render_multivariant([self.variant_entry(v) for v in ready], self.version)
+        if text != self.multivariant:
+            self.multivariant = text
+            write_atomic(self.directory / MULTIVARIANT, text.encode())
+
+    def render_multivariant(self, rewrite: UriRewriter) -> str | None:
+        ready = [v for v in self.variants.values() if v.playlist.segments]
+        if not ready:
+            return None
+        return render_multivariant([self.variant_entry(v) for v in ready], self.version, rewrite)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

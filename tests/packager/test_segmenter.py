@@ -1,0 +1,183 @@
+"""The segmenter's cutting rules, durations, and reconnect handling.
+
+The muxer here records what it is given: these tests are about which packets
+go into which segment, not about container bytes (tests/test_rtmp_to_hls.py
+checks real files with ffprobe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
+from packager.hls.segmenter import InitReady, Segmenter, SegmentReady, SegmentsEnded
+
+TB = Fraction(1, 1000)
+VIDEO = Track(0, Codec.H264, TB, b"\x01\x64\x00\x1f", width=640, height=360)
+AUDIO = Track(1, Codec.AAC, TB, b"\x11\x90", sample_rate=48000, channels=2)
+
+
+class RecordingMuxer:
+    extension = ".m4s"
+
+    def __init__(self, tracks: tuple[Track, ...]) -> None:
+        self.tracks = tracks
+        self.segments: list[list[Packet]] = []
+
+    def init_segment(self) -> bytes | None:
+        return b"init"
+
+    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes:
+        self.segments.append(list(packets))
+        return b"x" * len(packets)
+
+
+def make(target: float = 2.0) -> tuple[Segmenter, list[RecordingMuxer]]:
+    made: list[RecordingMuxer] = []
+
+    def factory(tracks: tuple[Track, ...]) -> RecordingMuxer:
+        made.append(RecordingMuxer(tracks))
+        return made[-1]
+
+    return Segmenter(factory, Fraction(target), Fraction(12)), made
+
+
+def av_stream(seconds: int, gop_s: int = 2, start: int = 0) -> list[Packet]:
+    """30 fps video with a keyframe every ``gop_s`` and AAC frames, interleaved by time."""
+    items: list[Packet] = []
+    for i in range(seconds * 30):
+        ts = start + i * 1000 // 30
+        items.append(Packet(0, ts, ts, TB, b"v", keyframe=i % (30 * gop_s) == 0))
+    for j in range(seconds * 48000 // 1024):
+        ts = start + j * 1024 * 1000 // 48000
+        items.append(Packet(1, ts, ts, TB, b"a"))
+    items.sort(key=lambda p: (p.dts, p.track))
+    return items
+
+
+def segments(events: list[object]) -> list[SegmentReady]:
+    return [e for e in events if isinstance(e, SegmentReady)]
+
+
+def test_cuts_on_keyframes_at_target() -> None:
+    seg, _ = make()
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=1000.0)
+    for p in av_stream(7):
+        seg.feed(p, now=1000.0)
+    seg.feed(StreamEnded("done"), now=1007.0)
+    events = seg.events()
+    assert isinstance(events[0], InitReady)
+    assert isinstance(events[-1], SegmentsEnded)
+    segs = segments(events)
+    assert [s.sequence for s in segs] == [0, 1, 2, 3]
+    assert [round(float(s.duration), 2) for s in segs[:3]] == [2.0, 2.0, 2.0]
+    assert [float(s.start) for s in segs] == [0.0, 2.0, 4.0, 6.0]
+    assert all(s.program_date_time == 1000.0 + float(s.start) for s in segs)
+
+
+def test_every_packet_lands_once_with_its_duration() -> None:
+    seg, made = make()
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    source = av_stream(5)
+    for p in source:
+        seg.feed(p, now=0.0)
+    seg.feed(StreamEnded(""), now=0.0)
+    written = [p for s in made[0].segments for p in s]
+    assert sorted((p.track, p.dts) for p in written) == sorted((p.track, p.dts) for p in source)
+    video = [p for p in written if p.track == 0]
+    assert all(p.duration in (33, 34) for p in video)
+    for s in made[0].segments:
+        first_video = next(p for p in s if p.track == 0)
+        assert first_video.keyframe
+
+
+def test_long_gop_makes_longer_segments_not_broken_ones() -> None:
+    seg, _ = make(target=2.0)
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    for p in av_stream(9, gop_s=3):
+        seg.feed(p, now=0.0)
+    seg.feed(StreamEnded(""), now=0.0)
+    durations = [round(float(s.duration)) for s in segments(seg.events())]
+    assert durations == [3, 3, 3]
+
+
+def test_packets_before_first_keyframe_are_skipped() -> None:
+    seg, made = make()
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    seg.feed(Packet(1, 0, 0, TB, b"a"), now=0.0)
+    seg.feed(Packet(0, 0, 0, TB, b"v", keyframe=False), now=0.0)
+    for p in av_stream(3, start=100):
+        seg.feed(p, now=0.0)
+    seg.feed(StreamEnded(""), now=0.0)
+    first = made[0].segments[0][0]
+    assert first.track == 0 and first.keyframe and first.dts == 100
+
+
+def test_reconnect_continues_timeline_with_discontinuity() -> None:
+    seg, made = make()
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    for p in av_stream(4):
+        seg.feed(p, now=0.0)
+    seg.feed(StreamStarted((VIDEO, AUDIO), discontinuity=True), now=100.0)
+    for p in av_stream(4):  # the publisher's clock restarts at zero
+        seg.feed(p, now=100.0)
+    seg.feed(StreamEnded(""), now=104.0)
+    events = seg.events()
+    assert sum(isinstance(e, InitReady) for e in events) == 2
+    segs = segments(events)
+    flagged = [s for s in segs if s.discontinuity]
+    assert len(flagged) == 1
+    idx = segs.index(flagged[0])
+    # The new segment starts exactly where the previous one ended.
+    assert segs[idx].start == segs[idx - 1].start + segs[idx - 1].duration
+    assert segs[idx].program_date_time == 100.0
+    starts = [s.start for s in segs]
+    assert starts == sorted(starts)
+    # Every timestamp the second muxer received is after the first run.
+    assert min(p.dts_seconds for s in made[1].segments for p in s) >= segs[idx].start
+
+
+def test_backwards_timestamps_are_dropped_and_counted() -> None:
+    seg, _ = make()
+    seg.feed(StreamStarted((VIDEO,)), now=0.0)
+    seg.feed(Packet(0, 0, 0, TB, b"v", keyframe=True), now=0.0)
+    seg.feed(Packet(0, 33, 33, TB, b"v"), now=0.0)
+    seg.feed(Packet(0, 10, 10, TB, b"v"), now=0.0)
+    assert seg.stats.out_of_order_dropped == 1
+
+
+def test_audio_only_stream_is_cut_by_time() -> None:
+    seg, _ = make()
+    seg.feed(StreamStarted((AUDIO.with_changes(index=0),)), now=0.0)
+    for j in range(6 * 48000 // 1024):
+        ts = j * 1024 * 1000 // 48000
+        seg.feed(Packet(0, ts, ts, TB, b"a"), now=0.0)
+    seg.feed(StreamEnded(""), now=0.0)
+    segs = segments(seg.events())
+    assert len(segs) == 3
+    assert all(abs(float(s.duration) - 2.0) < 0.03 for s in segs[:2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1), st.integers(-5, 5000), st.booleans()),
+        max_size=200,
+    )
+)
+def test_arbitrary_packet_orders_never_break_it(raw: list[tuple[int, int, bool]]) -> None:
+    seg, made = make()
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    for track, ts, key in raw:
+        seg.feed(Packet(track, ts, ts, TB, b"p", keyframe=key), now=0.0)
+    seg.feed(StreamEnded(""), now=0.0)
+    segs = segments(seg.events())
+    for s, recorded in zip(segs, made[0].segments, strict=True):
+        assert s.duration >= 0
+        for track in (0, 1):
+            dts = [p.dts for p in recorded if p.track == track]
+            assert dts == sorted(dts)

@@ -1,0 +1,226 @@
+"""One stream's transcode: decode once, filter once, scale and encode per rung.
+
+:class:`StreamTranscoder` is synchronous and does no I/O: model packets in,
+:class:`RenditionStarted` / :class:`RenditionPacket` events out, like a codec
+context ("list in, list out, ``None`` flushes"). The live path runs it on a
+worker thread (transcode/live.py); the file path calls it directly.
+
+Every rendition has the same track layout: video at index 0 and, when the
+source has audio, the shared AAC track at index 1.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from av.video.frame import VideoFrame
+
+from engine.media import MediaKind, Packet, Track
+from transcode.audio import AudioTranscoder
+from transcode.errors import SourceError
+from transcode.keyframes import KeyframeGrid
+from transcode.ladder import LadderConfig, LadderPlan, SourceInfo, plan_ladder
+from transcode.video import RungEncoder, VideoDecoder
+
+log = logging.getLogger(__name__)
+
+FrameFilter = Callable[[VideoFrame], VideoFrame]
+PASSTHROUGH_ENCODER = "copy"
+MAX_PENDING = 1024
+"""Packets held while the video size is still unknown (no width/height in
+the track and no frame decoded yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionStarted:
+    """A rendition's track set is known; ``encoder`` is the video encoder
+    name (``copy`` for the passed-through source)."""
+
+    name: str
+    tracks: tuple[Track, ...]
+    encoder: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionPacket:
+    name: str
+    packet: Packet
+
+
+TranscodeEvent = RenditionStarted | RenditionPacket
+
+
+@dataclass(slots=True)
+class TranscodeStats:
+    """Counters for /metrics and the stream status."""
+
+    video_packets_in: int = 0
+    audio_packets_in: int = 0
+    frames_decoded: int = 0
+    decode_errors: int = 0
+    pending_dropped: int = 0
+    frames_encoded: dict[str, int] = field(default_factory=dict)
+    frames_rate_capped: dict[str, int] = field(default_factory=dict)
+    audio_frames_encoded: int = 0
+
+
+class StreamTranscoder:
+    """Transcodes one stream along a ladder.
+
+    Call :meth:`start` with the source's tracks, :meth:`push` for each packet
+    in decode order, and :meth:`flush` at the end; each returns the events to
+    publish, in order. ``emit_passthrough_video`` set to false leaves the
+    copying of source video packets to the caller (the live path does it on
+    the event loop so an overloaded transcode never delays the source
+    rendition); the passthrough rendition's start event is still emitted.
+    """
+
+    def __init__(
+        self,
+        ladder: LadderConfig,
+        encoder: str,
+        grid: KeyframeGrid,
+        frame_filter: FrameFilter | None = None,
+        emit_passthrough_video: bool = True,
+    ) -> None:
+        self.ladder = ladder
+        self.encoder = encoder
+        self.grid = grid
+        self.frame_filter = frame_filter
+        self.emit_passthrough_video = emit_passthrough_video
+        self.stats = TranscodeStats()
+        self.plan: LadderPlan | None = None
+        self.encoders: dict[str, str] = {}
+        self._video: Track | None = None
+        self._audio: Track | None = None
+        self._decoder: VideoDecoder | None = None
+        self._audio_tx: AudioTranscoder | None = None
+        self._rungs: list[RungEncoder] = []
+        self._pending: collections.deque[tuple[Packet, bool]] = collections.deque()
+        self._started = False
+
+    # -- public ------------------------------------------------------------
+    def start(self, tracks: tuple[Track, ...]) -> list[TranscodeEvent]:
+        """Open decoders and the audio encoder; when the video size is known
+        from the track, plan the ladder and start every rendition now."""
+        if self._decoder is not None:
+            raise SourceError("start() called twice; make a new StreamTranscoder per publish")
+        self._video = next((t for t in tracks if t.kind is MediaKind.VIDEO), None)
+        self._audio = next((t for t in tracks if t.kind is MediaKind.AUDIO), None)
+        if self._video is None:
+            raise SourceError("the source has no video track to transcode")
+        self._decoder = VideoDecoder(self._video)
+        if self._audio is not None:
+            self._audio_tx = AudioTranscoder(self._audio, self.ladder)
+        if self._video.width and self._video.height:
+            return self._open(self._video.width, self._video.height)
+        return []
+
+    def push(self, packet: Packet) -> list[TranscodeEvent]:
+        if self._decoder is None or self._video is None:
+            raise SourceError("push() before start()")
+        events: list[TranscodeEvent] = []
+        if packet.track == self._video.index:
+            self.stats.video_packets_in += 1
+            if self.emit_passthrough_video and (self.plan is None or self.plan.passthrough):
+                self._emit_or_hold(packet, events, audio=False)
+            for frame in self._decoder.decode(packet):
+                events += self._frame(frame)
+            self.stats.decode_errors = self._decoder.errors
+        elif self._audio is not None and packet.track == self._audio.index and self._audio_tx is not None:
+            self.stats.audio_packets_in += 1
+            for out in self._audio_tx.push(packet):
+                self._emit_or_hold(out, events, audio=True)
+            self.stats.audio_frames_encoded = self._audio_tx.frames_encoded
+        return events
+
+    def flush(self) -> list[TranscodeEvent]:
+        """Drain the decoders and encoders; call once at the end."""
+        events: list[TranscodeEvent] = []
+        if self._decoder is None:
+            return events
+        for frame in self._decoder.decode(None):
+            events += self._frame(frame)
+        for rung in self._rungs:
+            events += [RenditionPacket(rung.rung.name, p) for p in rung.flush()]
+        if self._audio_tx is not None:
+            for out in self._audio_tx.push(None):
+                self._emit_or_hold(out, events, audio=True)
+        return events
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # -- internals ---------------------------------------------------------
+    def _open(self, width: int, height: int) -> list[TranscodeEvent]:
+        assert self._video is not None
+        source = SourceInfo(self._video.codec, width, height, self._video.frame_rate, self._video.bitrate)
+        self.plan = plan_ladder(self.ladder, source)
+        self._rungs = [RungEncoder(r, self.ladder, self.encoder, self._video.time_base) for r in self.plan.rungs]
+        audio = (self._audio_tx.track,) if self._audio_tx is not None else ()
+        events: list[TranscodeEvent] = []
+        if self.plan.passthrough:
+            video = self._video.with_changes(index=0, width=width, height=height)
+            events.append(RenditionStarted(self.ladder.passthrough_name, (video, *audio), PASSTHROUGH_ENCODER))
+            self.encoders[self.ladder.passthrough_name] = PASSTHROUGH_ENCODER
+        for rung in self._rungs:
+            events.append(RenditionStarted(rung.rung.name, (rung.track, *audio), self.encoder))
+            self.encoders[rung.rung.name] = self.encoder
+            self.stats.frames_encoded[rung.rung.name] = 0
+            self.stats.frames_rate_capped[rung.rung.name] = 0
+        self._started = True
+        log.info(
+            "transcode plan for %dx%d: %s (passthrough: %s)",
+            width,
+            height,
+            ", ".join(f"{r.name}={r.width}x{r.height}" for r in self.plan.rungs),
+            self.plan.passthrough_reason,
+        )
+        pending, self._pending = self._pending, collections.deque()
+        for packet, audio in pending:
+            self._emit_or_hold(packet, events, audio)
+        return events
+
+    def _emit_or_hold(self, packet: Packet, events: list[TranscodeEvent], audio: bool) -> None:
+        """Send a source-video (passthrough) or audio packet to the
+        renditions that carry it, or hold it until they have started."""
+        if self.plan is None:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self.stats.pending_dropped += 1
+            self._pending.append((packet, audio))
+            return
+        if not audio:
+            if self.plan.passthrough:
+                events.append(RenditionPacket(self.ladder.passthrough_name, _reindex(packet, 0)))
+            return
+        for name in self.plan.rendition_names:
+            events.append(RenditionPacket(name, packet))
+
+    def _frame(self, frame: VideoFrame) -> list[TranscodeEvent]:
+        assert self._video is not None and frame.pts is not None
+        self.stats.frames_decoded += 1
+        events: list[TranscodeEvent] = []
+        if self.plan is None:
+            events += self._open(frame.width, frame.height)
+        boundary = self.grid.is_boundary(frame.pts, self._video.time_base, bool(frame.key_frame))
+        if self.frame_filter is not None:
+            filtered = self.frame_filter(frame)
+            if filtered.pts is None:
+                filtered.pts = frame.pts
+            frame = filtered
+        for rung in self._rungs:
+            events += [RenditionPacket(rung.rung.name, p) for p in rung.encode(frame, boundary)]
+            self.stats.frames_encoded[rung.rung.name] = rung.frames_encoded
+            self.stats.frames_rate_capped[rung.rung.name] = rung.frames_skipped
+        return events
+
+
+def _reindex(packet: Packet, track: int) -> Packet:
+    if packet.track == track:
+        return packet
+    return Packet(track, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, packet.duration)

@@ -1,0 +1,218 @@
+"""Ladder configuration and planning.
+
+A :class:`LadderConfig` names the renditions an operator wants; a
+:class:`LadderPlan` is what one particular source gets once its size, codec,
+frame rate and bit rate are known. Planning is pure (no PyAV), so the rules
+"never upscale" and "pass the source through only within limits" are cheap to
+test and to show in the stream status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from engine.media import Codec
+from transcode.errors import TranscodeConfigError
+
+RATE_CONTROLS = ("vbr", "cbr")
+X264_PROFILES = ("baseline", "main", "high")
+NVENC_PRESETS = tuple(f"p{i}" for i in range(1, 8))
+NVENC_TUNES = ("hq", "ll", "ull", "lossless")
+
+
+@dataclass(frozen=True, slots=True)
+class RungConfig:
+    """One re-encoded rendition: its height (the width follows the source's
+    aspect ratio), target bit rate and frame-rate cap.
+
+    ``max_bitrate`` and ``buffer_size`` default to 1.5x and 2x the target, the
+    usual VBV shape for HLS renditions; with ``rate_control="cbr"`` the
+    maximum equals the target.
+    """
+
+    name: str
+    height: int
+    bitrate: int
+    max_frame_rate: Fraction | None = Fraction(30)
+    profile: str = "high"
+    level: str | None = None
+    max_bitrate: int | None = None
+    buffer_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise TranscodeConfigError(f"rung name {self.name!r} must be non-empty and contain no '/'")
+        if self.height < 16 or self.height % 2:
+            raise TranscodeConfigError(f"rung {self.name}: height must be even and at least 16")
+        if self.bitrate <= 0:
+            raise TranscodeConfigError(f"rung {self.name}: bitrate must be positive")
+        if self.max_frame_rate is not None and self.max_frame_rate <= 0:
+            raise TranscodeConfigError(f"rung {self.name}: max_frame_rate must be positive")
+        if self.profile not in X264_PROFILES:
+            raise TranscodeConfigError(f"rung {self.name}: profile must be one of {X264_PROFILES}")
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughLimits:
+    """The source is passed through unchanged only inside these limits."""
+
+    max_width: int = 1920
+    max_height: int = 1080
+    max_frame_rate: Fraction = Fraction(60)
+    max_bitrate: int | None = 8_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LadderConfig:
+    """A named ladder, chosen per stream.
+
+    ``segment_duration`` is the fixed keyframe grid used for files (live
+    streams follow the source's keyframes instead). ``max_gop_duration`` only
+    matters when the source sends no keyframe for that long.
+    """
+
+    name: str
+    rungs: tuple[RungConfig, ...]
+    passthrough: bool = True
+    passthrough_name: str = "source"
+    passthrough_limits: PassthroughLimits = field(default_factory=PassthroughLimits)
+    rate_control: str = "vbr"
+    x264_preset: str = "veryfast"
+    x264_tune: str | None = None
+    nvenc_preset: str = "p4"
+    nvenc_tune: str = "ll"
+    bframes: int = 0
+    encoder_threads: int = 0
+    segment_duration: Fraction = Fraction(4)
+    max_gop_duration: Fraction = Fraction(10)
+    audio_bitrate: int = 128_000
+    audio_sample_rate: int = 48_000
+    audio_channels: int = 2
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.rungs]
+        if self.passthrough:
+            names.append(self.passthrough_name)
+        if len(set(names)) != len(names):
+            raise TranscodeConfigError(f"ladder {self.name}: rendition names must be unique: {names}")
+        if not self.rungs and not self.passthrough:
+            raise TranscodeConfigError(f"ladder {self.name}: has no renditions")
+        if self.rate_control not in RATE_CONTROLS:
+            raise TranscodeConfigError(f"ladder {self.name}: rate_control must be one of {RATE_CONTROLS}")
+        if self.nvenc_preset not in NVENC_PRESETS:
+            raise TranscodeConfigError(f"ladder {self.name}: nvenc_preset must be one of {NVENC_PRESETS}")
+        if self.nvenc_tune not in NVENC_TUNES:
+            raise TranscodeConfigError(f"ladder {self.name}: nvenc_tune must be one of {NVENC_TUNES}")
+        if self.bframes < 0 or self.encoder_threads < 0:
+            raise TranscodeConfigError(f"ladder {self.name}: bframes and encoder_threads must be >= 0")
+        if self.segment_duration <= 0 or self.max_gop_duration <= 0:
+            raise TranscodeConfigError(f"ladder {self.name}: durations must be positive")
+        if self.audio_channels not in (1, 2):
+            raise TranscodeConfigError(f"ladder {self.name}: audio_channels must be 1 or 2")
+
+
+def builtin_ladders() -> dict[str, LadderConfig]:
+    """The ladders available by name when the configuration adds none."""
+    rungs = (
+        RungConfig("1080p", 1080, 5_000_000, level="4.1"),
+        RungConfig("720p", 720, 2_800_000, level="3.1"),
+        RungConfig("480p", 480, 1_400_000, level="3.0"),
+        RungConfig("360p", 360, 800_000, profile="main", level="3.0"),
+    )
+    return {
+        "default": LadderConfig("default", rungs),
+        "transcode-only": LadderConfig("transcode-only", rungs, passthrough=False),
+        "passthrough": LadderConfig("passthrough", ()),
+        "mobile": LadderConfig("mobile", rungs[2:]),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What planning needs to know about the source's video track."""
+
+    codec: Codec
+    width: int
+    height: int
+    frame_rate: Fraction | None = None
+    bitrate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRung:
+    """A rung resolved against one source: exact output size and rate."""
+
+    config: RungConfig
+    width: int
+    height: int
+    frame_rate: Fraction | None
+    """The output frame rate when known (source rate capped by the rung)."""
+    frame_rate_cap: Fraction | None
+    """The cap that decimation enforces, or ``None`` when the source is at or below it."""
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(frozen=True, slots=True)
+class LadderPlan:
+    ladder: LadderConfig
+    source: SourceInfo
+    passthrough: bool
+    passthrough_reason: str
+    rungs: tuple[PlannedRung, ...]
+
+    @property
+    def rendition_names(self) -> tuple[str, ...]:
+        names = tuple(r.name for r in self.rungs)
+        return ((self.ladder.passthrough_name,) if self.passthrough else ()) + names
+
+
+def scaled_width(src_width: int, src_height: int, height: int) -> int:
+    """The even width that keeps the source's display aspect at ``height``."""
+    width = round(Fraction(src_width * height, src_height) / 2) * 2
+    return max(2, int(width))
+
+
+def passthrough_verdict(ladder: LadderConfig, source: SourceInfo) -> tuple[bool, str]:
+    """Whether the source may be passed through, and why (for the status)."""
+    limits = ladder.passthrough_limits
+    if not ladder.passthrough:
+        return False, "ladder has no passthrough"
+    if source.codec is not Codec.H264:
+        return False, f"source codec {source.codec.value} is not h264"
+    if source.width > limits.max_width or source.height > limits.max_height:
+        return False, f"source {source.width}x{source.height} exceeds {limits.max_width}x{limits.max_height}"
+    if source.frame_rate is not None and source.frame_rate > limits.max_frame_rate:
+        return False, f"source frame rate {float(source.frame_rate):.2f} exceeds {limits.max_frame_rate}"
+    if limits.max_bitrate is not None and source.bitrate is not None and source.bitrate > limits.max_bitrate:
+        return False, f"source bitrate {source.bitrate} exceeds {limits.max_bitrate}"
+    return True, "within limits"
+
+
+def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
+    """Resolve ``ladder`` for ``source``.
+
+    Rungs taller than the source are left out (never upscale). When that
+    leaves nothing to play and the source cannot be passed through, the
+    smallest rung is kept at the source's own size so the stream still has
+    one playable rendition.
+    """
+    if source.width < 2 or source.height < 2:
+        raise TranscodeConfigError(f"source size {source.width}x{source.height} is too small")
+    passthrough, reason = passthrough_verdict(ladder, source)
+    kept = [r for r in ladder.rungs if r.height <= source.height]
+    if not kept and not passthrough and ladder.rungs:
+        kept = [min(ladder.rungs, key=lambda r: r.height)]
+    planned = []
+    for cfg in sorted(kept, key=lambda r: -r.height):
+        height = min(cfg.height, source.height - source.height % 2)
+        width = min(scaled_width(source.width, source.height, height), source.width - source.width % 2 or 2)
+        cap = cfg.max_frame_rate
+        if cap is not None and source.frame_rate is not None and source.frame_rate <= cap:
+            cap = None
+        rate = source.frame_rate if cap is None else cap
+        planned.append(PlannedRung(cfg, width, max(2, height), rate, cap))
+    return LadderPlan(ladder, source, passthrough, reason, tuple(planned))

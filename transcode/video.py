@@ -1,0 +1,143 @@
+"""Video decode and per-rung scale + encode.
+
+One :class:`VideoDecoder` per stream; one :class:`RungEncoder` per rung, each
+with a persistent :class:`~av.video.reformatter.VideoReformatter` (its
+scaler context is built once and reused; ``VideoFrame.reformat()`` would
+build one per frame, about three times slower here) and its own encoder.
+Output packets are normalised to the media model's AVCC convention.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import av
+from av.video.frame import PictureType, VideoFrame
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from engine.media import Codec, Packet, Track
+from transcode.bitstream import annexb_to_avcc, extradata_to_avcc, is_annexb
+from transcode.encoders import open_encoder
+from transcode.errors import EncoderError, SourceError
+from transcode.keyframes import FrameRateCap
+from transcode.ladder import LadderConfig, PlannedRung
+
+log = logging.getLogger(__name__)
+
+DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d", Codec.VP8: "vp8", Codec.VP9: "vp9"}
+
+
+class VideoDecoder:
+    """Decodes a model video track (AVCC with an ``avcC`` extradata for
+    H.264) into frames carrying the source's pts and time base."""
+
+    def __init__(self, track: Track) -> None:
+        name = DECODERS.get(track.codec)
+        if name is None:
+            raise SourceError(f"no decoder for video codec {track.codec.value}")
+        try:
+            self.ctx = av.CodecContext.create(name, "r")
+        except av.FFmpegError:
+            self.ctx = av.CodecContext.create(track.codec.value, "r")
+        if track.extradata:
+            self.ctx.extradata = track.extradata
+        self.ctx.thread_type = "AUTO"
+        self.time_base = track.time_base
+        self.errors = 0
+
+    def decode(self, packet: Packet | None) -> list[VideoFrame]:
+        """Frames for ``packet`` (``None`` flushes). A packet the decoder
+        rejects is counted in :attr:`errors` and skipped: one corrupt access
+        unit must not end a live stream."""
+        if packet is None:
+            av_packet = None
+        else:
+            av_packet = av.Packet(packet.data)
+            av_packet.pts = packet.pts
+            av_packet.dts = packet.dts
+            av_packet.time_base = packet.time_base
+            if packet.keyframe:
+                av_packet.is_keyframe = True
+        try:
+            frames = self.ctx.decode(av_packet)
+        except av.error.InvalidDataError as exc:
+            self.errors += 1
+            log.debug("video decode error %d: %s", self.errors, exc)
+            return []
+        out = []
+        for frame in frames:
+            assert isinstance(frame, VideoFrame)
+            if frame.pts is None:
+                self.errors += 1
+                continue
+            frame.time_base = self.time_base
+            out.append(frame)
+        return out
+
+
+class RungEncoder:
+    """Scales and encodes one rung. Call :meth:`encode` with every decoded
+    frame and the shared boundary decision, then :meth:`flush` at the end."""
+
+    def __init__(self, rung: PlannedRung, ladder: LadderConfig, encoder: str, time_base: Fraction) -> None:
+        self.rung = rung
+        self.encoder_name = encoder
+        self.time_base = time_base
+        self.ctx = open_encoder(encoder, ladder, rung, time_base)
+        extradata = self.ctx.extradata
+        if not extradata:
+            raise EncoderError(f"encoder {encoder} gave no global header for {rung.name}")
+        self.track = Track(
+            0,
+            Codec.H264,
+            time_base,
+            extradata_to_avcc(extradata),
+            width=rung.width,
+            height=rung.height,
+            frame_rate=rung.frame_rate,
+            bitrate=rung.config.bitrate,
+        )
+        self._scaler = VideoReformatter()
+        self._cap = FrameRateCap(rung.frame_rate_cap)
+        self.frames_encoded = 0
+        self.frames_skipped = 0
+        self.idr_forced = 0
+
+    def encode(self, frame: VideoFrame, boundary: bool) -> list[Packet]:
+        """Encode ``frame`` (decoder output at source size) for this rung;
+        ``boundary`` forces an IDR. The frame is not kept."""
+        assert frame.pts is not None
+        if not self._cap.keep(frame.pts, self.time_base, boundary):
+            self.frames_skipped += 1
+            return []
+        scaled = self._scaler.reformat(
+            frame, self.rung.width, self.rung.height, "yuv420p", interpolation=Interpolation.BILINEAR
+        )
+        scaled.pts = frame.pts
+        scaled.time_base = self.time_base
+        # Decoded frames carry pict_type I; left as is, libx264 would make
+        # every one of them an IDR.
+        scaled.pict_type = PictureType.I if boundary else PictureType.NONE
+        self.idr_forced += boundary
+        self.frames_encoded += 1
+        return self._packets(scaled)
+
+    def flush(self) -> list[Packet]:
+        return self._packets(None)
+
+    def _packets(self, frame: VideoFrame | None) -> list[Packet]:
+        try:
+            encoded = self.ctx.encode(frame)
+        except av.FFmpegError as exc:
+            raise EncoderError(f"{self.encoder_name} failed on rung {self.rung.name}: {exc}") from exc
+        out = []
+        for p in encoded:
+            data = bytes(p)
+            if is_annexb(data):
+                data = annexb_to_avcc(data)
+            if not data or p.pts is None:
+                continue
+            dts = p.dts if p.dts is not None else p.pts
+            out.append(Packet(0, p.pts, dts, self.time_base, data, keyframe=p.is_keyframe, duration=p.duration or 0))
+        return out
