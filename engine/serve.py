@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
+from ingest.rtmp.server import RtmpServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
@@ -24,7 +25,6 @@ from engine.config import EngineConfig
 from engine.errors import ConfigError
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import StreamRegistry
-from ingest.rtmp.server import RtmpServer
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
 

@@ -15,6 +15,7 @@ import dataclasses
 import enum
 import functools
 import inspect
+import itertools
 import textwrap
 import types
 import typing
@@ -57,7 +58,7 @@ def _attribute_docs(cls: type) -> dict[str, str]:
         return {}
     docs: dict[str, str] = {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    for node, nxt in zip(body, body[1:], strict=False):
+    for node, nxt in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
@@ -178,7 +179,7 @@ def describe(cls: type, prefix: str, path: tuple[str, ...] = ()) -> Iterator[Set
     """Every leaf setting of ``cls`` with its environment name and default."""
     hints = _hints(cls)
     instance = cls()
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         tp = hints[f.name]
         env_name = f"{prefix}_{f.name}".upper()
         if _is_settings(tp):

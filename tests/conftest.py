@@ -71,8 +71,8 @@ def make_clip(
     ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
-    cmd += ["-c:v", video_codec, "-pix_fmt", "yuv420p", "-g", str(rate * gop_seconds), "-keyint_min", str(rate * gop_seconds),
-            "-sc_threshold", "0"]
+    gop = str(rate * gop_seconds)
+    cmd += ["-c:v", video_codec, "-pix_fmt", "yuv420p", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0"]
     if video_codec == "libx264":
         cmd += ["-preset", "veryfast", "-bf", str(bframes), "-b:v", "1500k"]
     if audio:
@@ -93,3 +93,59 @@ def h264_aac_flv(ffmpeg: str, media_dir: Path) -> Path:
 def h264_aac_mp4(ffmpeg: str, media_dir: Path) -> Path:
     """The same as ``h264_aac_flv`` in MP4."""
     return make_clip(ffmpeg, media_dir / "h264_aac.mp4")
+
+
+# -- a running engine -----------------------------------------------------
+import asyncio  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
+
+
+async def start_engine(data_dir: Path, **sections: dict[str, object]):  # type: ignore[no-untyped-def]
+    """Start an engine in this event loop on OS-chosen loopback ports."""
+    from engine.config import load_config
+    from engine.serve import Engine
+
+    base: dict[str, dict[str, object]] = {
+        "server": {"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},
+        "rtmp": {"port": 0},
+        "http": {"port": 0},
+        "streams": {"reconnect_grace_s": 2.0},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    config = load_config(None, env={}).with_overrides(**base)
+    engine = Engine(config)
+    await engine.start()
+    return engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[object]:
+    eng = await start_engine(tmp_path / "data")
+    try:
+        yield eng
+    finally:
+        await eng.stop()
+
+
+async def publish(
+    ffmpeg: str, source: Path, url: str, *, realtime: bool = True, extra: list[str] | None = None
+) -> asyncio.subprocess.Process:
+    """Publish ``source`` to ``url`` with the real ffmpeg CLI, copying codecs."""
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin"]
+    if realtime:
+        cmd.append("-re")
+    cmd += ["-i", str(source), "-c", "copy", *(extra or []), "-f", "flv", url]
+    return await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def wait_for(predicate, timeout: float, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -17,21 +17,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from browser.player import (
     HarnessError,
     HarnessOutputError,
     PlaybackReport,
+    Player,
     build_command,
     ensure_browser_deps,
     parse_report,
     play_hls_async,
 )
 from browser.static_server import serve_directory
+from hypothesis import given
+from hypothesis import strategies as st
 
-_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
 _ENCODE = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25",
            "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k"]
 
@@ -115,8 +116,8 @@ def _assert_played(report: PlaybackReport, min_time: float) -> None:
 @pytest.mark.browser
 @pytest.mark.parametrize("player", ["hlsjs", "shaka"])
 @pytest.mark.parametrize("folder", ["vod_fmp4", "vod_ts"])
-async def test_vod_plays_past_three_seconds(hls_server: str, player: str, folder: str) -> None:
-    report = await play_hls_async(f"{hls_server}{folder}/index.m3u8", player=player, min_time=3, timeout=60)  # type: ignore[arg-type]
+async def test_vod_plays_past_three_seconds(hls_server: str, player: Player, folder: str) -> None:
+    report = await play_hls_async(f"{hls_server}{folder}/index.m3u8", player=player, min_time=3, timeout=60)
     _assert_played(report, 3)
     assert report.player == player
     assert report.player_version == {"hlsjs": "1.7.4", "shaka": "5.2.12"}[player]
@@ -131,8 +132,8 @@ async def test_native_player_plays_vod(hls_server: str) -> None:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("player", ["hlsjs", "shaka"])
-async def test_live_plays_and_reports_latency(live_server: str, player: str) -> None:
-    report = await play_hls_async(live_server, player=player, min_time=3, timeout=60)  # type: ignore[arg-type]
+async def test_live_plays_and_reports_latency(live_server: str, player: Player) -> None:
+    report = await play_hls_async(live_server, player=player, min_time=3, timeout=60)
     _assert_played(report, 3)
     assert report.latency is not None and report.latency > 0
     assert report.pdt_latency is not None
@@ -140,8 +141,8 @@ async def test_live_plays_and_reports_latency(live_server: str, player: str) -> 
 
 @pytest.mark.browser
 @pytest.mark.parametrize("player", ["hlsjs", "shaka"])
-async def test_switch_level_on_ladder(hls_server: str, player: str) -> None:
-    report = await play_hls_async(f"{hls_server}abr/master.m3u8", player=player, min_time=3, timeout=60,  # type: ignore[arg-type]
+async def test_switch_level_on_ladder(hls_server: str, player: Player) -> None:
+    report = await play_hls_async(f"{hls_server}abr/master.m3u8", player=player, min_time=3, timeout=60,
                                   switch_level=True)
     _assert_played(report, 3)
     assert report.level_switched
@@ -157,8 +158,8 @@ async def test_switch_level_fails_with_one_level(hls_server: str) -> None:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("player", ["hlsjs", "shaka", "native"])
-async def test_missing_playlist_fails(hls_server: str, player: str) -> None:
-    report = await play_hls_async(f"{hls_server}nothing/index.m3u8", player=player, min_time=3, timeout=30)  # type: ignore[arg-type]
+async def test_missing_playlist_fails(hls_server: str, player: Player) -> None:
+    report = await play_hls_async(f"{hls_server}nothing/index.m3u8", player=player, min_time=3, timeout=30)
     assert not report.ok
     assert report.errors
     assert report.played_time == 0
@@ -172,8 +173,8 @@ async def test_hlsjs_reports_404_status(hls_server: str) -> None:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("player", ["hlsjs", "shaka"])
-async def test_garbage_segments_fail(hls_server: str, player: str) -> None:
-    report = await play_hls_async(f"{hls_server}broken/index.m3u8", player=player, min_time=3, timeout=30)  # type: ignore[arg-type]
+async def test_garbage_segments_fail(hls_server: str, player: Player) -> None:
+    report = await play_hls_async(f"{hls_server}broken/index.m3u8", player=player, min_time=3, timeout=30)
     assert not report.ok
     assert report.errors
     assert report.played_time < 3

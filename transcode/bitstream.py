@@ -27,15 +27,6 @@ class BitstreamError(SourceError, ValueError):
     """Bytes that are not the H.264 framing they claim to be."""
 
 
-def is_annexb(data: bytes) -> bool:
-    """True when ``data`` starts with a 3- or 4-byte start code.
-
-    An AVCC unit starting with a length of exactly 1 would look the same, but
-    a one-byte NAL unit carries no payload, so no encoder emits it first.
-    """
-    return data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")
-
-
 def split_annexb(data: bytes) -> list[bytes]:
     """The NAL units of an Annex B buffer, start codes and the trailing zero
     bytes before the next start code removed."""

@@ -17,7 +17,7 @@ from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from engine.media import Codec, Packet, Track
-from transcode.bitstream import annexb_to_avcc, extradata_to_avcc, is_annexb
+from transcode.bitstream import annexb_to_avcc, extradata_to_avcc
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap
@@ -88,6 +88,10 @@ class RungEncoder:
         extradata = self.ctx.extradata
         if not extradata:
             raise EncoderError(f"encoder {encoder} gave no global header for {rung.name}")
+        # Encoders whose global header is Annex B emit Annex B packets too;
+        # deciding once avoids guessing per packet (an AVCC length of
+        # 256..511 starts with the bytes of a 3-byte start code).
+        self._annexb = extradata[:1] != b"\x01"
         self.track = Track(
             0,
             Codec.H264,
@@ -134,7 +138,7 @@ class RungEncoder:
         out = []
         for p in encoded:
             data = bytes(p)
-            if is_annexb(data):
+            if self._annexb:
                 data = annexb_to_avcc(data)
             if not data or p.pts is None:
                 continue

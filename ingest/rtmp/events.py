@@ -80,4 +80,6 @@ class PublishStopped:
     reason: str
 
 
-Event = HandshakeDone | Connected | PublishRequested | Metadata | TracksReady | TracksChanged | MediaPacket | PublishStopped
+Event = (
+    HandshakeDone | Connected | PublishRequested | Metadata | TracksReady | TracksChanged | MediaPacket | PublishStopped
+)

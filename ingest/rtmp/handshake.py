@@ -114,7 +114,9 @@ class ServerHandshake:
             if not self._buf:
                 return b""
             if self._buf[0] != RTMP_VERSION:
-                raise RtmpProtocolError(f"unsupported RTMP version {self._buf[0]} in C0 (only 3; RTMPE is not supported)")
+                raise RtmpProtocolError(
+                    f"unsupported RTMP version {self._buf[0]} in C0 (only 3; RTMPE is not supported)"
+                )
             if len(self._buf) < 1 + HANDSHAKE_SIZE:
                 return b""
             c1 = bytes(self._buf[1 : 1 + HANDSHAKE_SIZE])
@@ -140,7 +142,9 @@ class ServerHandshake:
         else:
             scheme, client_digest = found
             self.digest_scheme = scheme
-            s1 = make_digest_block(time_field + SERVER_VERSION, bytes(rand(HANDSHAKE_SIZE - 8)), scheme, SERVER_KEY_SHORT)
+            s1 = make_digest_block(
+                time_field + SERVER_VERSION, bytes(rand(HANDSHAKE_SIZE - 8)), scheme, SERVER_KEY_SHORT
+            )
             s2 = sign_s2(bytes(rand(HANDSHAKE_SIZE - DIGEST_SIZE)), client_digest)
         self._out += bytes((RTMP_VERSION,)) + s1 + s2
 

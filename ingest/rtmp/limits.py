@@ -31,8 +31,14 @@ class RtmpLimits:
     max_amf_items: int = 4096
     """Values (including nested ones) in one AMF0 message."""
     max_buffered_packets: int = 512
-    """Media messages held while the track set is still unknown; when this
-    many have arrived the tracks whose configuration is known are started."""
+    """Media messages held while the track set is still unknown; more is a
+    limit error (the announced configurations never came)."""
+    probe_messages: int = 96
+    """Media messages after which the tracks whose configuration is known
+    start even though an announced (or, without metadata, the other) track
+    has not sent its configuration yet."""
+    max_message_streams: int = 8
+    """``createStream`` calls one connection may make."""
     handshake_timeout_s: float = 10.0
     """Time from accept to a completed handshake and publish request."""
     idle_timeout_s: float = 30.0
@@ -57,6 +63,8 @@ class RtmpLimits:
             "max_amf_depth",
             "max_amf_items",
             "max_buffered_packets",
+            "probe_messages",
+            "max_message_streams",
             "max_connections",
             "out_chunk_size",
             "window_ack_size",

@@ -45,7 +45,7 @@ def _positive_int(value: AmfValue) -> int | None:
     number = as_number(value)
     if number is None or number <= 0 or number > 1 << 31:
         return None
-    return int(round(number))
+    return round(number)
 
 
 def _declared(meta: dict[str, AmfValue], key: str) -> bool | None:

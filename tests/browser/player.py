@@ -277,7 +277,7 @@ async def play_hls_async(
     *,
     player: Player = "hlsjs",
     min_time: float = 5.0,
-    timeout: float = 60.0,  # noqa: ASYNC109 - the browser's playback limit, passed on to play.mjs
+    timeout: float = 60.0,
     low_latency: bool = False,
     switch_level: bool = False,
     clearkey: Mapping[str, str] | None = None,

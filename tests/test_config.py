@@ -1,0 +1,57 @@
+"""The typed config: TOML, environment, errors, and the README table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config, settings
+from engine.errors import ConfigError
+from packager.hls.config import SegmentFormat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_without_file_or_env() -> None:
+    cfg = load_config(None, env={})
+    assert cfg.rtmp.port == 1935 and cfg.http.port == 8080
+    assert cfg.hls.segment_format is SegmentFormat.FMP4
+    assert cfg.streams.reconnect_grace_s == 10.0
+
+
+def test_toml_then_environment_wins(tmp_path: Path) -> None:
+    f = tmp_path / "e.toml"
+    f.write_text('[rtmp]\nport = 2000\n[hls]\nsegment_format = "mpegts"\n[streams]\nkeys = { k1 = "alice" }\n')
+    cfg = load_config(f, env={"FANZ_RTMP_PORT": "3000", "FANZ_RTMP_LIMITS_MAX_CONNECTIONS": "7"})
+    assert cfg.rtmp.port == 3000
+    assert cfg.rtmp.limits.max_connections == 7
+    assert cfg.hls.segment_format is SegmentFormat.MPEGTS
+    assert cfg.streams.keys == {"k1": "alice"}
+    env = load_config(None, env={"FANZ_STREAMS_KEYS": "a=alice,b=bob", "FANZ_SERVER_DEV": "yes"})
+    assert env.streams.keys == {"a": "alice", "b": "bob"} and env.server.dev is True
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[rtmp]\nprot = 1\n", {}, "unknown setting"),
+        ("[rtmp]\nport = 'x'\n", {}, "expected an integer"),
+        ("[hls]\nsegment_format = 'webm'\n", {}, "expected one of"),
+        ("[hls]\nwindow_segments = 1\n", {}, "at least 3"),
+        ("", {"FANZ_SERVER_DEV": "maybe"}, "true or false"),
+        ("not toml = = 1", {}, "not valid TOML"),
+    ],
+)
+def test_clear_errors(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(f, env=env)
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for s in settings():
+        assert s.doc, f"{'.'.join(s.path)} has no documentation"
+        assert f"`{s.env}`" in readme, f"README lacks {s.env}: run python scripts/update_readme.py"
