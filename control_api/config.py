@@ -97,6 +97,7 @@ class ApiConfig:
         if env.get("FANZ_PUBLIC_URL"):
             kwargs["public_base_url"] = env["FANZ_PUBLIC_URL"]
         if env.get("FANZ_WEBHOOK_HOSTS"):
-            kwargs["webhook_allowed_hosts"] = tuple(h.strip() for h in env["FANZ_WEBHOOK_HOSTS"].split(",") if h.strip())
+            hosts = env["FANZ_WEBHOOK_HOSTS"].split(",")
+            kwargs["webhook_allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())
         kwargs.update(overrides)
         return cls(**kwargs)  # type: ignore[arg-type]

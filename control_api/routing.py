@@ -11,6 +11,7 @@ handler with a :class:`RequestCtx`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,12 +170,34 @@ class Router:
 
     def install(self, app: web.Application, authenticate: Authenticator) -> None:
         for op in self.operations:
-            app.router.add_route(op.method, op.path, _wrap(op, authenticate))
+            app.router.add_route(op.method, aiohttp_path(op.path), _wrap(op, authenticate))
+
+
+ID_PATTERN = "[0-9a-f]{32}"
+"""Every record id in a path is a 32-digit hex UUID, so ``/streaming/start``
+can never be mistaken for ``/streaming/{stream_id}``."""
+
+
+def aiohttp_path(path: str) -> str:
+    return re.sub(r"{(\w+_id)}", lambda m: "{" + m.group(1) + ":" + ID_PATTERN + "}", path)
+
+
+def body_required(schema: dict[str, Any]) -> bool:
+    """A body whose schema requires no field may be left out entirely."""
+    return bool(schema.get("required"))
 
 
 def _wrap(op: Operation, authenticate: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
-        principal = await authenticate(request)
+        if op.roles is None:
+            # Public operations ignore credentials that do not check out
+            # rather than refusing a request that needs none.
+            try:
+                principal = await authenticate(request)
+            except (Unauthenticated, Forbidden):
+                principal = None
+        else:
+            principal = await authenticate(request)
         if op.roles is not None:
             if principal is None:
                 raise Unauthenticated("this operation needs a bearer token or an API key")
@@ -183,7 +206,7 @@ def _wrap(op: Operation, authenticate: Authenticator) -> Callable[[web.Request],
         query = _parse_query(request.query, op.query)
         body: Any = None
         if op.body is not None:
-            body = await _read_json(request)
+            body = await _read_json(request, body_required(op.body))
             validate(body, op.body)
         reply = await op.handler(RequestCtx(request, principal, body, query))
         if reply.status == 204:
@@ -198,20 +221,32 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-async def _read_json(request: web.Request) -> Any:
+async def _read_json(request: web.Request, required: bool) -> Any:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise MalformedRequest(f"body larger than {MAX_BODY_BYTES} bytes")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise MalformedRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+    if not raw:
+        if required:
+            raise MalformedRequest("this operation needs a JSON body")
+        return {}
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise MalformedRequest(f"send the body as application/json, not {ctype!r}")
     try:
-        return json.loads(raw.decode("utf-8") if raw else "{}", parse_constant=_no_constant)
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except ValueError as e:
         raise MalformedRequest(f"body is not valid JSON: {e}") from e
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def paged(items: list[Any], query: dict[str, Any]) -> dict[str, Any]:
+    """A page of results for ``limit``/``offset`` query parameters;
+    ``next_offset`` is null on the last page."""
+    limit, offset = query["limit"], query["offset"]
+    return {"items": items, "limit": limit, "offset": offset,
+            "next_offset": offset + limit if len(items) == limit else None}

@@ -46,7 +46,9 @@ def hash_password(password: str, n: int) -> str:
     """``scrypt$n$r$p$salt$hash``; the parameters travel with the hash so
     they can be raised later without breaking old hashes."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, maxmem=256 * n * SCRYPT_R, dklen=32)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, maxmem=256 * n * SCRYPT_R, dklen=32
+    )
     return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${_b64e(salt)}${_b64e(digest)}"
 
 

@@ -128,7 +128,7 @@ class WebhookDispatcher:
             delivery_id = new_id()
             payload = json.dumps({"id": delivery_id, "event": event, "created_at": now, "data": data},
                                  separators=(",", ":"))
-            ids.append(await store.add_delivery(self._db, str(endpoint["id"]), event, payload, now))
+            ids.append(await store.add_delivery(self._db, delivery_id, str(endpoint["id"]), event, payload, now))
         for delivery_id in ids:
             self._schedule(delivery_id, 0)
         return ids
@@ -177,7 +177,7 @@ class WebhookDispatcher:
                 SIGNATURE_HEADER: sign(row["secret"], timestamp, body),
                 "Fanz-Timestamp": str(timestamp),
                 "Fanz-Event": row["event"],
-                "Fanz-Delivery": json.loads(row["payload"])["id"],
+                "Fanz-Delivery": delivery_id,
                 "User-Agent": "fanz-media-webhooks/1",
             }
             assert self._session is not None

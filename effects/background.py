@@ -44,8 +44,8 @@ class Background:
         self._softness: float = options["softness"]
         red, green, blue = parse_colour(options["colour"])
         self._colour = (blue, green, red)
-        self._picture: NDArray[np.uint8] | None = None
-        self._scaled: NDArray[np.uint8] | None = None
+        self._picture: NDArray[Any] | None = None
+        self._scaled: NDArray[Any] | None = None
         if self._mode == "image":
             path = Path(options["image"]) if options["image"] else None
             if path is None or not path.is_file():
@@ -80,7 +80,7 @@ class Background:
         return self._scaled
 
 
-def _cover(picture: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
+def _cover(picture: NDArray[Any], width: int, height: int) -> NDArray[Any]:
     """Scale and centre-crop ``picture`` to fill the frame."""
     ph, pw = picture.shape[:2]
     ratio = max(width / pw, height / ph)
@@ -100,7 +100,8 @@ EFFECT = EffectInfo(
     kind=StageKind.VIDEO,
     summary="replace the background with a colour or an image, or blur it (never skipped)",
     options=(
-        Option("mode", OptionType.CHOICE, "blur", "what to show behind the person", choices=("blur", "colour", "image")),
+        Option("mode", OptionType.CHOICE, "blur", "what to show behind the person",
+               choices=("blur", "colour", "image")),
         Option("colour", OptionType.COLOUR, "green", "backdrop colour for mode=colour"),
         Option("image", OptionType.PATH, "", "backdrop picture for mode=image (scaled to cover)"),
         Option("blur", OptionType.FLOAT, 0.6, "blur strength for mode=blur", 0.0, 1.0),

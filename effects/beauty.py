@@ -21,14 +21,14 @@ from effects.options import Option, OptionType
 from effects.stage import EffectInfo, Image, StageContext, StageKind
 
 
-def skin_mask(image: Image) -> NDArray[np.uint8]:
+def skin_mask(image: Image) -> NDArray[Any]:
     """255 where the pixel's chroma is in the skin range, feathered."""
     ycrcb = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)
     mask = cv2.inRange(ycrcb, (0, 133, 77), (255, 173, 127))
     return cv2.GaussianBlur(mask, (0, 0), max(1.0, image.shape[0] / 120))
 
 
-def tone_table(brightness: float, warmth: float) -> NDArray[np.uint8]:
+def tone_table(brightness: float, warmth: float) -> NDArray[Any]:
     """A 1x256x3 BGR lookup table: ``brightness`` lifts or lowers all
     channels with a gamma curve (no clipping of highlights); ``warmth``
     raises red and lowers blue (negative: the reverse)."""

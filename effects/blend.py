@@ -3,6 +3,8 @@ NumPy arithmetic on the overlay's region only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -10,7 +12,7 @@ from numpy.typing import NDArray
 from effects.stage import Image
 
 
-def blend_bgra(image: Image, overlay: NDArray[np.uint8], x: int, y: int, opacity: float = 1.0) -> None:
+def blend_bgra(image: Image, overlay: NDArray[Any], x: int, y: int, opacity: float = 1.0) -> None:
     """Blend a BGRA ``overlay`` onto ``image`` in place with its top-left at
     (``x``, ``y``); parts outside the frame are clipped."""
     height, width = image.shape[:2]
@@ -22,13 +24,13 @@ def blend_bgra(image: Image, overlay: NDArray[np.uint8], x: int, y: int, opacity
     part = overlay[y0 - y:y1 - y, x0 - x:x1 - x]
     alpha = part[:, :, 3:4].astype(np.uint16)
     if opacity < 1.0:
-        alpha = (alpha * int(round(opacity * 256))) >> 8
+        alpha = ((alpha * round(opacity * 256)) >> 8).astype(np.uint16)
     roi = image[y0:y1, x0:x1]
     mixed = roi.astype(np.uint16) * (255 - alpha) + part[:, :, :3].astype(np.uint16) * alpha
     roi[:] = ((mixed + 127) // 255).astype(np.uint8)
 
 
-def warp_bgra(overlay: NDArray[np.uint8], matrix: NDArray[np.float64], image: Image) -> None:
+def warp_bgra(overlay: NDArray[Any], matrix: NDArray[np.float64], image: Image) -> None:
     """Warp a BGRA ``overlay`` by the 2x3 affine ``matrix`` (overlay to frame
     coordinates) and blend it onto ``image`` in place. Only the warped
     overlay's bounding box is computed, not the whole frame."""

@@ -34,7 +34,7 @@ _SEPIA = np.array(
 )
 
 
-def _curves(red: float, green: float, blue: float) -> NDArray[np.uint8]:
+def _curves(red: float, green: float, blue: float) -> NDArray[Any]:
     """Per-channel gamma curves as a 1x256x3 BGR table (gamma < 1 lifts)."""
     levels = np.arange(256, dtype=np.float32) / 255.0
     table = np.stack([levels ** blue, levels ** green, levels ** red], axis=-1)

@@ -16,6 +16,7 @@ which is what a live stage can afford at 720p30.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,7 +81,7 @@ def parse_cube(text: str) -> CubeLut:
                 domain_max = _triple(rest, number)
             elif head in ("LUT_1D_INPUT_RANGE", "LUT_3D_INPUT_RANGE"):
                 low, high = _pair(rest, number)
-                domain_min, domain_max = (low,) * 3, (high,) * 3  # type: ignore[assignment]
+                domain_min, domain_max = (low, low, low), (high, high, high)
             else:
                 raise CubeParseError(f"line {number}: unknown keyword {head}")
             continue
@@ -131,7 +132,7 @@ def _int(text: str, number: int) -> int:
         raise CubeParseError(f"line {number}: expected an integer, got {text!r}") from None
 
 
-def _normalise(image: NDArray[np.uint8], lut: CubeLut) -> NDArray[np.float32]:
+def _normalise(image: NDArray[Any], lut: CubeLut) -> NDArray[np.float32]:
     """BGR uint8 pixels as RGB coordinates in [0, 1] of the LUT's domain."""
     rgb = image[..., ::-1].astype(np.float32) / 255.0
     low = np.asarray(lut.domain_min, np.float32)
@@ -139,11 +140,11 @@ def _normalise(image: NDArray[np.uint8], lut: CubeLut) -> NDArray[np.float32]:
     return np.clip((rgb - low) / (high - low), 0.0, 1.0)
 
 
-def _to_bgr8(rgb: NDArray[np.float32]) -> NDArray[np.uint8]:
+def _to_bgr8(rgb: NDArray[np.float32]) -> NDArray[Any]:
     return np.clip(np.rint(rgb[..., ::-1] * 255.0), 0, 255).astype(np.uint8)
 
 
-def apply_1d(image: NDArray[np.uint8], lut: CubeLut) -> NDArray[np.uint8]:
+def apply_1d(image: NDArray[Any], lut: CubeLut) -> NDArray[Any]:
     """Apply a 1D LUT (per channel, linear interpolation)."""
     coords = _normalise(image, lut) * (lut.size - 1)
     out = np.empty(coords.shape, np.float32)
@@ -179,7 +180,7 @@ def trilinear(coords: NDArray[np.float32], table: NDArray[np.float32]) -> NDArra
     return result
 
 
-def apply_3d(image: NDArray[np.uint8], lut: CubeLut) -> NDArray[np.uint8]:
+def apply_3d(image: NDArray[Any], lut: CubeLut) -> NDArray[Any]:
     """Apply a 3D LUT to a BGR image by exact trilinear interpolation."""
     if lut.dimensions != 3:
         raise ValueError("apply_3d needs a 3D LUT")
@@ -201,6 +202,7 @@ class BakedLut:
 
     def __init__(self, lut: CubeLut) -> None:
         self.dimensions = lut.dimensions
+        self.table: NDArray[Any]
         if lut.dimensions == 1:
             levels = np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2)
             self.table = apply_1d(levels, lut).reshape(256, 3)
@@ -218,12 +220,12 @@ class BakedLut:
         packed[:, :3] = bgr
         self.table = packed.view(np.uint32).reshape(-1)
 
-    def apply(self, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    def apply(self, image: NDArray[Any]) -> NDArray[Any]:
         if self.dimensions == 1:
             return cv2.LUT(image, self.table.reshape(1, 256, 3))
         halved = (image >> 1).astype(np.uint32)
         index = (halved[..., 0] << 14) | (halved[..., 1] << 7) | halved[..., 2]
         packed = np.take(self.table, index)
-        result: NDArray[np.uint8] = cv2.cvtColor(packed.view(np.uint8).reshape(*image.shape[:2], 4),
+        result: NDArray[Any] = cv2.cvtColor(packed.view(np.uint8).reshape(*image.shape[:2], 4),
                                                  cv2.COLOR_BGRA2BGR)
         return result

@@ -15,6 +15,7 @@ frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -148,7 +149,7 @@ class FaceTracker:
         self._interval = max(1, interval)
         self._count = 0
         self._faces: list[Face] = []
-        self._prev_grey: NDArray[np.uint8] | None = None
+        self._prev_grey: NDArray[Any] | None = None
         self._scale = 1.0
         self.detections = 0
 
@@ -170,11 +171,13 @@ class FaceTracker:
         self._scale = scale
         return self._faces
 
-    def _track(self, prev: NDArray[np.uint8], grey: NDArray[np.uint8], scale: float) -> list[Face]:
+    def _track(self, prev: NDArray[Any], grey: NDArray[Any], scale: float) -> list[Face]:
         moved: list[Face] = []
         for face in self._faces:
             points = (face.landmarks * scale).reshape(-1, 1, 2).astype(np.float32)
-            new, status, _ = cv2.calcOpticalFlowPyrLK(prev, grey, points, None, winSize=(15, 15), maxLevel=2)
+            new, status, _ = cv2.calcOpticalFlowPyrLK(
+                prev, grey, points, None, winSize=(15, 15), maxLevel=2  # type: ignore[call-overload]
+            )
             ok = status.reshape(-1).astype(bool)
             if ok.sum() < 3:
                 moved.append(face)

@@ -120,7 +120,7 @@ class Option:
                 return False
             raise ValueError(value)
         if kind is OptionType.INT:
-            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value) if isinstance(value, (int, float)) else int(str(value).strip(), 10)
         if kind is OptionType.FLOAT:

@@ -8,6 +8,8 @@ linear interpolation, which gives a soft edge for free.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -24,20 +26,20 @@ class Segmenter:
     def __init__(self, models: ModelStore, smoothing: float = 0.5) -> None:
         self._net = models.network(SEGMENTATION)
         self._smoothing = smoothing
-        self._previous: NDArray[np.float32] | None = None
+        self._previous: NDArray[Any] | None = None
 
-    def small_mask(self, image: Image) -> NDArray[np.float32]:
+    def small_mask(self, image: Image) -> NDArray[Any]:
         """The person probability at model resolution (144x256), smoothed
         with the previous frames' masks."""
         blob = cv2.dnn.blobFromImage(image, 1 / 255.0, _SIZE, (0, 0, 0), swapRB=True)
         self._net.setInput(blob)
-        mask = np.asarray(self._net.forward(), dtype=np.float32).reshape(_SIZE[1], _SIZE[0])
+        mask: NDArray[Any] = np.asarray(self._net.forward(), dtype=np.float32).reshape(_SIZE[1], _SIZE[0])
         if self._previous is not None and self._smoothing > 0:
             mask = cv2.addWeighted(self._previous, self._smoothing, mask, 1.0 - self._smoothing, 0.0)
         self._previous = mask
         return mask
 
-    def mask(self, image: Image) -> NDArray[np.float32]:
+    def mask(self, image: Image) -> NDArray[Any]:
         """The person probability at frame size, in [0, 1]."""
         height, width = image.shape[:2]
         return cv2.resize(self.small_mask(image), (width, height), interpolation=cv2.INTER_LINEAR)

@@ -23,7 +23,9 @@ from numpy.typing import NDArray
 from effects.models import ModelStore
 from effects.options import Option
 
-Image = NDArray[np.uint8]
+# OpenCV's stubs type every result as a generic array, so the alias is
+# loose; the content is always BGR uint8 (height, width, 3).
+Image = NDArray[Any]
 Samples = NDArray[np.float32]
 
 

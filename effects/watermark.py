@@ -53,7 +53,7 @@ class Watermark:
             raise EffectOptionError("watermark: give text=... or image=... (or both)")
         if self._font_path and not Path(self._font_path).is_file():
             raise EffectOptionError(f"watermark: option font: no such file {self._font_path!r}")
-        self._cache: tuple[tuple[int, int], NDArray[np.uint8], tuple[int, int]] | None = None
+        self._cache: tuple[tuple[int, int], NDArray[Any], tuple[int, int]] | None = None
 
     def process(self, image: Image) -> Image:
         height, width = image.shape[:2]
@@ -64,7 +64,7 @@ class Watermark:
         blend_bgra(image, overlay, x, y, self._opacity)
         return image
 
-    def render(self, width: int, height: int) -> NDArray[np.uint8]:
+    def render(self, width: int, height: int) -> NDArray[Any]:
         """The BGRA overlay for a frame of this size."""
         target_w = max(8, round(width * self._scale))
         parts: list[PILImage.Image] = []
@@ -74,9 +74,9 @@ class Watermark:
             parts.append(self._logo.resize(size, PILImage.Resampling.LANCZOS))
         if self._text:
             parts.append(self._render_text(target_w, height))
-        canvas_w = max(part.width for part in parts)
+        canvas_w = int(max(part.width for part in parts))
         gap = max(2, height // 100)
-        canvas_h = sum(part.height for part in parts) + gap * (len(parts) - 1)
+        canvas_h = int(sum(part.height for part in parts) + gap * (len(parts) - 1))
         canvas = PILImage.new("RGBA", (canvas_w, canvas_h), (0, 0, 0, 0))
         top = 0
         for part in parts:
@@ -103,6 +103,7 @@ class Watermark:
             size = max(8, int(size * target_w / (right - left)))
             font = self._font(size)
             left, top, right, bottom = font.getbbox(self._text)
+        left, top, right, bottom = int(left), int(top), int(np.ceil(right)), int(np.ceil(bottom))
         shadow = max(1, size // 16)
         layer = PILImage.new("RGBA", (right - left + shadow + 2, bottom - top + shadow + 2), (0, 0, 0, 0))
         draw = ImageDraw.Draw(layer)
@@ -110,7 +111,7 @@ class Watermark:
         draw.text((1 - left, 1 - top), self._text, font=font, fill=(*self._colour, 255))
         return layer
 
-    def _place(self, width: int, height: int, overlay: NDArray[np.uint8]) -> tuple[int, int]:
+    def _place(self, width: int, height: int, overlay: NDArray[Any]) -> tuple[int, int]:
         oh, ow = overlay.shape[:2]
         margin = round(self._margin * height)
         xs = {"left": margin, "right": width - ow - margin, "center": (width - ow) // 2}

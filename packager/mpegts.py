@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from engine.codecs import CodecError, adts_header, describe_track, iter_avcc, nal_length_size, parameter_sets
 from engine.media import Codec, MediaKind, Packet, Track, rescale
+from packager.errors import PackagerError
 
 TS_PACKET_SIZE = 188
 _PAYLOAD_SIZE = 184
@@ -43,7 +44,7 @@ _SPS_TYPES = {Codec.H264: 7, Codec.HEVC: 33}
 _AUD_TYPES = {Codec.H264: 9, Codec.HEVC: 35}
 
 
-class TsError(Exception):
+class TsError(PackagerError):
     """Base of every error raised by :mod:`packager.mpegts`."""
 
 

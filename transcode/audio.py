@@ -11,6 +11,7 @@ import logging
 from fractions import Fraction
 
 import av
+from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
 from av.codec.context import Flags
 
@@ -32,9 +33,11 @@ class AudioTranscoder:
         if name is None:
             raise SourceError(f"no decoder for audio codec {source.codec.value}")
         try:
-            self.decoder = av.CodecContext.create(name, "r")
+            decoder = av.CodecContext.create(name, "r")
         except av.FFmpegError:
-            self.decoder = av.CodecContext.create(source.codec.value, "r")
+            decoder = av.CodecContext.create(source.codec.value, "r")
+        assert isinstance(decoder, AudioCodecContext)
+        self.decoder = decoder
         if source.extradata:
             self.decoder.extradata = source.extradata
         if source.codec is Codec.OPUS:
@@ -42,7 +45,9 @@ class AudioTranscoder:
         rate = ladder.audio_sample_rate
         layout = "stereo" if ladder.audio_channels == 2 else "mono"
         try:
-            self.encoder = av.CodecContext.create("aac", "w")
+            encoder = av.CodecContext.create("aac", "w")
+            assert isinstance(encoder, AudioCodecContext)
+            self.encoder = encoder
             self.encoder.sample_rate = rate
             self.encoder.layout = layout
             self.encoder.format = "fltp"
@@ -106,8 +111,9 @@ class AudioTranscoder:
             raise EncoderError(f"AAC encode failed: {exc}") from exc
         if frame is not None:
             self.frames_encoded += 1
-        return [
-            Packet(self.index, p.pts, p.dts if p.dts is not None else p.pts, self.time_base, bytes(p), True, p.duration or 0)
-            for p in encoded
-            if p.pts is not None
-        ]
+        out = []
+        for p in encoded:
+            if p.pts is not None:
+                dts = p.pts if p.dts is None else p.dts
+                out.append(Packet(self.index, p.pts, dts, self.time_base, bytes(p), True, p.duration or 0))
+        return out

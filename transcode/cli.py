@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 from av.container import InputContainer, OutputContainer
 from av.stream import Stream
+from av.video.codeccontext import VideoCodecContext
 
 from engine.media import Codec, MediaKind, Track
 from transcode.core import RenditionPacket, RenditionStarted
@@ -46,7 +47,9 @@ def _template(tracks: tuple[Track, ...]) -> InputContainer:
             body += _flv_tag(8, b"\xaf\x00" + track.extradata)
         else:
             raise TranscodeConfigError(f"the MP4 writer takes H.264 and AAC only, not {track.codec.value}")
-    return av.open(io.BytesIO(body), format="flv")
+    container = av.open(io.BytesIO(body), format="flv")
+    assert isinstance(container, InputContainer)
+    return container
 
 
 class Mp4Writer:
@@ -62,7 +65,7 @@ class Mp4Writer:
                 stream = self.container.add_stream_from_template(source)
                 stream.time_base = track.time_base
                 ctx = stream.codec_context
-                if track.kind is MediaKind.VIDEO:
+                if isinstance(ctx, VideoCodecContext):
                     ctx.width = track.width or 0
                     ctx.height = track.height or 0
                 self.streams[track.index] = stream
@@ -118,7 +121,9 @@ def run(input_path: Path, outdir: Path, ladder: LadderConfig, encoder: str, quie
 
 def main(argv: Sequence[str] | None = None) -> int:
     ladders = builtin_ladders()
-    parser = argparse.ArgumentParser(prog="transcode", description="Transcode a file along a ladder, one MP4 per rendition.")
+    parser = argparse.ArgumentParser(
+        prog="transcode", description="Transcode a file along a ladder, one MP4 per rendition."
+    )
     parser.add_argument("input", type=Path)
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--ladder", default="default", choices=sorted(ladders))

@@ -181,8 +181,8 @@ class StreamTranscoder:
             self.plan.passthrough_reason,
         )
         pending, self._pending = self._pending, collections.deque()
-        for packet, audio in pending:
-            self._emit_or_hold(packet, events, audio)
+        for packet, is_audio in pending:
+            self._emit_or_hold(packet, events, is_audio)
         return events
 
     def _emit_or_hold(self, packet: Packet, events: list[TranscodeEvent], audio: bool) -> None:

@@ -51,7 +51,8 @@ class EncoderProbe:
             for name in H264_ENCODERS:
                 if name in self.available:
                     if name == SOFTWARE_H264:
-                        log.info("no hardware H.264 encoder opened (tried: %s); falling back to libx264", ", ".join(self.failures) or "none")
+                        tried = ", ".join(self.failures) or "none"
+                        log.info("no hardware H.264 encoder opened (tried: %s); falling back to libx264", tried)
                     return name
             raise EncoderError("no H.264 encoder opened, not even libx264")
         if requested not in H264_ENCODERS:
@@ -76,7 +77,8 @@ def encoder_options(name: str, ladder: LadderConfig, rung: PlannedRung) -> dict[
         params = ["scenecut=0", "open-gop=0"]
         if ladder.rate_control == "cbr":
             params.append("nal-hrd=cbr")
-        opts |= {"preset": ladder.x264_preset, "profile": cfg.profile, "forced-idr": "1", "x264-params": ":".join(params)}
+        opts |= {"preset": ladder.x264_preset, "profile": cfg.profile, "forced-idr": "1"}
+        opts["x264-params"] = ":".join(params)
         if ladder.x264_tune:
             opts["tune"] = ladder.x264_tune
         if cfg.level:

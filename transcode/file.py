@@ -148,7 +148,7 @@ def transcode_file(
         origin: Fraction | None = None
         streams = [s for s in container.streams if s.index in mapping]
         for av_packet in container.demux(streams):
-            if av_packet.size == 0 or av_packet.pts is None and av_packet.dts is None:
+            if av_packet.size == 0 or (av_packet.pts is None and av_packet.dts is None):
                 continue
             index = mapping[av_packet.stream.index]
             tb = tracks[index].time_base

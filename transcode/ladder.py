@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from engine.media import Codec
-from transcode.errors import TranscodeConfigError
+from transcode.errors import SourceError, TranscodeConfigError
 
 RATE_CONTROLS = ("vbr", "cbr")
 X264_PROFILES = ("baseline", "main", "high")
@@ -198,7 +198,8 @@ def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
     Rungs taller than the source are left out (never upscale). When that
     leaves nothing to play and the source cannot be passed through, the
     smallest rung is kept at the source's own size so the stream still has
-    one playable rendition.
+    one playable rendition. A ladder with no rungs that cannot pass the
+    source through raises :class:`SourceError`.
     """
     if source.width < 2 or source.height < 2:
         raise TranscodeConfigError(f"source size {source.width}x{source.height} is too small")
@@ -215,4 +216,6 @@ def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
             cap = None
         rate = source.frame_rate if cap is None else cap
         planned.append(PlannedRung(cfg, width, max(2, height), rate, cap))
+    if not planned and not passthrough:
+        raise SourceError(f"ladder {ladder.name} has nothing for this source: {reason}")
     return LadderPlan(ladder, source, passthrough, reason, tuple(planned))

@@ -13,6 +13,7 @@ import logging
 from fractions import Fraction
 
 import av
+from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import Interpolation, VideoReformatter
 
@@ -37,9 +38,11 @@ class VideoDecoder:
         if name is None:
             raise SourceError(f"no decoder for video codec {track.codec.value}")
         try:
-            self.ctx = av.CodecContext.create(name, "r")
+            ctx = av.CodecContext.create(name, "r")
         except av.FFmpegError:
-            self.ctx = av.CodecContext.create(track.codec.value, "r")
+            ctx = av.CodecContext.create(track.codec.value, "r")
+        assert isinstance(ctx, VideoCodecContext)
+        self.ctx = ctx
         if track.extradata:
             self.ctx.extradata = track.extradata
         self.ctx.thread_type = "AUTO"

@@ -91,6 +91,8 @@ async def subscribe(
         role = await tx.fetchval("SELECT role FROM users WHERE id = $1", creator_id)
         if role != "creator":
             raise NotFound(f"no creator {creator_id!r}")
+        if await tx.fetchval("SELECT id FROM users WHERE id = $1", fan_id) is None:
+            raise NotFound(f"no user {fan_id!r}")
         if fan_id == creator_id:
             raise Conflict("a creator cannot subscribe to themselves")
         existing = await tx.fetchrow(
@@ -148,9 +150,12 @@ async def unlock(db: Database, actor: Actor, stream: Row, user_id: str, now: flo
             "SELECT * FROM ppv_unlocks WHERE stream_id = $1 AND user_id = $2", stream["id"], user_id
         )
         if row is None:
+            if await tx.fetchval("SELECT id FROM users WHERE id = $1", user_id) is None:
+                raise NotFound(f"no user {user_id!r}")
             unlock_id = new_id()
             await tx.execute(
-                "INSERT INTO ppv_unlocks (id, stream_id, user_id, amount_cents, created_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO ppv_unlocks (id, stream_id, user_id, amount_cents, created_at) "
+                "VALUES ($1, $2, $3, $4, $5)",
                 unlock_id, stream["id"], user_id, stream["price_cents"], now,
             )
             await audit.record(tx, actor, "ppv.unlock", "stream", stream["id"], now,

@@ -26,7 +26,7 @@ def me_view(row: Row) -> dict[str, Any]:
 
 
 async def create_user(
-    db: Database, actor: Actor, *, username: str, password_hash: str, role: str, display_name: str, now: float
+    db: Database, actor: Actor | None, *, username: str, password_hash: str, role: str, display_name: str, now: float
 ) -> Row:
     user_id = new_id()
     async with db.transaction() as tx:
@@ -38,8 +38,8 @@ async def create_user(
             )
         except IntegrityError as e:
             raise Conflict(f"username {username!r} is taken", kind="username-taken") from e
-        await audit.record(tx, actor if actor.id else Actor("user", user_id, actor.remote), "user.register", "user",
-                           user_id, now, {"role": role})
+        who = actor if actor is not None else Actor("user", user_id)
+        await audit.record(tx, who, "user.register", "user", user_id, now, {"role": role})
     return await get_user(db, user_id)
 
 

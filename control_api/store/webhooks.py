@@ -55,8 +55,7 @@ async def deactivate_endpoint(db: Database, actor: Actor, endpoint_id: str, now:
         await audit.record(tx, actor, "webhook.delete", "webhook", endpoint_id, now)
 
 
-async def add_delivery(db: Database, endpoint_id: str, event: str, payload: str, now: float) -> str:
-    delivery_id = new_id()
+async def add_delivery(db: Database, delivery_id: str, endpoint_id: str, event: str, payload: str, now: float) -> str:
     await db.execute(
         "INSERT INTO webhook_deliveries (id, endpoint_id, event, payload, status, next_attempt_at, created_at) "
         "VALUES ($1, $2, $3, $4, 'pending', $5, $5)",

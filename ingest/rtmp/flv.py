@@ -60,6 +60,7 @@ _MPEG2TS_SEQUENCE_START = 5
 _MULTITRACK = 6
 _MODEX = 7
 _AUDIO_MULTICHANNEL_CONFIG = 4
+_AUDIO_MULTITRACK = 5
 
 _FRAME_KEY = 1
 _FRAME_GENERATED_KEY = 4
@@ -156,7 +157,7 @@ def parse_audio(body: bytes) -> MediaTag | None:
 
 def _parse_ex_audio(body: bytes) -> MediaTag | None:
     packet_type = body[0] & 0x0F
-    if packet_type in (_MULTITRACK, _MODEX):
+    if packet_type in (_AUDIO_MULTITRACK, _MODEX):
         raise RtmpUnsupportedCodecError("enhanced RTMP multitrack and ModEx audio are not supported")
     _need(body, 5, "enhanced audio")
     fourcc = bytes(body[1:5])

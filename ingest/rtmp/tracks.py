@@ -48,6 +48,16 @@ def _positive_int(value: AmfValue) -> int | None:
     return round(number)
 
 
+def _frame_rate(rate: float) -> Fraction:
+    """Metadata frame rates are floats: 29.97 stands for 30000/1001."""
+    if abs(rate - round(rate)) < 1e-3:
+        return Fraction(round(rate))
+    ntsc = rate * 1.001
+    if abs(ntsc - round(ntsc)) < 1e-2:
+        return Fraction(round(ntsc) * 1000, 1001)
+    return Fraction(rate).limit_denominator(1000)
+
+
 def _declared(meta: dict[str, AmfValue], key: str) -> bool | None:
     if key not in meta:
         return None
@@ -59,7 +69,7 @@ def hints_from_metadata(meta: dict[str, AmfValue]) -> MetadataHints:
     """Read the fields encoders put in ``onMetaData`` (ffmpeg, OBS and
     GStreamer agree on these names; data rates are in kbit/s)."""
     rate = as_number(meta.get("framerate", meta.get("videoframerate")))
-    frame_rate = Fraction(rate).limit_denominator(1001) if rate is not None and 0 < rate < 1000 else None
+    frame_rate = _frame_rate(rate) if rate is not None and 0 < rate < 1000 else None
     channels = _positive_int(meta.get("audiochannels"))
     if channels is None and isinstance(meta.get("stereo"), bool):
         channels = 2 if meta["stereo"] else 1

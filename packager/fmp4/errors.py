@@ -7,8 +7,10 @@ express) or a track it cannot describe; both subclass :class:`Fmp4Error`.
 
 from __future__ import annotations
 
+from packager.errors import PackagerError
 
-class Fmp4Error(Exception):
+
+class Fmp4Error(PackagerError):
     """Base of every error raised by :mod:`packager.fmp4`."""
 
 

@@ -41,10 +41,10 @@ class HlsHttp:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.route("OPTIONS", "/hls/{tail:.*}", self.preflight),
             web.get("/hls/{name}/index.m3u8", self.multivariant),
             web.get("/hls/{name}/{variant}/" + MEDIA_PLAYLIST, self.media_playlist),
             web.get("/hls/{name}/{variant}/{file}", self.media_file),
+            web.route("*", "/hls/{tail:.*}", self.other),
         ]
 
     # -- helpers ---------------------------------------------------------
@@ -83,7 +83,10 @@ class HlsHttp:
         return output
 
     # -- handlers --------------------------------------------------------
-    async def preflight(self, request: web.Request) -> web.Response:
+    async def other(self, request: web.Request) -> web.Response:
+        """CORS preflight for any HLS path; 404 for every path not served."""
+        if request.method != "OPTIONS":
+            raise self._not_found("no such file")
         headers = self._headers(NO_CACHE)
         headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
         headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")

@@ -1,0 +1,97 @@
+"""The engine's publish and playback checks, answered from the store.
+
+:class:`StoreChecks` implements :class:`engine.auth.PublishCheck` and
+:class:`engine.auth.PlaybackCheck`. Publishing needs an active stream key
+whose owner is a creator in good standing and not banned; the grant names
+the stream's public playback id (never the key). Playback of a free stream
+needs nothing; any other stream needs a playback token from ``join`` that is
+signed, unexpired and bound to this stream. The visibility of a stream is
+cached for a few seconds because players ask for every segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from control_api.plane import ControlPlane, NotReady
+from control_api.security import PlaybackTokenInvalid, read_playback_token
+from control_api.store import streams
+from control_api.store.audit import Actor
+from engine.auth import PlaybackRequest, PublishGrant, PublishRequest
+from engine.errors import PlaybackDenied, PublishDenied
+
+log = logging.getLogger(__name__)
+
+PUBLISHING_STATUSES = frozenset({"active", "warning", "top_performer"})
+VISIBILITY_CACHE_S = 3.0
+VISIBILITY_CACHE_SIZE = 10_000
+
+
+class StoreChecks:
+    def __init__(self, plane: ControlPlane) -> None:
+        self._plane = plane
+        self._visibility: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
+        plane = self._plane
+        if not request.key or len(request.key) > 256:
+            raise PublishDenied("missing or oversized stream key")
+        try:
+            owner = await streams.key_owner(plane.db, request.key)
+        except NotReady as e:
+            raise PublishDenied("control API not ready") from e
+        if owner is None:
+            raise PublishDenied("unknown or revoked stream key")
+        if owner["banned"]:
+            raise PublishDenied("the stream key's owner is banned")
+        if owner["role"] not in ("creator", "admin"):
+            raise PublishDenied("the stream key's owner is not a creator")
+        if owner["creator_status"] not in PUBLISHING_STATUSES:
+            raise PublishDenied(f"creator status {owner['creator_status']} may not publish")
+        actor = Actor("system", None, request.remote)
+        stream = await streams.open_stream(plane.db, owner["id"])
+        if stream is None:
+            stream = await streams.create_stream(
+                plane.db, actor, owner["id"], {"title": f"{owner['display_name']} live"}, plane.clock()
+            )
+        await plane.go_live(actor, stream["id"])
+        self._visibility.pop(stream["playback_id"], None)
+        log.info("publish granted to %s (%s) as %s", owner["username"], request.protocol, stream["playback_id"])
+        return PublishGrant(playback_name=str(stream["playback_id"]), stream_id=str(stream["id"]))
+
+    async def publish_ended(self, grant: PublishGrant) -> None:
+        if grant.stream_id is None:
+            return
+        await self._plane.end_stream(Actor("system", None), grant.stream_id, "publisher ended", kick=False)
+
+    async def authorize_playback(self, request: PlaybackRequest) -> None:
+        plane = self._plane
+        visibility = await self._visibility_of(request.playback_name)
+        if visibility is None:
+            raise PlaybackDenied("no such stream")
+        if visibility == "free":
+            return
+        if not request.token:
+            raise PlaybackDenied("this stream needs a playback token; join it first")
+        try:
+            read_playback_token(plane.secret, request.token, request.playback_name, plane.clock())
+        except PlaybackTokenInvalid as e:
+            raise PlaybackDenied(str(e)) from e
+
+    async def _visibility_of(self, playback_id: str) -> str | None:
+        now = self._plane.clock()
+        cached = self._visibility.get(playback_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            row = await streams.by_playback_id(self._plane.db, playback_id)
+        except NotReady as e:
+            raise PlaybackDenied("control API not ready") from e
+        if row is None:
+            return None
+        self._visibility[playback_id] = (str(row["visibility"]), now + VISIBILITY_CACHE_S)
+        self._visibility.move_to_end(playback_id)
+        while len(self._visibility) > VISIBILITY_CACHE_SIZE:
+            self._visibility.popitem(last=False)
+        return str(row["visibility"])

@@ -1,0 +1,127 @@
+"""The control plane: the open database, the webhook dispatcher, the
+engine's stream registry and the operations that touch more than one of
+them (a stream going live or ending, a recording arriving).
+
+The HTTP routes and the engine checks both call into one
+:class:`ControlPlane`, so a stream ends the same way whether an admin, the
+creator, a ban or the engine ended it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from control_api.config import ApiConfig
+from control_api.db import Database, connect, migrate
+from control_api.errors import ControlApiError
+from control_api.ratelimit import RateLimiter
+from control_api.security import PlaybackClaims, issue_playback_token
+from control_api.store import streams
+from control_api.store.audit import Actor
+from control_api.webhooks import WebhookDispatcher
+from engine.registry import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(ControlApiError):
+    """The control plane was used before :meth:`ControlPlane.open`."""
+
+
+class ControlPlane:
+    def __init__(self, config: ApiConfig, registry: StreamRegistry | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        config.check()
+        self.config = config.with_secret()
+        self.registry = registry
+        self.clock = clock
+        self.ip_limiter = RateLimiter(config.auth_rate_per_minute_per_ip)
+        self.user_limiter = RateLimiter(config.auth_rate_per_minute_per_user)
+        self._db: Database | None = None
+        self._webhooks: WebhookDispatcher | None = None
+
+    @property
+    def secret(self) -> str:
+        assert self.config.jwt_secret is not None
+        return self.config.jwt_secret
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise NotReady("the control API database is not open yet")
+        return self._db
+
+    @property
+    def webhooks(self) -> WebhookDispatcher:
+        if self._webhooks is None:
+            raise NotReady("the control API is not started yet")
+        return self._webhooks
+
+    async def open(self) -> None:
+        """Connect, migrate, start webhook delivery."""
+        db = await connect(self.config.resolved_database_url(), self.config.postgres_pool_size)
+        try:
+            applied = await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        if applied:
+            log.info("control API: applied migrations %s", applied)
+        self._db = db
+        self._webhooks = WebhookDispatcher(db, self.config, self.clock)
+        await self._webhooks.start()
+
+    async def close(self) -> None:
+        if self._webhooks is not None:
+            await self._webhooks.stop()
+            self._webhooks = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # -- lifecycle shared by routes and engine checks ---------------------------------
+    async def go_live(self, actor: Actor, stream_id: str) -> None:
+        if await streams.mark_live(self.db, actor, stream_id, self.clock()):
+            row = await streams.get_stream(self.db, stream_id)
+            await self.webhooks.emit("stream.started", _event_stream(row))
+
+    async def end_stream(self, actor: Actor, stream_id: str, reason: str, kick: bool) -> bool:
+        """End a stream record (stream.ended when it had gone live) and, with
+        ``kick``, disconnect its publisher from the engine. Idempotent."""
+        row = await streams.get_stream(self.db, stream_id)
+        before = await streams.mark_ended(self.db, actor, stream_id, reason, self.clock())
+        if kick:
+            self.kick(str(row["playback_id"]), reason)
+        if before == "live":
+            ended = await streams.get_stream(self.db, stream_id)
+            await self.webhooks.emit("stream.ended", _event_stream(ended))
+        return before is not None
+
+    def kick(self, playback_id: str, reason: str) -> bool:
+        if self.registry is None:
+            return False
+        kicked = self.registry.kick(playback_id, reason)
+        if kicked:
+            log.info("control API: disconnected publisher of %s: %s", playback_id, reason)
+        return kicked
+
+    async def recording_ready(self, actor: Actor, stream_id: str, uri: str, duration_s: float,
+                              size_bytes: int) -> dict[str, Any]:
+        row = await streams.add_recording(self.db, actor, stream_id, uri, duration_s, size_bytes, self.clock())
+        await self.webhooks.emit("recording.ready", dict(row))
+        return row
+
+    def playback_url(self, playback_id: str, viewer_id: str) -> tuple[str, str, int]:
+        """``(url, token, expires_at)``: the HLS URL under the engine's public
+        base, with a signed token bound to the stream and the viewer."""
+        expires = int(self.clock()) + self.config.playback_token_ttl_s
+        url = f"{self.config.public_base_url.rstrip('/')}/hls/{playback_id}/index.m3u8"
+        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires))
+        return f"{url}?token={token}", token, expires
+
+
+def _event_stream(row: dict[str, Any]) -> dict[str, Any]:
+    return streams.stream_view(row)

@@ -1,0 +1,82 @@
+"""Users, subscriptions and the gift catalogue: the records that playback
+authorisation reads."""
+
+from __future__ import annotations
+
+from control_api import schemas as S
+from control_api.authn import actor_of
+from control_api.errors import Forbidden
+from control_api.plane import ControlPlane
+from control_api.routing import ROLES_ADMIN, ROLES_ANY_USER, ROLES_PLATFORM, Reply, RequestCtx, Router, paged
+from control_api.store import commerce, users
+
+TAG = "users"
+
+
+def register(router: Router, plane: ControlPlane) -> None:
+    @router.op("GET", "/users/me", summary="The caller's own profile", tag=TAG, roles=ROLES_ANY_USER,
+               ok=(200, S.ref("Me")))
+    async def me(ctx: RequestCtx) -> Reply:
+        return Reply(200, users.me_view(await users.get_user(plane.db, ctx.user().id)))
+
+    @router.op("PATCH", "/users/me", summary="Edit the caller's display name or bio", tag=TAG,
+               roles=ROLES_ANY_USER, body=S.PROFILE_PATCH, ok=(200, S.ref("Me")))
+    async def edit_me(ctx: RequestCtx) -> Reply:
+        principal = ctx.user()
+        row = await users.update_user(plane.db, actor_of(principal, ctx.remote), principal.id, ctx.body,
+                                      plane.clock())
+        return Reply(200, users.me_view(row))
+
+    @router.op("GET", "/users", summary="Public profiles, optionally of one role", tag=TAG, roles=None,
+               query={**S.PAGE_QUERY, "role": S.ROLE}, ok=(200, S.ref("UserPage")))
+    async def list_users(ctx: RequestCtx) -> Reply:
+        rows = await users.list_users(plane.db, ctx.query["limit"], ctx.query["offset"], ctx.query.get("role"))
+        return Reply(200, paged([users.user_view(r) for r in rows], ctx.query))
+
+    @router.op("GET", "/users/{user_id}", summary="A public profile", tag=TAG, roles=None, ok=(200, S.ref("User")))
+    async def get_user(ctx: RequestCtx) -> Reply:
+        return Reply(200, users.user_view(await users.get_user(plane.db, ctx.param("user_id"))))
+
+    @router.op("POST", "/subscriptions", summary="Subscribe a fan to a creator", tag="subscriptions",
+               roles=ROLES_ANY_USER | ROLES_PLATFORM, body=S.SUBSCRIBE, ok=(201, S.ref("Subscription")),
+               errors=(404, 409))
+    async def subscribe(ctx: RequestCtx) -> Reply:
+        principal = ctx.user()
+        fan_id = ctx.body.get("fan_id", principal.id)
+        if fan_id != principal.id and principal.role not in ("admin", "service"):
+            raise Forbidden("only a platform service or an admin may subscribe another user")
+        if principal.kind == "api_key" and "fan_id" not in ctx.body:
+            raise Forbidden("a platform service must name the fan_id to subscribe")
+        period = plane.config.subscription_period_days * 86400.0
+        row = await commerce.subscribe(plane.db, actor_of(principal, ctx.remote), fan_id, ctx.body["creator_id"],
+                                       ctx.body.get("tier", "standard"), plane.clock(), period)
+        return Reply(201, row)
+
+    @router.op("GET", "/subscriptions", summary="The caller's subscriptions", tag="subscriptions",
+               roles=ROLES_ANY_USER, query=S.PAGE_QUERY, ok=(200, S.ref("SubscriptionPage")))
+    async def my_subscriptions(ctx: RequestCtx) -> Reply:
+        rows = await commerce.list_subscriptions(plane.db, ctx.user().id, ctx.query["limit"], ctx.query["offset"])
+        return Reply(200, paged(rows, ctx.query))
+
+    @router.op("DELETE", "/subscriptions/{subscription_id}", summary="Cancel a subscription now",
+               tag="subscriptions", roles=ROLES_ANY_USER | ROLES_PLATFORM, ok=(200, S.ref("Subscription")))
+    async def cancel(ctx: RequestCtx) -> Reply:
+        principal = ctx.user()
+        own_only = None if principal.role in ("admin", "service") else principal.id
+        row = await commerce.cancel_subscription(plane.db, actor_of(principal, ctx.remote),
+                                                 ctx.param("subscription_id"), own_only, plane.clock())
+        return Reply(200, row)
+
+    @router.op("GET", "/gifts", summary="The gift catalogue", tag="gifts", roles=None, query=S.PAGE_QUERY,
+               ok=(200, S.ref("GiftPage")))
+    async def gift_catalogue(ctx: RequestCtx) -> Reply:
+        rows = await commerce.catalogue(plane.db, ctx.query["limit"], ctx.query["offset"])
+        return Reply(200, paged([commerce.gift_view(r) for r in rows], ctx.query))
+
+    @router.op("POST", "/gifts", summary="Add a gift to the catalogue", tag="gifts", roles=ROLES_ADMIN,
+               body=S.GIFT_CATALOGUE_BODY, ok=(201, S.ref("Gift")), errors=(409,))
+    async def add_gift(ctx: RequestCtx) -> Reply:
+        b = ctx.body
+        row = await commerce.add_gift(plane.db, actor_of(ctx.principal, ctx.remote), b["id"], b["name"],
+                                      b["price_cents"], plane.clock())
+        return Reply(201, commerce.gift_view(row))

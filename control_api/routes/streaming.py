@@ -1,0 +1,206 @@
+"""The streaming routes the platform's apps already use, under
+``/streaming``."""
+
+from __future__ import annotations
+
+from control_api import schemas as S
+from control_api.authn import actor_of
+from control_api.db import Row
+from control_api.errors import Conflict, Forbidden, NotFound
+from control_api.plane import ControlPlane
+from control_api.routing import (
+    ROLES_ANY_USER,
+    ROLES_CREATOR,
+    ROLES_PLATFORM,
+    Principal,
+    Reply,
+    RequestCtx,
+    Router,
+    paged,
+)
+from control_api.store import commerce, streams
+
+TAG = "streaming"
+ID_PATH = "/streaming/{stream_id}"
+
+
+def register(router: Router, plane: ControlPlane) -> None:
+    def owner_or_admin(me: Principal, stream: Row) -> None:
+        if me.role not in ("admin", "service") and stream["user_id"] != me.id:
+            raise Forbidden("only the stream's creator or an admin may do this")
+
+    @router.op("POST", "/streaming/start", summary="Open a stream session (then publish with the stream key)",
+               tag=TAG, roles=ROLES_CREATOR, body=S.START_STREAM, ok=(201, S.ref("LiveStream")))
+    async def start_stream(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        actor = actor_of(me, ctx.remote)
+        current = await streams.open_stream(plane.db, me.id)
+        if current is not None:
+            row = await streams.update_stream(plane.db, actor, current["id"], ctx.body, plane.clock())
+            return Reply(200, streams.stream_view(row))
+        row = await streams.create_stream(plane.db, actor, me.id, ctx.body, plane.clock())
+        return Reply(201, streams.stream_view(row))
+
+    @router.op("POST", "/streaming/stop", summary="End the current stream and disconnect the encoder", tag=TAG,
+               roles=ROLES_CREATOR, ok=(200, S.ref("LiveStream")), errors=(404,))
+    async def stop_stream(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        current = await streams.open_stream(plane.db, me.id)
+        if current is None:
+            raise NotFound("you have no open stream")
+        await plane.end_stream(actor_of(me, ctx.remote), current["id"], "stopped by the creator", kick=True)
+        return Reply(200, streams.stream_view(await streams.get_stream(plane.db, current["id"])))
+
+    @router.op("GET", "/streaming/status", summary="Whether the caller is live, and the open stream", tag=TAG,
+               roles=ROLES_CREATOR, ok=(200, S.ref("StreamStatus")))
+    async def stream_status(ctx: RequestCtx) -> Reply:
+        current = await streams.open_stream(plane.db, ctx.user().id)
+        view = streams.stream_view(current) if current else None
+        return Reply(200, {"live": bool(view and view["status"] == "live"), "stream": view})
+
+    @router.op("GET", "/streaming/key", summary="The stream key (its value is shown only when first created)",
+               tag=TAG, roles=ROLES_CREATOR, ok=(200, S.ref("StreamKey")))
+    async def get_key(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        row = await streams.current_key(plane.db, me.id)
+        if row is not None:
+            return Reply(200, streams.key_view(row, None))
+        row, key = await streams.new_key(plane.db, actor_of(me, ctx.remote), me.id, plane.clock())
+        return Reply(200, streams.key_view(row, key))
+
+    @router.op("POST", "/streaming/regenerate-key", summary="Replace the stream key; a publisher on the old key "
+               "is disconnected", tag=TAG, roles=ROLES_CREATOR, ok=(200, S.ref("StreamKey")))
+    async def regenerate_key(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        actor = actor_of(me, ctx.remote)
+        row, key = await streams.new_key(plane.db, actor, me.id, plane.clock())
+        current = await streams.open_stream(plane.db, me.id)
+        if current is not None and current["status"] == "live":
+            await plane.end_stream(actor, current["id"], "stream key regenerated", kick=True)
+        return Reply(200, streams.key_view(row, key))
+
+    @router.op("GET", "/streaming/active", summary="Streams that are live now", tag=TAG, roles=None,
+               query=S.PAGE_QUERY, ok=(200, S.ref("LiveStreamPage")))
+    async def active(ctx: RequestCtx) -> Reply:
+        rows = await streams.list_streams(plane.db, "live", ctx.query["limit"], ctx.query["offset"])
+        return Reply(200, paged([streams.stream_view(r) for r in rows], ctx.query))
+
+    @router.op("GET", "/streaming/schedule", summary="Upcoming scheduled streams", tag=TAG, roles=None,
+               query={**S.PAGE_QUERY, "creator_id": S.ID}, ok=(200, S.ref("SchedulePage")))
+    async def list_schedule(ctx: RequestCtx) -> Reply:
+        rows = await streams.list_schedules(plane.db, plane.clock() - 3600, ctx.query["limit"], ctx.query["offset"],
+                                            ctx.query.get("creator_id"))
+        return Reply(200, paged(rows, ctx.query))
+
+    @router.op("POST", "/streaming/schedule", summary="Announce a stream", tag=TAG, roles=ROLES_CREATOR,
+               body=S.SCHEDULE_BODY, ok=(201, S.ref("Schedule")))
+    async def add_schedule(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        row = await streams.create_schedule(plane.db, actor_of(me, ctx.remote), me.id, ctx.body, plane.clock())
+        return Reply(201, row)
+
+    @router.op("GET", ID_PATH, summary="One stream", tag=TAG, roles=None, ok=(200, S.ref("LiveStream")))
+    async def get_stream(ctx: RequestCtx) -> Reply:
+        return Reply(200, streams.stream_view(await streams.get_stream(plane.db, ctx.param("stream_id"))))
+
+    @router.op("GET", ID_PATH + "/viewers", summary="Viewer counts (and, for the creator, who is watching)",
+               tag=TAG, roles=ROLES_ANY_USER, query=S.PAGE_QUERY, ok=(200, S.ref("Viewers")))
+    async def viewers(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        items: list[Row] = []
+        if me.role == "admin" or stream["user_id"] == me.id:
+            items = await streams.list_viewers(plane.db, stream["id"], ctx.query["limit"], ctx.query["offset"])
+        return Reply(200, {"stream_id": stream["id"], "concurrent": int(stream["viewers"]),
+                           "peak": stream["peak_viewers"], "total_views": stream["total_views"],
+                           **paged(items, ctx.query)})
+
+    @router.op("POST", ID_PATH + "/join", summary="Join a stream: returns a signed, expiring playback URL",
+               tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409,))
+    async def join(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        now = plane.clock()
+        await commerce.check_access(plane.db, stream, me.id, me.role, now)
+        session_id = await streams.join(plane.db, stream["id"], me.id, ctx.remote, now)
+        url, token, expires = plane.playback_url(stream["playback_id"], me.id)
+        stream = await streams.get_stream(plane.db, stream["id"])
+        return Reply(200, {"playback_url": url, "token": token, "expires_at": expires,
+                           "viewer_session_id": session_id, "stream": streams.stream_view(stream)})
+
+    @router.op("POST", ID_PATH + "/leave", summary="Leave a stream", tag=TAG, roles=ROLES_ANY_USER,
+               ok=(200, S.ref("Leave")))
+    async def leave(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        left = await streams.leave(plane.db, stream["id"], me.id, plane.clock())
+        stream = await streams.get_stream(plane.db, stream["id"])
+        return Reply(200, {"stream_id": stream["id"], "left": left, "concurrent": int(stream["viewers"])})
+
+    @router.op("POST", ID_PATH + "/gift", summary="Send a virtual gift to the creator", tag=TAG,
+               roles=ROLES_ANY_USER, body=S.GIFT_BODY, ok=(201, S.ref("GiftSend")), errors=(409,))
+    async def gift(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        now = plane.clock()
+        await commerce.check_access(plane.db, stream, me.id, me.role, now)
+        row = await commerce.send_gift(plane.db, actor_of(me, ctx.remote), stream["id"], me.id, ctx.body["gift_id"],
+                                       ctx.body.get("quantity", 1), ctx.body.get("message", ""), now)
+        view = commerce.gift_send_view(row)
+        await plane.webhooks.emit("gift.sent", {**view, "creator_id": stream["user_id"]})
+        return Reply(201, view)
+
+    @router.op("GET", ID_PATH + "/gifts", summary="The stream's gift leaderboard and recent gifts", tag=TAG,
+               roles=None, query={"limit": S.PAGE_QUERY["limit"]}, ok=(200, S.ref("Leaderboard")))
+    async def gifts(ctx: RequestCtx) -> Reply:
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        top, recent, total = await commerce.leaderboard(plane.db, stream["id"], ctx.query["limit"])
+        return Reply(200, {"stream_id": stream["id"], "total_cents": total, "leaderboard": top,
+                           "recent": [commerce.gift_send_view(r) for r in recent]})
+
+    @router.op("POST", ID_PATH + "/record", summary="Turn recording of the stream on or off", tag=TAG,
+               roles=ROLES_CREATOR, body=S.RECORD_BODY, ok=(200, S.ref("LiveStream")), errors=(409,))
+    async def record(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        owner_or_admin(me, stream)
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        row = await streams.update_stream(plane.db, actor_of(me, ctx.remote), stream["id"],
+                                          {"recording": ctx.body["enabled"]}, plane.clock())
+        return Reply(200, streams.stream_view(row))
+
+    @router.op("GET", ID_PATH + "/recordings", summary="Recordings of a stream", tag=TAG, roles=ROLES_ANY_USER,
+               query=S.PAGE_QUERY, ok=(200, S.ref("RecordingPage")))
+    async def recordings(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        await commerce.check_access(plane.db, stream, me.id, me.role, plane.clock())
+        rows = await streams.list_recordings(plane.db, stream["id"], ctx.query["limit"], ctx.query["offset"])
+        return Reply(200, paged(rows, ctx.query))
+
+    @router.op("POST", ID_PATH + "/recordings", summary="Report a finished recording (recorder or platform "
+               "service)", tag=TAG, roles=ROLES_PLATFORM, body=S.RECORDING_BODY, ok=(201, S.ref("Recording")))
+    async def add_recording(ctx: RequestCtx) -> Reply:
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        b = ctx.body
+        row = await plane.recording_ready(actor_of(ctx.principal, ctx.remote), stream["id"], b["uri"],
+                                          b["duration_s"], b["size_bytes"])
+        return Reply(201, row)
+
+    @router.op("POST", ID_PATH + "/unlock", summary="Record a pay-per-view purchase of the stream", tag=TAG,
+               roles=ROLES_ANY_USER | ROLES_PLATFORM, body=S.UNLOCK, ok=(201, S.ref("Unlock")), errors=(409,))
+    async def unlock(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        user_id = ctx.body.get("user_id", me.id)
+        if user_id != me.id and me.role not in ("admin", "service"):
+            raise Forbidden("only a platform service or an admin may unlock for another user")
+        if me.kind == "api_key" and "user_id" not in ctx.body:
+            raise Conflict("a platform service must name the user_id to unlock for")
+        row = await commerce.unlock(plane.db, actor_of(me, ctx.remote), stream, user_id, plane.clock())
+        return Reply(201, row)

@@ -1,0 +1,310 @@
+"""The asyncio adapter for the RTMP(S) ingest.
+
+It owns sockets, timers and tasks and nothing else: bytes go into an
+:class:`~ingest.rtmp.session.RtmpServerSession`, the session's replies go back
+out, and its events become calls on the publish check and the stream
+registry. RTMPS is the same server given an ``ssl.SSLContext``.
+
+A protocol error, a timeout or a refused publish closes only that connection,
+with one log line that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+
+from engine.auth import PublishCheck, PublishGrant, PublishRequest
+from engine.errors import PublishDenied, StreamBusyError
+from engine.registry import LiveStream, Publisher, StreamRegistry
+from ingest.rtmp.errors import RtmpProtocolError, RtmpUsageError
+from ingest.rtmp.events import (
+    Connected,
+    Event,
+    MediaPacket,
+    PublishRequested,
+    PublishStopped,
+    TracksChanged,
+    TracksReady,
+)
+from ingest.rtmp.limits import RtmpLimits
+from ingest.rtmp.session import RtmpServerSession
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+
+
+@dataclass(slots=True)
+class RtmpConnectionStats:
+    """Counters of one connection, for the metrics endpoint and the API."""
+
+    id: int
+    remote: str
+    protocol: str
+    connected_at: float
+    """Wall-clock time (seconds since the epoch) the connection was accepted."""
+    state: str = "handshake"
+    app: str = ""
+    stream_name: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    media_packets: int = 0
+
+
+class _Connection:
+    """One accepted socket and its session."""
+
+    def __init__(
+        self,
+        server: RtmpServer,
+        conn_id: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        remote = f"[{peer[0]}]:{peer[1]}" if peer and ":" in str(peer[0]) else (f"{peer[0]}:{peer[1]}" if peer else "?")
+        self.stats = RtmpConnectionStats(conn_id, remote, server.protocol, time.time())
+        self.session = RtmpServerSession(server.limits, server.app_names)
+        self.publisher: Publisher | None = None
+        self.publish_requested = False
+        self.kicked: str | None = None
+
+    async def run(self) -> None:
+        limits = self.server.limits
+        loop = asyncio.get_running_loop()
+        handshake_deadline = loop.time() + limits.handshake_timeout_s
+        reason = "peer closed the connection"
+        try:
+            while True:
+                timeout = limits.idle_timeout_s
+                if not self.publish_requested:
+                    timeout = min(timeout, handshake_deadline - loop.time())
+                try:
+                    async with asyncio.timeout(max(timeout, 0.0)):
+                        data = await self.reader.read(READ_SIZE)
+                except TimeoutError:
+                    reason = "idle timeout" if self.publish_requested else "handshake timeout"
+                    log.warning("rtmp %s: closing: %s", self.stats.remote, reason)
+                    break
+                if not data:
+                    if self.kicked is not None:
+                        reason = f"kicked: {self.kicked}"
+                    break
+                self.stats.bytes_in += len(data)
+                self.session.receive_data(data)
+                await self._flush()
+                for event in self.session.events():
+                    await self._on_event(event)
+                await self._flush()
+                self.stats.state = self.session.state.value
+                if self.session.close_reason is not None:
+                    reason = self.session.close_reason
+                    log.info("rtmp %s: closing: %s", self.stats.remote, reason)
+                    break
+        except RtmpProtocolError as exc:
+            reason = f"protocol error: {exc.reason}"
+            self.server.protocol_errors += 1
+            log.warning("rtmp %s: closing on protocol error: %s", self.stats.remote, exc.reason)
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            reason = f"connection lost: {exc!r}"
+            log.info("rtmp %s: %s", self.stats.remote, reason)
+        finally:
+            self.stats.state = "closed"
+            if self.publisher is not None:
+                self.publisher.close(reason)
+            await self._close_transport()
+
+    async def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if not data or self.writer.is_closing():
+            return
+        self.writer.write(data)
+        self.stats.bytes_out += len(data)
+        async with asyncio.timeout(self.server.limits.idle_timeout_s):
+            await self.writer.drain()
+
+    async def _close_transport(self) -> None:
+        self.writer.close()
+        try:
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("rtmp %s: unclean close: %r", self.stats.remote, exc)
+
+    def kick(self, reason: str) -> None:
+        """The registry ended this publish (key revoked...): drop the socket."""
+        self.kicked = reason
+        log.info("rtmp %s: publisher kicked: %s", self.stats.remote, reason)
+        self.writer.transport.abort()
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, MediaPacket):
+            self.stats.media_packets += 1
+            if self.publisher is not None:
+                self.publisher.write(event.packet)
+        elif isinstance(event, TracksReady | TracksChanged):
+            if self.publisher is not None:
+                self.publisher.start(event.tracks)
+        elif isinstance(event, PublishRequested):
+            self.publish_requested = True
+            await self._authorize(event)
+        elif isinstance(event, PublishStopped):
+            if self.publisher is not None:
+                self.publisher.close(f"publisher stopped ({event.reason})")
+                log.info("rtmp %s: publish of %s stopped (%s)", self.stats.remote, self.stats.stream_name,
+                         event.reason)
+        elif isinstance(event, Connected):
+            self.stats.app = event.app
+
+    async def _authorize(self, event: PublishRequested) -> None:
+        server = self.server
+        request = PublishRequest(event.app, event.stream_key, server.protocol, self.stats.remote)
+        try:
+            async with asyncio.timeout(server.limits.publish_check_timeout_s):
+                grant = await server.publish_check.authorize_publish(request)
+        except PublishDenied as exc:
+            server.publishes_refused += 1
+            self.session.reject_publish("NetStream.Publish.Unauthorized", str(exc) or "publish denied")
+            return
+        except TimeoutError:
+            server.publishes_refused += 1
+            self.session.reject_publish("NetStream.Publish.Failed", "publish check timed out")
+            return
+        try:
+            publisher = server.registry.claim(grant.playback_name)
+        except StreamBusyError:
+            server.publishes_refused += 1
+            self.session.reject_publish("NetStream.Publish.BadName", "stream is already being published")
+            return
+        publisher.on_kick = self.kick
+        publisher.stream.publisher_info = {"protocol": server.protocol, "remote": self.stats.remote,
+                                           "app": event.app}
+        self.publisher = publisher
+        self.stats.stream_name = grant.playback_name
+        server.publishes_started += 1
+        server._watch_stream(publisher.stream, grant)
+        self.session.accept_publish()
+        # The stream key is a secret: only the public playback name is logged.
+        log.info("rtmp %s: publishing to app %r as %s", self.stats.remote, event.app, grant.playback_name)
+
+
+class RtmpServer:
+    """Accepts RTMP (or, with ``ssl_context``, RTMPS) publishers.
+
+    ``app_names`` restricts the applications ``connect`` may name (``None``
+    accepts any). Counters for metrics are plain attributes; per-connection
+    counters are in :meth:`connection_stats`.
+    """
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        publish_check: PublishCheck,
+        limits: RtmpLimits,
+        ssl_context: ssl.SSLContext | None = None,
+        app_names: frozenset[str] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.publish_check = publish_check
+        self.limits = limits
+        self.ssl_context = ssl_context
+        self.app_names = app_names
+        self.protocol = "rtmps" if ssl_context is not None else "rtmp"
+        self.connections_accepted = 0
+        self.connections_refused = 0
+        self.protocol_errors = 0
+        self.publishes_started = 0
+        self.publishes_refused = 0
+        self._server: asyncio.Server | None = None
+        self._connections: dict[int, _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watched: set[LiveStream] = set()
+        self._next_id = 1
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host``:``port`` (0 picks a free port; see :attr:`port`)."""
+        if self._server is not None:
+            raise RtmpUsageError("the RTMP server is already started")
+        self._server = await asyncio.start_server(
+            self._on_client, host, port, ssl=self.ssl_context,
+            ssl_handshake_timeout=self.limits.handshake_timeout_s if self.ssl_context else None,
+        )
+        log.info("%s ingest listening on %s:%d", self.protocol.upper(), host, self.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RtmpUsageError("the RTMP server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def connection_stats(self) -> tuple[RtmpConnectionStats, ...]:
+        return tuple(c.stats for c in self._connections.values())
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.limits.max_connections:
+            self.connections_refused += 1
+            log.warning("rtmp: refusing a connection: %d connections is the limit", self.limits.max_connections)
+            writer.transport.abort()
+            return
+        conn_id = self._next_id
+        self._next_id += 1
+        self.connections_accepted += 1
+        conn = _Connection(self, conn_id, reader, writer)
+        self._connections[conn_id] = conn
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await conn.run()
+        except Exception:
+            # A bug of ours, not the peer's: say so loudly, close only this peer.
+            log.exception("rtmp %s: internal error; connection closed", conn.stats.remote)
+            writer.transport.abort()
+        finally:
+            del self._connections[conn_id]
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _watch_stream(self, stream: LiveStream, grant: PublishGrant) -> None:
+        """Tell the publish check once when a granted stream ends for good
+        (a reconnect inside the grace window continues the same stream)."""
+        if stream in self._watched:
+            return
+        self._watched.add(stream)
+
+        async def watch() -> None:
+            await stream.wait_ended()
+            self._watched.discard(stream)
+            await self.publish_check.publish_ended(grant)
+
+        task = asyncio.get_running_loop().create_task(watch(), name=f"rtmp-watch-{stream.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (their publishers are
+        closed, so their streams enter the grace window)."""
+        if self._server is not None:
+            self._server.close()
+        for conn in tuple(self._connections.values()):
+            conn.writer.transport.abort()
+        tasks = tuple(self._tasks)
+        for task in tasks:
+            if task.get_name().startswith("rtmp-watch-"):
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

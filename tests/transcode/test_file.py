@@ -1,0 +1,183 @@
+"""Real decode, scale and encode of a tiny clip, checked with ffprobe and PyAV."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from engine.media import Packet
+from transcode import cli
+from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
+from transcode.file import TranscodeProgress, transcode_file
+from transcode.keyframes import SourceKeyframeGrid
+
+from .conftest import model_packets, small_ladder
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def ffprobe_streams(ffprobe: str, path: Path) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,sample_rate,channels",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+        text=True,
+    ).stdout
+    return list(json.loads(out)["streams"])
+
+
+def key_times(path: Path) -> tuple[list[Fraction], int]:
+    """Presentation times of the video keyframes, and the frame count."""
+    keys = []
+    count = 0
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for p in c.demux(stream):
+            if p.size == 0 or p.pts is None:
+                continue
+            count += 1
+            if p.is_keyframe:
+                assert p.time_base is not None
+                keys.append(p.pts * p.time_base)
+    return sorted(keys), count
+
+
+def pict_types(ffprobe: str, path: Path) -> list[str]:
+    out = subprocess.run(
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pict_type,key_frame",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+        text=True,
+    ).stdout
+    return [line.split(",")[1] for line in out.split() if line]
+
+
+@pytest.fixture(scope="module")
+def outputs(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return cli.run(clip, tmp_path_factory.mktemp("rungs"), small_ladder(), "libx264", quiet=True)
+
+
+def test_each_rendition_has_its_size_and_codecs(outputs: dict[str, Path], ffprobe: str) -> None:
+    assert sorted(outputs) == ["240p", "360p", "source"]
+    sizes = {"source": (640, 360), "360p": (640, 360), "240p": (426, 240)}
+    for name, path in outputs.items():
+        streams = ffprobe_streams(ffprobe, path)
+        video = next(s for s in streams if s["codec_type"] == "video")
+        audio = next(s for s in streams if s["codec_type"] == "audio")
+        assert video["codec_name"] == "h264" and (video["width"], video["height"]) == sizes[name]
+        assert audio["codec_name"] == "aac" and audio["sample_rate"] == "48000" and audio["channels"] == 2
+
+
+def test_keyframes_aligned_in_every_rendition(outputs: dict[str, Path]) -> None:
+    times = {name: key_times(path)[0] for name, path in outputs.items()}
+    assert times["source"] == [0, 1, 2]
+    assert times["360p"] == times["source"]
+    assert times["240p"] == times["source"]
+
+
+def test_not_every_frame_is_an_idr(outputs: dict[str, Path], ffprobe: str) -> None:
+    keys, frames = key_times(outputs["360p"])
+    assert frames == 90 and len(keys) == 3
+    types = pict_types(ffprobe, outputs["360p"])
+    assert len(types) >= 88  # the MP4 edit list may hide a frame from ffprobe
+    assert types.count("I") == 3 and types.count("P") + types.count("B") == len(types) - 3
+
+
+def test_frame_rate_cap(outputs: dict[str, Path]) -> None:
+    _, frames = key_times(outputs["240p"])
+    assert 44 <= frames <= 47  # 30 fps capped at 15
+
+
+def test_passthrough_is_the_source_bitstream(outputs: dict[str, Path], clip: Path) -> None:
+    def payloads(path: Path) -> list[bytes]:
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+    assert payloads(outputs["source"]) == payloads(clip)
+
+
+def test_audio_decoded_and_encoded_once(clip: Path) -> None:
+    tracks, packets = model_packets(clip)
+    tx = StreamTranscoder(small_ladder(), "libx264", SourceKeyframeGrid())
+    events = tx.start(tracks)
+    for packet in packets:
+        events += tx.push(packet)
+    events += tx.flush()
+    started = {e.name: e for e in events if isinstance(e, RenditionStarted)}
+    assert set(started) == {"source", "360p", "240p"}
+    assert len({e.tracks[1] for e in started.values()}) == 1  # one shared AAC track
+    audio: dict[str, list[Packet]] = defaultdict(list)
+    for e in events:
+        if isinstance(e, RenditionPacket) and e.packet.track == 1:
+            audio[e.name].append(e.packet)
+    first = audio["source"]
+    assert len(first) >= 140  # about 3 s of 1024-sample frames at 48 kHz
+    for name in ("360p", "240p"):
+        assert len(audio[name]) == len(first)
+        assert all(a is b for a, b in zip(audio[name], first, strict=True))  # the same packets, not re-encoded
+    source_audio = sum(1 for p in packets if p.track == 1)
+    assert tx.stats.audio_packets_in == source_audio
+    assert tx.stats.audio_frames_encoded <= source_audio + 5  # once, not once per rendition
+    assert tx.encoders == {"source": "copy", "360p": "libx264", "240p": "libx264"}
+
+
+def test_fixed_grid_for_files_without_passthrough(clip: Path) -> None:
+    ladder = small_ladder(passthrough=False, segment_duration=Fraction(1, 2))
+    seen: list[TranscodeProgress] = []
+    keys: dict[str, list[Fraction]] = defaultdict(list)
+    for e in transcode_file(clip, ladder, "libx264", progress=seen.append):
+        if isinstance(e, RenditionPacket) and e.packet.track == 0 and e.packet.keyframe:
+            keys[e.name].append(e.packet.pts_seconds)
+    assert sorted(keys) == ["240p", "360p"]
+    expected = [Fraction(i, 2) for i in range(6)]
+    assert sorted(keys["360p"]) == expected and sorted(keys["240p"]) == expected
+    assert seen and seen[-1].fraction == 1.0
+    fractions = [p.fraction for p in seen if p.fraction is not None]
+    assert max(fractions[:-1]) < 1.0
+
+
+def test_frame_filter_runs_once_per_decoded_frame(clip: Path) -> None:
+    calls = []
+
+    def mark(frame: av.VideoFrame) -> av.VideoFrame:
+        calls.append(frame.pts)
+        return frame
+
+    list(transcode_file(clip, small_ladder(), "libx264", frame_filter=mark))
+    assert len(calls) == 90 and len(set(calls)) == 90
+
+
+def test_cli_main_writes_mp4s(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([str(clip), str(tmp_path), "--ladder", "mobile", "--encoder", "libx264", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "source" in printed and "360p" in printed
+    assert (tmp_path / "source.mp4").stat().st_size > 0 and (tmp_path / "360p.mp4").stat().st_size > 0
+    assert cli.main([str(tmp_path / "missing.mp4"), str(tmp_path), "--encoder", "libx264", "--quiet"]) == 1

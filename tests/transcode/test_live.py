@@ -1,0 +1,126 @@
+"""The live transcoder over the stream registry, and its drop policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from engine.media import Codec, Packet, StreamEnded, StreamStarted
+from engine.registry import LiveStream, StreamRegistry, Subscription
+from transcode.bitstream import join_avcc
+from transcode.encoders import EncoderProbe
+from transcode.live import LiveTranscoder
+from transcode.worker import DropPolicy
+
+from .conftest import model_packets, small_ladder
+
+pytestmark = pytest.mark.timeout(120)
+TB = Fraction(1, 1000)
+
+
+def watch_renditions(registry: StreamRegistry, source: str) -> dict[str, Subscription]:
+    subs: dict[str, Subscription] = {}
+
+    def created(stream: LiveStream) -> None:
+        if stream.name.startswith(source + "/"):
+            subs[stream.name] = stream.subscribe("test", maxsize=100_000)
+
+    registry.on_stream_created(created)
+    return subs
+
+
+async def run_live(
+    clip: Path, probe: EncoderProbe, **kwargs: object
+) -> tuple[LiveTranscoder, dict[str, list[object]], list[Packet]]:
+    tracks, packets = model_packets(clip)
+    registry = StreamRegistry(grace_s=0)
+    subs = watch_renditions(registry, "cam")
+    pub = registry.claim("cam")
+    pub.start(tracks)
+    live = LiveTranscoder(registry, "cam", small_ladder(), probe, encoder="libx264", **kwargs)  # type: ignore[arg-type]
+    task = asyncio.create_task(live.run())
+    await asyncio.sleep(0)
+    pace = "frame_filter" not in kwargs
+    for i, packet in enumerate(packets):
+        pub.write(packet)
+        if pace and i % 8 == 0:
+            await asyncio.sleep(0.005)
+    pub.close("done")
+    await asyncio.wait_for(task, 60)
+    items = {name.split("/", 1)[1]: list(sub.drain()) for name, sub in subs.items()}
+    return live, items, packets
+
+
+async def test_live_transcoder_publishes_each_rung(clip: Path, probe: EncoderProbe) -> None:
+    live, items, packets = await run_live(clip, probe, queue_size=100_000)  # never drops
+    assert sorted(items) == ["240p", "360p", "source"]
+    source_keys = sorted(p.pts for p in packets if p.track == 0 and p.keyframe)
+    assert source_keys == [0, 1000, 2000]
+    for name, got in items.items():
+        assert isinstance(got[0], StreamStarted)
+        video, audio = got[0].tracks
+        assert video.codec is Codec.H264 and audio.codec is Codec.AAC and video.index == 0 and audio.index == 1
+        assert isinstance(got[-1], StreamEnded)
+        vpk = [x for x in got if isinstance(x, Packet) and x.track == 0]
+        keys = sorted(p.pts for p in vpk if p.keyframe)
+        assert [rescaled * TB for rescaled in keys] == [k * TB for k in source_keys], name
+        assert vpk[0].keyframe
+        assert any(isinstance(x, Packet) and x.track == 1 for x in got)
+    assert items["240p"][0].tracks[0].height == 240  # type: ignore[union-attr]
+    assert live.status.renditions == {"cam/source": "copy", "cam/360p": "libx264", "cam/240p": "libx264"}
+    source_video = [x for x in items["source"] if isinstance(x, Packet) and x.track == 0]
+    assert [p.data for p in source_video] == [p.data for p in packets if p.track == 0]
+
+
+async def test_overrun_drops_whole_gops_and_counts(clip: Path, probe: EncoderProbe) -> None:
+    def slow_effect(frame: av.VideoFrame) -> av.VideoFrame:
+        time.sleep(0.01)  # an effect slower than real time, on the worker thread
+        return frame
+
+    live, items, packets = await run_live(clip, probe, queue_size=4, frame_filter=slow_effect)
+    drops = live.status.drops
+    assert drops.gops_dropped >= 1 and drops.video_packets_dropped_gop > 0
+    encoded = [x for x in items["360p"] if isinstance(x, Packet) and x.track == 0]
+    total_video = sum(1 for p in packets if p.track == 0)
+    assert 0 < len(encoded) < total_video
+    assert encoded[0].keyframe
+    # The passed-through source is copied on the event loop: nothing lost.
+    source_video = [x for x in items["source"] if isinstance(x, Packet) and x.track == 0]
+    assert len(source_video) == total_video
+
+
+async def test_unknown_source_refused(probe: EncoderProbe) -> None:
+    live = LiveTranscoder(StreamRegistry(), "nobody", small_ladder(), probe, encoder="libx264")
+    with pytest.raises(ValueError):
+        await live.run()
+
+
+def vpacket(pts: int, key: bool = False, ref: bool = True) -> Packet:
+    header = 0x65 if key else (0x41 if ref else 0x01)
+    return Packet(0, pts, pts, TB, join_avcc([bytes([header]) + b"\x80" * 8]), keyframe=key)
+
+
+def test_drop_policy_nonref_then_whole_gop() -> None:
+    policy = DropPolicy(maxsize=8, nonref_watermark=0.5)
+    assert policy.admit_video(vpacket(0, key=True), 0, Codec.H264)
+    assert policy.admit_video(vpacket(1, ref=False), 3, Codec.H264)  # below the watermark
+    assert not policy.admit_video(vpacket(2, ref=False), 4, Codec.H264)  # disposable, above it
+    assert policy.admit_video(vpacket(3), 5, Codec.H264)  # referenced: kept
+    assert not policy.admit_video(vpacket(4), 8, Codec.H264)  # full: the GOP is gone
+    assert not policy.admit_video(vpacket(5), 0, Codec.H264)  # ...even once there is room
+    assert policy.admit_video(vpacket(6, key=True), 0, Codec.H264)  # resumes on a keyframe
+    assert policy.stats.video_packets_dropped_nonref == 1
+    assert policy.stats.video_packets_dropped_gop == 2 and policy.stats.gops_dropped == 1
+    assert policy.admit_audio(15) and not policy.admit_audio(16)
+    assert policy.stats.audio_packets_dropped == 1 and policy.stats.total == 4
+
+
+def test_drop_policy_survives_garbage_video() -> None:
+    policy = DropPolicy(maxsize=4)
+    junk = Packet(0, 0, 0, TB, b"\xff\xff\xff\xff\x01", keyframe=False)
+    assert policy.admit_video(junk, 3, Codec.H264)  # not provably disposable: the decoder decides

@@ -1,0 +1,228 @@
+"""Live transcode: one source stream in, each rendition published back.
+
+:class:`LiveTranscoder` subscribes to ``source`` in the registry, feeds a
+:class:`TranscodeWorker` thread and publishes each rendition as the stream
+``f"{source}/{name}"`` (a rendition is a stream too), so the packager treats
+the source and every rung alike. The passed-through source rendition copies
+video packets on the event loop, straight from the subscription, so an
+overloaded encoder never delays or drops the source's own video; its audio
+is the shared AAC track that every rendition carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+
+from engine.media import MediaKind, Packet, StreamEnded, StreamStarted
+from engine.registry import Publisher, StreamRegistry, Subscription
+from transcode.core import (
+    PASSTHROUGH_ENCODER,
+    FrameFilter,
+    RenditionPacket,
+    RenditionStarted,
+    StreamTranscoder,
+    TranscodeEvent,
+    TranscodeStats,
+)
+from transcode.encoders import EncoderProbe
+from transcode.errors import SourceError, TranscodeConfigError
+from transcode.keyframes import SourceKeyframeGrid
+from transcode.ladder import LadderConfig
+from transcode.worker import DropStats, TranscodeWorker
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH_HOLD = 1024
+"""Source video packets held while the passthrough rendition is starting."""
+
+
+@dataclass(slots=True)
+class LiveStatus:
+    """What the stream status and /metrics show about one live transcode."""
+
+    source: str
+    ladder: str
+    renditions: dict[str, str] = field(default_factory=dict)
+    """Rendition stream name -> video encoder (``copy`` for passthrough)."""
+    drops: DropStats = field(default_factory=DropStats)
+    transcode: TranscodeStats | None = None
+    queue_depth: int = 0
+    passthrough_reason: str = ""
+
+
+class LiveTranscoder:
+    """Transcodes the live stream ``source_name`` along ``ladder``.
+
+    Await :meth:`run`; it returns when the source ends or :meth:`stop` is
+    called, and raises the worker's error if the transcode failed. ``probe``
+    is the start-up encoder probe (see :func:`~transcode.encoders.probe_encoders`).
+    """
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        source_name: str,
+        ladder: LadderConfig,
+        probe: EncoderProbe,
+        encoder: str = "auto",
+        frame_filter: FrameFilter | None = None,
+        queue_size: int = 256,
+        subscription_size: int = 2048,
+    ) -> None:
+        self.registry = registry
+        self.source_name = source_name
+        self.ladder = ladder
+        self.encoder = probe.choose(encoder)
+        self.frame_filter = frame_filter
+        self._queue_size = queue_size
+        self._subscription_size = subscription_size
+        self._publishers: dict[str, Publisher] = {}
+        self._sub: Subscription | None = None
+        self._worker: TranscodeWorker | None = None
+        self._done: asyncio.Future[BaseException | None] | None = None
+        self._video_index: int | None = None
+        self._passthrough: Publisher | None = None
+        self._passthrough_synced = False
+        self._hold: collections.deque[Packet] = collections.deque(maxlen=PASSTHROUGH_HOLD)
+        self._renditions: dict[str, str] = {}
+
+    def rendition_stream(self, name: str) -> str:
+        return f"{self.source_name}/{name}"
+
+    @property
+    def status(self) -> LiveStatus:
+        worker = self._worker
+        tx = worker.transcoder if worker is not None else None
+        return LiveStatus(
+            self.source_name,
+            self.ladder.name,
+            dict(self._renditions),
+            worker.policy.stats if worker is not None else DropStats(),
+            tx.stats if tx is not None else None,
+            worker.depth if worker is not None else 0,
+            tx.plan.passthrough_reason if tx is not None and tx.plan is not None else "",
+        )
+
+    async def run(self) -> None:
+        stream = self.registry.get(self.source_name)
+        if stream is None:
+            raise TranscodeConfigError(f"no stream named {self.source_name!r} to transcode")
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        done = self._done
+
+        def settle(error: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(error)
+
+        def on_done(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, error)
+
+        def on_emit(events: list[TranscodeEvent]) -> None:
+            loop.call_soon_threadsafe(self._publish, events)
+
+        self._worker = TranscodeWorker(
+            self._make_transcoder, on_emit, on_done, self._queue_size, name=f"transcode:{self.source_name}"
+        )
+        self._sub = stream.subscribe(f"transcode:{self.ladder.name}", maxsize=self._subscription_size, replay_gop=True)
+        self._worker.start()
+        reader = asyncio.ensure_future(self._read(self._sub, self._worker))
+
+        def on_reader_done(task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is not None and not done.done():
+                done.set_result(task.exception())
+
+        reader.add_done_callback(on_reader_done)
+        try:
+            error = await done
+        finally:
+            reader.cancel()
+            self._sub.close()
+            self._worker.stop()
+            await asyncio.to_thread(self._worker.join)
+        # Packets the worker emitted before it ended are queued on the loop
+        # ahead of us; let them run before the renditions end.
+        await asyncio.sleep(0)
+        self._end_renditions("source ended" if error is None else f"transcode failed: {error}")
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        """End the transcode: the worker flushes, the renditions end."""
+        if self._worker is not None:
+            self._worker.stop()
+
+    # -- internals ---------------------------------------------------------
+    def _make_transcoder(self) -> StreamTranscoder:
+        return StreamTranscoder(
+            self.ladder,
+            self.encoder,
+            SourceKeyframeGrid(),
+            frame_filter=self.frame_filter,
+            emit_passthrough_video=False,
+        )
+
+    async def _read(self, sub: Subscription, worker: TranscodeWorker) -> None:
+        async for item in sub:
+            if isinstance(item, StreamStarted):
+                video = next((t for t in item.tracks if t.kind is MediaKind.VIDEO), None)
+                if video is None:
+                    raise SourceError(f"stream {self.source_name} has no video to transcode")
+                self._video_index = video.index
+                self._passthrough = None
+                self._passthrough_synced = False
+                self._hold.clear()
+            elif isinstance(item, Packet) and item.track == self._video_index:
+                self._copy_source_video(item)
+            worker.offer(item)
+            if isinstance(item, StreamEnded):
+                return
+        worker.stop()
+
+    def _copy_source_video(self, packet: Packet) -> None:
+        if self._passthrough is None:
+            self._hold.append(packet)
+            return
+        if not self._passthrough_synced:
+            if not packet.keyframe:
+                return
+            self._passthrough_synced = True
+        self._passthrough.write(
+            Packet(0, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, packet.duration)
+        )
+
+    def _publish(self, events: list[TranscodeEvent]) -> None:
+        for event in events:
+            if isinstance(event, RenditionPacket):
+                pub = self._publishers.get(event.name)
+                if pub is not None:
+                    pub.write(event.packet)
+            else:
+                self._start_rendition(event)
+
+    def _start_rendition(self, event: RenditionStarted) -> None:
+        stream_name = self.rendition_stream(event.name)
+        old = self._publishers.pop(event.name, None)
+        if old is not None:
+            # A new publish of the source: end this publish of the rendition
+            # so that its consumers see a discontinuity when it restarts.
+            old.close("source restarted")
+        pub = self.registry.claim(stream_name)
+        pub.start(event.tracks)
+        self._publishers[event.name] = pub
+        self._renditions[stream_name] = event.encoder
+        if event.encoder == PASSTHROUGH_ENCODER:
+            self._passthrough = pub
+            held = list(self._hold)
+            self._hold.clear()
+            for packet in held:
+                self._copy_source_video(packet)
+
+    def _end_renditions(self, reason: str) -> None:
+        for pub in self._publishers.values():
+            pub.kick(reason)
+        self._publishers.clear()
+        self._passthrough = None

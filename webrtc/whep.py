@@ -1,0 +1,123 @@
+"""One WHEP viewer: a peer connection whose tracks read the viewer's feed
+from the stream's hub.
+
+The tracks hand aiortc encoded packets (``av.Packet``), which it only
+packetises: Annex B H.264 and Opus, with no encoder per viewer. The viewer
+starts on the hub's cached group of pictures (aiortc does not act on a
+viewer's picture loss indication in this mode, so the keyframe must come
+from the cache). An ICE or DTLS failure ends only this viewer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from webrtc.config import WebRtcConfig
+from webrtc.errors import OfferError
+from webrtc.feed import Lane, ViewerFeed
+from webrtc.hub import StreamHub
+from webrtc.ice import rtc_configuration
+from webrtc.negotiate import AUDIO_CODECS, WHEP_VIDEO_CODECS, prefer_codecs
+
+log = logging.getLogger(__name__)
+
+TIME_BASES = {Lane.VIDEO: Fraction(1, 90_000), Lane.AUDIO: Fraction(1, 48_000)}
+
+
+class FeedTrack(MediaStreamTrack):
+    """A track that yields the encoded packets of one lane of a feed."""
+
+    def __init__(self, feed: ViewerFeed, lane: Lane) -> None:
+        super().__init__()
+        self.kind = lane.value
+        self.feed = feed
+        self.lane = lane
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        out = await self.feed.get(self.lane)
+        if out is None:
+            self.stop()
+            raise MediaStreamError
+        packet = av.Packet(out.data)
+        packet.pts = out.pts
+        packet.time_base = TIME_BASES[self.lane]
+        return packet
+
+
+class WhepSession:
+    """A peer connection sending one stream to one viewer.
+
+    Call :meth:`answer` with the viewer's offer; ``on_failed(reason)`` is
+    called once when the connection fails or the stream ends. :meth:`close`
+    ends it and leaves the hub.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        hub: StreamHub,
+        config: WebRtcConfig,
+        on_failed: Callable[[str], None],
+    ) -> None:
+        self.id = session_id
+        self.hub = hub
+        self.config = config
+        self.on_failed = on_failed
+        self.feed = ViewerFeed(session_id, config.viewer_buffer_packets)
+        self.pc = RTCPeerConnection(rtc_configuration(config))
+        self.closed = False
+        self._reported = False
+        self.pc.on("connectionstatechange", self._on_state)
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
+
+    async def answer(self, offer_sdp: str) -> str:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except (ValueError, KeyError, IndexError) as exc:
+            raise OfferError(f"unusable SDP offer: {exc}") from exc
+        kinds = set()
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind in kinds:
+                transceiver.direction = "inactive"
+                continue
+            kinds.add(transceiver.kind)
+            lane = Lane.VIDEO if transceiver.kind == "video" else Lane.AUDIO
+            self.pc.addTrack(FeedTrack(self.feed, lane))
+            prefer_codecs(transceiver, WHEP_VIDEO_CODECS if lane is Lane.VIDEO else AUDIO_CODECS, sender=True)
+        if not kinds:
+            raise OfferError("the offer has no audio or video section")
+        try:
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except (ValueError, RuntimeError) as exc:
+            raise OfferError(f"cannot answer the offer: {exc}") from exc
+        self.hub.add(self.feed)
+        return str(self.pc.localDescription.sdp)
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed") and not self.closed:
+            self.report_failure(f"peer connection {state}")
+
+    def report_failure(self, reason: str) -> None:
+        if not self._reported:
+            self._reported = True
+            self.on_failed(reason)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.hub.remove(self.id)
+        await self.pc.close()
