@@ -43,6 +43,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     else:
         responses[str(op.ok_status)] = {"description": "Success",
                                         "content": {"application/json": {"schema": op.ok_schema}}}
+    for status in op.also_ok:
+        responses[str(status)] = responses[str(op.ok_status)]
     for status in sorted(op.errors):
         responses[str(status)] = {
             "description": _STATUS_TEXT.get(status, "Error"),

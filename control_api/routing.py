@@ -87,6 +87,7 @@ class Operation:
     ok_status: int
     ok_schema: dict[str, Any] | None
     errors: frozenset[int]
+    also_ok: tuple[int, ...]
 
 
 def _parse_query(raw: Any, spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -137,6 +138,7 @@ class Router:
         query: dict[str, dict[str, Any]] | None = None,
         ok: tuple[int, dict[str, Any] | None] = (200, None),
         errors: tuple[int, ...] = (),
+        also_ok: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             implied = set(errors)
@@ -162,6 +164,7 @@ class Router:
                     ok_status=ok[0],
                     ok_schema=ok[1],
                     errors=frozenset(implied),
+                    also_ok=also_ok,
                 )
             )
             return handler
@@ -235,9 +238,16 @@ async def _read_json(request: web.Request, required: bool) -> Any:
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise MalformedRequest(f"send the body as application/json, not {ctype!r}")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_number)
     except ValueError as e:
         raise MalformedRequest(f"body is not valid JSON: {e}") from e
+
+
+def _number(text: str) -> float | int:
+    """JSON does not tell ``2.0`` from ``2``; neither does JSON Schema's
+    ``integer``. Integral numbers become ``int`` so they fit integer fields."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _no_constant(name: str) -> Any:

@@ -1,7 +1,9 @@
 """Beauty: skin smoothing kept to skin, plus brightness and warmth.
 
 Smoothing is a bilateral filter (edge-preserving: it flattens pores and
-small blemishes but keeps eyes, lips and hair edges) run at half size,
+small blemishes but keeps eyes, lips and hair edges) run at a third of the
+frame size (the change it makes is low-frequency, so it is computed small
+and added back at full size),
 mixed back only where a skin mask says skin. The skin mask is the classic
 YCrCb box (Cr 133..173, Cb 77..127), feathered with a blur so no seam
 shows. Brightness and warmth are one 256-entry lookup table per channel,
@@ -58,14 +60,14 @@ class Beauty:
 
     def _smoothen(self, image: Image) -> Image:
         height, width = image.shape[:2]
-        half = cv2.resize(image, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(image, (max(1, width // 3), max(1, height // 3)), interpolation=cv2.INTER_AREA)
         sigma_colour = 20 + 40 * self._smooth
-        filtered = cv2.bilateralFilter(half, 7, sigma_colour, 5)
-        mask = skin_mask(half)
-        # The smoothing's change, at half size, kept to skin and scaled by
+        filtered = cv2.bilateralFilter(small, 5, sigma_colour, 3)
+        mask = skin_mask(small)
+        # The smoothing's change, at small size, kept to skin and scaled by
         # strength, then added back to the full-size frame: fine detail that
         # is not skin stays at full resolution.
-        delta = cv2.subtract(filtered.astype(np.int16), half.astype(np.int16))
+        delta = cv2.subtract(filtered.astype(np.int16), small.astype(np.int16))
         weight = (mask.astype(np.float32) * (self._smooth / 255.0))[:, :, None]
         delta = (delta * weight).astype(np.int16)
         delta = cv2.resize(delta, (width, height), interpolation=cv2.INTER_LINEAR)

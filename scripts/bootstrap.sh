@@ -40,6 +40,10 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages ($extras)"
   .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
+  # The effects use the face detection and selfie segmentation models that
+  # ship inside this wheel, read with OpenCV's DNN module; mediapipe's own
+  # dependencies (jax, matplotlib, opencv-contrib) are not needed.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "mediapipe==0.10.14"
   echo "$want" > "$stamp"
 fi
 

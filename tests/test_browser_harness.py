@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from browser.player import (
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.browser.player import (
     HarnessError,
     HarnessOutputError,
     PlaybackReport,
@@ -27,9 +30,7 @@ from browser.player import (
     parse_report,
     play_hls_async,
 )
-from browser.static_server import serve_directory
-from hypothesis import given
-from hypothesis import strategies as st
+from tests.browser.static_server import serve_directory
 
 _SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
@@ -78,16 +79,17 @@ async def hls_server(hls_root: Path, browser_ready: None) -> AsyncIterator[str]:
         yield base
 
 
-@pytest.fixture
-async def live_server(tmp_path: Path, ffmpeg: str, browser_ready: None) -> AsyncIterator[str]:
-    """A live MPEG-TS playlist (1 s segments, 6 in the window, with
-    program date-time) written in real time by ffmpeg for up to 30 s; yields
-    its URL once three segments exist."""
+@pytest.fixture(params=["mpegts", "fmp4"])
+async def live_server(request: pytest.FixtureRequest, tmp_path: Path, ffmpeg: str,
+                      browser_ready: None) -> AsyncIterator[str]:
+    """A live playlist of MPEG-TS or fMP4 segments (1 s each, 6 in the
+    window, with program date-time) written in real time by ffmpeg for up to
+    30 s; yields its URL once three segments exist."""
     out = tmp_path / "live"
     out.mkdir()
     proc = await asyncio.create_subprocess_exec(
         ffmpeg, "-hide_banner", "-loglevel", "error", "-re", *_SOURCE, "-t", "30", *_ENCODE,
-        "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
+        "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_segment_type", request.param,
         "-hls_flags", "delete_segments+program_date_time", str(out / "index.m3u8"),
         stdin=asyncio.subprocess.DEVNULL,
     )

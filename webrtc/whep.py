@@ -39,7 +39,7 @@ class FeedTrack(MediaStreamTrack):
         self.feed = feed
         self.lane = lane
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         out = await self.feed.get(self.lane)
@@ -82,20 +82,20 @@ class WhepSession:
         return self.pc.connectionState == "connected"
 
     async def answer(self, offer_sdp: str) -> str:
+        # Transceivers made before the offer is applied take the offer's
+        # sections, with the codec preferences already in force.
+        for lane, mimes in ((Lane.VIDEO, WHEP_VIDEO_CODECS), (Lane.AUDIO, AUDIO_CODECS)):
+            transceiver = self.pc.addTransceiver(FeedTrack(self.feed, lane), direction="sendonly")
+            prefer_codecs(transceiver, mimes, sender=True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError) as exc:
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
             raise OfferError(f"unusable SDP offer: {exc}") from exc
-        kinds = set()
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.kind in kinds:
-                transceiver.direction = "inactive"
-                continue
-            kinds.add(transceiver.kind)
-            lane = Lane.VIDEO if transceiver.kind == "video" else Lane.AUDIO
-            self.pc.addTrack(FeedTrack(self.feed, lane))
-            prefer_codecs(transceiver, WHEP_VIDEO_CODECS if lane is Lane.VIDEO else AUDIO_CODECS, sender=True)
-        if not kinds:
+        except Exception as exc:  # aiortc raises its own errors for offers it cannot use
+            if type(exc).__module__.startswith("aiortc"):
+                raise OfferError(f"unusable SDP offer: {exc}") from exc
+            raise
+        if not any(t.mid is not None for t in self.pc.getTransceivers()):
             raise OfferError("the offer has no audio or video section")
         try:
             answer = await self.pc.createAnswer()

@@ -112,18 +112,21 @@ class WhipSession:
     async def answer(self, offer_sdp: str) -> str:
         """Apply the offer and return the SDP answer (ICE candidates
         included: WHIP has no trickle here)."""
+        # Transceivers made before the offer is applied take the offer's
+        # sections, with the codec preferences already in force.
+        for kind, mimes in (("video", VIDEO_CODECS), ("audio", AUDIO_CODECS)):
+            prefer_codecs(self.pc.addTransceiver(kind, direction="recvonly"), mimes, sender=False)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError) as exc:
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
             raise OfferError(f"unusable SDP offer: {exc}") from exc
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video":
-                prefer_codecs(transceiver, VIDEO_CODECS, sender=False)
-                self._has_video = True
-            elif transceiver.kind == "audio":
-                prefer_codecs(transceiver, AUDIO_CODECS, sender=False)
-                self._has_audio = True
-            transceiver.direction = "recvonly"
+        except Exception as exc:  # aiortc raises its own errors for offers it cannot use
+            if type(exc).__module__.startswith("aiortc"):
+                raise OfferError(f"unusable SDP offer: {exc}") from exc
+            raise
+        negotiated = {t.kind for t in self.pc.getTransceivers() if t.mid is not None}
+        self._has_video = "video" in negotiated
+        self._has_audio = "audio" in negotiated
         if not (self._has_video or self._has_audio):
             raise OfferError("the offer has no audio or video section")
         try:

@@ -30,7 +30,7 @@ def register(router: Router, plane: ControlPlane) -> None:
             raise Forbidden("only the stream's creator or an admin may do this")
 
     @router.op("POST", "/streaming/start", summary="Open a stream session (then publish with the stream key)",
-               tag=TAG, roles=ROLES_CREATOR, body=S.START_STREAM, ok=(201, S.ref("LiveStream")))
+               tag=TAG, roles=ROLES_CREATOR, body=S.START_STREAM, ok=(201, S.ref("LiveStream")), also_ok=(200,))
     async def start_stream(ctx: RequestCtx) -> Reply:
         me = ctx.user()
         actor = actor_of(me, ctx.remote)

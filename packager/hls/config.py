@@ -22,6 +22,11 @@ class HlsConfig:
         "Segments are cut on the first keyframe at or after this many seconds.", 2.0
     )
     window_segments: int = doc("How many segments a live media playlist lists.", 6)
+    low_latency: bool = doc(
+        "LL-HLS: partial segments, preload hints, blocking playlist reload, delta updates and rendition reports.",
+        True,
+    )
+    part_target_s: float = doc("LL-HLS part target: no partial segment is longer than this.", 0.5)
     keep_extra_segments: int = doc(
         "Segments kept on disk after they leave the playlist, for players that are a little behind.", 2
     )
@@ -41,5 +46,7 @@ class HlsConfig:
             raise ValueError("hls.target_duration_s must be positive")
         if self.window_segments < 3:
             raise ValueError("hls.window_segments must be at least 3 (RFC 8216 section 6.2.2)")
+        if self.low_latency and not 0 < self.part_target_s <= self.target_duration_s / 2:
+            raise ValueError("hls.part_target_s must be positive and at most half of hls.target_duration_s")
         if self.max_segment_s < self.target_duration_s:
             raise ValueError("hls.max_segment_s must be at least hls.target_duration_s")

@@ -11,6 +11,7 @@ lie under the HLS root, so no request can reach another file.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import urllib.parse
 from pathlib import Path
@@ -25,6 +26,7 @@ from packager.hls.output import MEDIA_PLAYLIST, StreamOutput
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}$")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,31}$")
 MEDIA_FILE = re.compile(r"^(?:init_[0-9a-f]+_\d+\.mp4|seg_[0-9a-f]+_\d+\.(?:m4s|ts))$")
+PART_FILE = re.compile(r"^part_[0-9a-f]+_\d+_\d+\.(?:m4s|ts)$")
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 CONTENT_TYPES = {".mp4": "video/mp4", ".m4s": "video/iso.segment", ".ts": "video/mp2t"}
@@ -112,6 +114,22 @@ class HlsHttp:
             raise self._not_found("stream has no segments yet")
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
 
+    def _bad_request(self, why: str) -> web.HTTPBadRequest:
+        return web.HTTPBadRequest(text=why, headers=self._headers(NO_CACHE))
+
+    def _blocking_params(self, request: web.Request) -> tuple[int | None, int | None]:
+        msn_text, part_text = request.query.get("_HLS_msn"), request.query.get("_HLS_part")
+        try:
+            msn = int(msn_text) if msn_text is not None else None
+            part = int(part_text) if part_text is not None else None
+        except ValueError as exc:
+            raise self._bad_request("_HLS_msn and _HLS_part must be integers") from exc
+        if part is not None and msn is None:
+            raise self._bad_request("_HLS_part needs _HLS_msn")
+        if (msn is not None and msn < 0) or (part is not None and part < 0):
+            raise self._bad_request("_HLS_msn and _HLS_part must not be negative")
+        return msn, part
+
     async def media_playlist(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         token = await self._authorize(request, name)
@@ -119,13 +137,57 @@ class HlsHttp:
         variant = output.variants.get(request.match_info["variant"])
         if variant is None or not (variant.playlist.segments or variant.playlist.ended):
             raise self._not_found("no such variant")
-        text = variant.playlist.render(self._rewriter(token))
+        playlist = variant.playlist
+        msn, part = self._blocking_params(request)
+        if msn is not None and playlist.low_latency:
+            # 6.2.5.2: hold the request until the asked-for segment or part
+            # exists; refuse requests too far ahead; give up after three
+            # target durations.
+            last_msn, _ = playlist.last_position()
+            if msn > last_msn + 2:
+                raise self._bad_request("_HLS_msn is more than two segments ahead of the live edge")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3 * playlist.target_duration
+            while not playlist.has(msn, part):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise web.HTTPServiceUnavailable(text="segment not ready in time", headers=self._headers(NO_CACHE))
+                await output.wait_changed(remaining)
+        skip = request.query.get("_HLS_skip") in ("YES", "v2")
+        text = output.render_media(variant, self._rewriter(token), skip=skip)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
+
+    async def part_file(self, request: web.Request, name: str, variant_name: str, filename: str) -> web.Response:
+        """A partial segment, from memory; the one the preload hint names is
+        held until it exists (4.4.5.3)."""
+        output = await self._output(name)
+        variant = output.variants.get(variant_name)
+        if variant is None:
+            raise self._not_found("no such variant")
+        playlist = variant.playlist
+        found = playlist.part(filename)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * playlist.target_duration
+        while found is None and filename == playlist.next_part_uri and not playlist.ended:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await output.wait_changed(remaining)
+            found = playlist.part(filename)
+        if found is None:
+            raise self._not_found("no such part")
+        headers = self._headers(f"public, max-age={self.service.config.segment_cache_s}, immutable")
+        return web.Response(body=found.data, content_type=CONTENT_TYPES[Path(filename).suffix], headers=headers)
 
     async def media_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         variant, filename = request.match_info["variant"], request.match_info["file"]
-        if not VARIANT_NAME.match(variant) or not MEDIA_FILE.match(filename):
+        if not VARIANT_NAME.match(variant):
+            raise self._not_found("no such file")
+        if PART_FILE.match(filename):
+            await self._authorize(request, name)
+            return await self.part_file(request, name, variant, filename)
+        if not MEDIA_FILE.match(filename):
             raise self._not_found("no such file")
         await self._authorize(request, name)
         path = (self.root / name / variant / filename).resolve()

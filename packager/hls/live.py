@@ -78,6 +78,7 @@ class HlsService:
             muxer_factory(self.config.segment_format),
             Fraction(self.config.target_duration_s).limit_denominator(1000),
             Fraction(self.config.max_segment_s).limit_denominator(1000),
+            part_target=output.part_target,
         )
         self.segmenters[name] = segmenter
         try:

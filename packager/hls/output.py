@@ -23,13 +23,15 @@ from engine.media import MediaKind, Track
 from packager.hls.config import HlsConfig, SegmentFormat
 from packager.hls.playlist import (
     MediaPlaylist,
+    PartEntry,
+    RenditionReport,
     SegmentEntry,
     UriRewriter,
     Variant,
     ceil_seconds,
     render_multivariant,
 )
-from packager.hls.segmenter import InitReady, SegmenterEvent, SegmentReady, SegmentsEnded
+from packager.hls.segmenter import InitReady, PartReady, SegmenterEvent, SegmentReady, SegmentsEnded
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +112,20 @@ class StreamOutput:
     def version(self) -> int:
         return 7 if self.config.segment_format is SegmentFormat.FMP4 else 3
 
+    @property
+    def part_target(self) -> Fraction | None:
+        if not self.config.low_latency:
+            return None
+        return Fraction(self.config.part_target_s).limit_denominator(1000)
+
     def add_variant(self, name: str) -> VariantOutput:
         directory = self.directory / name
         directory.mkdir(parents=True, exist_ok=True)
         target = ceil_seconds(self.config.target_duration_s)
-        playlist = MediaPlaylist(target_duration=target, window=self.config.window_segments, version=self.version)
+        playlist = MediaPlaylist(
+            target_duration=target, window=self.config.window_segments, version=self.version,
+            part_target=self.part_target,
+        )
         ext = ".m4s" if self.config.segment_format is SegmentFormat.FMP4 else ".ts"
         variant = VariantOutput(name, directory, playlist, ext)
         self.variants[name] = variant
@@ -144,6 +155,8 @@ class StreamOutput:
                     variant.init_uri = f"init_{self.instance}_{event.version}.mp4"
                     write_atomic(variant.directory / variant.init_uri, event.data)
                 self.multivariant = None  # codecs may have changed
+            elif isinstance(event, PartReady):
+                self._add_part(variant, event)
             elif isinstance(event, SegmentReady):
                 self._add_segment(variant, event)
             elif isinstance(event, SegmentsEnded):
@@ -154,6 +167,15 @@ class StreamOutput:
         if all(v.playlist.ended for v in self.variants.values()):
             self.ended = True
         self._notify()
+
+    def part_uri(self, variant: VariantOutput, sequence: int, index: int) -> str:
+        return f"part_{self.instance}_{sequence}_{index}{variant.extension}"
+
+    def _add_part(self, variant: VariantOutput, event: PartReady) -> None:
+        uri = self.part_uri(variant, event.segment_sequence, event.index)
+        part = PartEntry(uri, event.duration, event.independent, event.data)
+        variant.playlist.add_part(event.segment_sequence, part, event.discontinuity, variant.init_uri)
+        variant.playlist.next_part_uri = self.part_uri(variant, event.segment_sequence, event.index + 1)
 
     def _add_segment(self, variant: VariantOutput, event: SegmentReady) -> None:
         uri = f"seg_{self.instance}_{event.sequence}{variant.extension}"
@@ -184,6 +206,9 @@ class StreamOutput:
             size=len(event.data),
         )
         removed = variant.playlist.add(entry)
+        if variant.playlist.low_latency:
+            # The next part is the first of the next segment.
+            variant.playlist.next_part_uri = self.part_uri(variant, event.sequence + 1, 0)
         variant.removed_pending.extend(removed)
         while len(variant.removed_pending) > self.config.keep_extra_segments:
             old = variant.removed_pending.pop(0)
@@ -200,9 +225,26 @@ class StreamOutput:
         if not in_use:
             (variant.directory / init_uri).unlink(missing_ok=True)
 
+    def rendition_reports(self, variant: VariantOutput) -> list[RenditionReport]:
+        """Where every other variant's live edge is (LL-HLS)."""
+        if not variant.playlist.low_latency:
+            return []
+        reports = []
+        for other in self.variants.values():
+            if other is variant or not other.playlist.segments:
+                continue
+            msn, part = other.playlist.last_position()
+            reports.append(RenditionReport(f"../{other.name}/{MEDIA_PLAYLIST}", msn, part))
+        return reports
+
+    def render_media(self, variant: VariantOutput, rewrite: UriRewriter, skip: bool = False) -> str:
+        return variant.playlist.render(rewrite, skip=skip, reports=self.rendition_reports(variant))
+
     def _write_media_playlist(self, variant: VariantOutput) -> None:
+        # The file on disk is for origins and debugging; players are served
+        # from memory, where blocking reloads and delta updates are answered.
         if variant.playlist.segments or variant.playlist.ended:
-            write_atomic(variant.directory / MEDIA_PLAYLIST, variant.playlist.render().encode())
+            write_atomic(variant.directory / MEDIA_PLAYLIST, self.render_media(variant, lambda u: u).encode())
 
     def variant_entry(self, variant: VariantOutput) -> Variant:
         video = next((t for t in variant.tracks if t.kind is MediaKind.VIDEO), None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 
@@ -24,6 +24,16 @@ def _same(uri: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PartEntry:
+    """A partial segment (4.4.4.9); its bytes are served from memory."""
+
+    uri: str
+    duration: Fraction
+    independent: bool
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SegmentEntry:
     sequence: int
     uri: str
@@ -32,6 +42,26 @@ class SegmentEntry:
     discontinuity: bool
     init_uri: str | None
     size: int
+    parts: tuple[PartEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionReport:
+    """Where another variant's live edge is (4.4.5.4)."""
+
+    uri: str
+    last_msn: int
+    last_part: int | None
+
+
+@dataclass(slots=True)
+class OpenSegment:
+    """The parts of the segment being written (LL-HLS)."""
+
+    sequence: int
+    discontinuity: bool
+    init_uri: str | None
+    parts: list[PartEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -46,10 +76,56 @@ class MediaPlaylist:
     target_duration: int
     window: int
     version: int = 7
+    part_target: Fraction | None = None
     segments: collections.deque[SegmentEntry] = field(default_factory=collections.deque)
     media_sequence: int = 0
     discontinuity_sequence: int = 0
     ended: bool = False
+    open: OpenSegment | None = None
+    next_part_uri: str | None = None
+
+    @property
+    def low_latency(self) -> bool:
+        return self.part_target is not None
+
+    def add_part(self, sequence: int, part: PartEntry, discontinuity: bool, init_uri: str | None) -> None:
+        """Add a partial segment of the segment ``sequence`` (not yet complete)."""
+        if self.open is None or self.open.sequence != sequence:
+            self.open = OpenSegment(sequence, discontinuity, init_uri)
+        self.open.parts.append(part)
+
+    def last_position(self) -> tuple[int, int | None]:
+        """The newest (media sequence number, part index) in the playlist."""
+        if self.open is not None and self.open.parts:
+            return self.open.sequence, len(self.open.parts) - 1
+        if self.segments:
+            last = self.segments[-1]
+            return last.sequence, (len(last.parts) - 1 if last.parts else None)
+        return -1, None
+
+    def has(self, msn: int, part: int | None) -> bool:
+        """Whether a blocking reload for ``_HLS_msn``/``_HLS_part`` can be
+        answered (6.2.5.2): segment ``msn`` is complete, or, with a part,
+        that part of it exists."""
+        if self.ended:
+            return True
+        last_complete = self.segments[-1].sequence if self.segments else -1
+        if part is None:
+            return msn <= last_complete
+        if msn <= last_complete:
+            return True
+        return self.open is not None and self.open.sequence == msn and part < len(self.open.parts)
+
+    def part(self, uri: str) -> PartEntry | None:
+        if self.open is not None:
+            for p in self.open.parts:
+                if p.uri == uri:
+                    return p
+        for seg in reversed(self.segments):
+            for p in seg.parts:
+                if p.uri == uri:
+                    return p
+        return None
 
     def add(self, entry: SegmentEntry) -> list[SegmentEntry]:
         """Append a segment; return the segments that left the window."""
@@ -59,7 +135,11 @@ class MediaPlaylist:
             raise PlaylistError("media sequence numbers must increase by one")
         if not self.segments:
             self.media_sequence = entry.sequence
+        if self.open is not None and self.open.sequence == entry.sequence:
+            entry = replace(entry, parts=tuple(self.open.parts))
+            self.open = None
         self.segments.append(entry)
+        self._drop_old_parts()
         removed: list[SegmentEntry] = []
         while len(self.segments) > self.window:
             gone = self.segments.popleft()
@@ -71,39 +151,112 @@ class MediaPlaylist:
                 self.discontinuity_sequence += 1
         return removed
 
+    def _drop_old_parts(self) -> None:
+        """Parts more than three target durations from the live edge leave
+        the playlist (4.4.4.9); their bytes are freed with them."""
+        age = Fraction(0)
+        horizon = 3 * self.target_duration
+        for i in range(len(self.segments) - 1, -1, -1):
+            seg = self.segments[i]
+            if age > horizon and seg.parts:
+                self.segments[i] = replace(seg, parts=())
+            age += seg.duration
+
     def end(self) -> None:
         self.ended = True
+        self.open = None
+        self.next_part_uri = None
+
+    @property
+    def can_skip_until(self) -> int:
+        return 6 * self.target_duration
+
+    def skippable(self) -> int:
+        """Segments a delta update may leave out (6.2.5.1): those that end
+        more than CAN-SKIP-UNTIL seconds before the end of the playlist."""
+        total = sum((s.duration for s in self.segments), Fraction(0))
+        end = Fraction(0)
+        count = 0
+        for seg in self.segments:
+            end += seg.duration
+            if total - end < self.can_skip_until:
+                break
+            count += 1
+        return count
 
     @property
     def rounded_max_duration(self) -> int:
         return max((round(s.duration) for s in self.segments), default=0)
 
-    def render(self, rewrite: UriRewriter = _same) -> str:
+    def render(
+        self,
+        rewrite: UriRewriter = _same,
+        skip: bool = False,
+        reports: Sequence[RenditionReport] = (),
+    ) -> str:
+        """The playlist text; ``skip`` asks for a delta update (``_HLS_skip=YES``)."""
+        target = max(self.target_duration, self.rounded_max_duration)
+        skipped = self.skippable() if skip and self.part_target is not None else 0
         lines = [
             "#EXTM3U",
-            f"#EXT-X-VERSION:{self.version}",
+            # A delta update carries EXT-X-SKIP, which needs version 9.
+            f"#EXT-X-VERSION:{max(self.version, 9) if skipped else self.version}",
             # 4.4.3.1: every EXTINF rounded to the nearest integer must not exceed it.
-            f"#EXT-X-TARGETDURATION:{max(self.target_duration, self.rounded_max_duration)}",
-            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
+            f"#EXT-X-TARGETDURATION:{target}",
         ]
+        if self.part_target is not None:
+            # 4.4.3.8: blocking reload, part hold-back of three part targets,
+            # delta updates for segments older than six target durations.
+            part_hold_back = 3 * self.part_target
+            lines.append(
+                f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={self.can_skip_until:.1f},"
+                f"PART-HOLD-BACK={float(part_hold_back):.3f}"
+            )
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={float(self.part_target):.5f}")
+        lines.append(f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}")
         if self.discontinuity_sequence:
             lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}")
         if self.version >= 6:
             lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+        if skipped:
+            lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
         current_map: str | None = None
         for i, seg in enumerate(self.segments):
+            if i < skipped:
+                continue
             if seg.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
             if seg.init_uri is not None and seg.init_uri != current_map:
                 lines.append(f'#EXT-X-MAP:URI="{rewrite(seg.init_uri)}"')
                 current_map = seg.init_uri
-            if i == 0 or seg.discontinuity:
+            if i == skipped or seg.discontinuity:
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
+            for part in seg.parts:
+                lines.append(_part_line(part, rewrite))
             lines.append(f"#EXTINF:{float(seg.duration):.5f},")
             lines.append(rewrite(seg.uri))
+        if self.open is not None and self.open.parts and not self.ended:
+            if self.open.discontinuity:
+                lines.append("#EXT-X-DISCONTINUITY")
+            if self.open.init_uri is not None and self.open.init_uri != current_map:
+                lines.append(f'#EXT-X-MAP:URI="{rewrite(self.open.init_uri)}"')
+            for part in self.open.parts:
+                lines.append(_part_line(part, rewrite))
+        if self.next_part_uri is not None and not self.ended:
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{rewrite(self.next_part_uri)}"')
+        for report in reports:
+            attrs = f'URI="{rewrite(report.uri)}",LAST-MSN={report.last_msn}'
+            if report.last_part is not None:
+                attrs += f",LAST-PART={report.last_part}"
+            lines.append(f"#EXT-X-RENDITION-REPORT:{attrs}")
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
+
+
+def _part_line(part: PartEntry, rewrite: UriRewriter) -> str:
+    line = f'#EXT-X-PART:DURATION={float(part.duration):.5f},URI="{rewrite(part.uri)}"'
+    return line + (",INDEPENDENT=YES" if part.independent else "")
 
 
 def format_pdt(epoch_seconds: float) -> str:

@@ -10,6 +10,11 @@ target duration (any packet for audio-only streams), so every segment is
 independently decodable. One packet per track is held back until the next
 one arrives, which gives every sample an exact duration.
 
+With a part target (LL-HLS), each segment is also cut into partial segments
+of at most that duration, each its own fragment (fMP4 ``moof``/``mdat`` or a
+run of TS packets); the segment's bytes are then its parts' bytes joined, so
+a part and its parent segment never disagree.
+
 A publisher that reconnects restarts its clock at zero; the segmenter shifts
 the new timestamps to continue where the old ones ended and marks the next
 segment as a discontinuity, so players keep going without a reload.
@@ -51,6 +56,18 @@ class InitReady:
 
 
 @dataclass(frozen=True, slots=True)
+class PartReady:
+    """A partial segment (LL-HLS) of the segment ``segment_sequence``."""
+
+    segment_sequence: int
+    index: int
+    data: bytes
+    duration: Fraction
+    independent: bool
+    discontinuity: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SegmentReady:
     sequence: int
     data: bytes
@@ -68,7 +85,7 @@ class SegmentsEnded:
     reason: str
 
 
-SegmenterEvent = InitReady | SegmentReady | SegmentsEnded
+SegmenterEvent = InitReady | PartReady | SegmentReady | SegmentsEnded
 
 
 @dataclass(slots=True)
@@ -85,6 +102,13 @@ class _Open:
     pdt: float
     packets: list[Packet] = field(default_factory=list)
     discontinuity: bool = False
+    part_start: Fraction = Fraction(0)
+    part_data: list[bytes] = field(default_factory=list)
+    video_frames: int = 0
+    packet_count: int = 0
+
+    def __post_init__(self) -> None:
+        self.part_start = self.start
 
 
 class Segmenter:
@@ -95,9 +119,14 @@ class Segmenter:
         muxer_factory: MuxerFactory,
         target_duration: Fraction,
         max_duration: Fraction,
+        part_target: Fraction | None = None,
     ) -> None:
         if target_duration <= 0 or max_duration < target_duration:
             raise PackagerError("invalid segment durations")
+        if part_target is not None and not 0 < part_target <= target_duration:
+            raise PackagerError("the part target must be positive and at most the segment target")
+        self._part_target = part_target
+        self._fragments = 0
         self._factory = muxer_factory
         self._target = target_duration
         self._max = max_duration
@@ -196,6 +225,9 @@ class Segmenter:
             self._open = _Open(start=at, pdt=self._pdt(at), discontinuity=self._take_discontinuity())
         elif (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
             self._cut(at, packet)
+        elif self._part_due(packet, at):
+            self._flush_held_before(at, packet)
+            self._close_part(at)
         held = self._held.get(packet.track)
         if held is not None:
             self._complete(held, packet.dts - held.dts)
@@ -221,9 +253,21 @@ class Segmenter:
             Packet(packet.track, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, duration)
         )
 
-    def _cut(self, at: Fraction, boundary: Packet) -> None:
-        """Close the open segment at media time ``at`` and open the next."""
-        assert self._open is not None
+    def _part_due(self, packet: Packet, at: Fraction) -> bool:
+        """Whether ``packet`` must open a new part: including it would make
+        the current part longer than the part target."""
+        if self._part_target is None or self._open is None:
+            return False
+        if self._video is not None and packet.track != self._video:
+            return False
+        span = at - self._open.part_start
+        if span <= 0:
+            return False
+        own = (packet.duration or self._last_delta.get(packet.track, 0)) * packet.time_base
+        return span + own > self._part_target
+
+    def _flush_held_before(self, at: Fraction, boundary: Packet) -> None:
+        """Complete the held packets that belong before media time ``at``."""
         for track, held in list(self._held.items()):
             if held.dts_seconds < at:
                 if track == boundary.track:
@@ -231,6 +275,33 @@ class Segmenter:
                 else:
                     self._complete(held, self._last_delta.get(track, 0))
                 del self._held[track]
+
+    def _close_part(self, end: Fraction) -> None:
+        """Mux the packets gathered since the last part into one fragment."""
+        assert self._open is not None and self._muxer is not None
+        seg = self._open
+        if not seg.packets:
+            return
+        packets = sorted(seg.packets, key=lambda p: (p.dts_seconds, p.track))
+        data = self._muxer.media_segment(packets, self._fragments)
+        self._fragments += 1
+        first_video = next((p for p in packets if p.track == self._video), None)
+        independent = first_video.keyframe if first_video is not None else True
+        if self._part_target is not None:
+            self._events.append(
+                PartReady(
+                    self._sequence, len(seg.part_data), data, end - seg.part_start, independent, seg.discontinuity
+                )
+            )
+        seg.part_data.append(data)
+        seg.video_frames += sum(1 for p in packets if p.track == self._video)
+        seg.packet_count += len(packets)
+        seg.packets = []
+        seg.part_start = end
+
+    def _cut(self, at: Fraction, boundary: Packet) -> None:
+        """Close the open segment at media time ``at`` and open the next."""
+        self._flush_held_before(at, boundary)
         self._emit(at)
         self._open = _Open(start=at, pdt=self._pdt(at))
 
@@ -244,26 +315,25 @@ class Segmenter:
         self._held.clear()
         for p in self._open.packets:
             end = max(end, p.dts_seconds + p.duration * p.time_base)
-        if self._open.packets:
+        if self._open.packets or self._open.part_data:
             self._emit(end)
         self._open = None
 
     def _emit(self, end: Fraction) -> None:
-        assert self._open is not None and self._muxer is not None
+        assert self._open is not None
         seg = self._open
-        packets = sorted(seg.packets, key=lambda p: (p.dts_seconds, p.track))
-        data = self._muxer.media_segment(packets, self._sequence)
+        self._close_part(end)
         self._events.append(
             SegmentReady(
                 sequence=self._sequence,
-                data=data,
+                data=b"".join(seg.part_data),
                 duration=end - seg.start,
                 program_date_time=seg.pdt,
                 discontinuity=seg.discontinuity,
                 init_version=self._init_version,
                 start=seg.start,
-                packet_count=len(packets),
-                video_frames=sum(1 for p in packets if p.track == self._video),
+                packet_count=seg.packet_count,
+                video_frames=seg.video_frames,
             )
         )
         self._sequence += 1

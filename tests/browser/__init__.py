@@ -1,7 +1,7 @@
 """Browser playback harness: headless Chromium playing HLS with hls.js,
 Shaka Player or the native player (see play.mjs and player.py)."""
 
-from browser.player import (
+from tests.browser.player import (
     BrowserSetupError,
     HarnessError,
     HarnessOutputError,
@@ -13,7 +13,7 @@ from browser.player import (
     play_hls,
     play_hls_async,
 )
-from browser.static_server import serve_directory
+from tests.browser.static_server import serve_directory
 
 __all__ = [
     "BrowserSetupError",

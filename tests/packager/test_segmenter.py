@@ -181,3 +181,42 @@ def test_arbitrary_packet_orders_never_break_it(raw: list[tuple[int, int, bool]]
         for track in (0, 1):
             dts = [p.dts for p in recorded if p.track == track]
             assert dts == sorted(dts)
+
+
+def test_parts_never_exceed_part_target_and_join_into_segments() -> None:
+    from packager.hls.segmenter import PartReady
+
+    made: list[RecordingMuxer] = []
+
+    def factory(tracks: tuple[Track, ...]) -> RecordingMuxer:
+        made.append(RecordingMuxer(tracks))
+        return made[-1]
+
+    part_target = Fraction(1, 2)
+    seg = Segmenter(factory, Fraction(2), Fraction(12), part_target=part_target)
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    for p in av_stream(7):
+        seg.feed(p, now=0.0)
+    seg.feed(StreamEnded(""), now=0.0)
+    events = seg.events()
+    parts = [e for e in events if isinstance(e, PartReady)]
+    segs = segments(events)
+    assert parts and all(0 < p.duration <= part_target for p in parts)
+    for s in segs:
+        mine = [p for p in parts if p.segment_sequence == s.sequence]
+        assert [p.index for p in mine] == list(range(len(mine)))
+        assert b"".join(p.data for p in mine) == s.data
+        assert sum(p.duration for p in mine) == s.duration
+        assert mine[0].independent
+        # Parts other than the last are at least 85% of the target (RFC 8216bis 4.4.4.9).
+        assert all(p.duration >= part_target * Fraction(85, 100) for p in mine[:-1])
+    assert sum(len(m.segments) for m in made) == len(parts)
+
+
+def test_part_target_must_fit_the_segment_target() -> None:
+    import pytest
+
+    from packager.errors import PackagerError
+
+    with pytest.raises(PackagerError):
+        Segmenter(lambda t: RecordingMuxer(t), Fraction(2), Fraction(12), part_target=Fraction(3))
