@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import av
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,8 +35,9 @@ from tests.browser.static_server import serve_directory
 
 _SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
-_ENCODE = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25",
-           "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k"]
+_VIDEO = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25",
+          "-sc_threshold", "0"]
+_ENCODE = [*_VIDEO, "-c:a", "aac", "-b:a", "64k"]
 
 
 def _ffmpeg(ffmpeg: str, args: list[str]) -> None:
@@ -58,6 +60,7 @@ def hls_root(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> Path:
                      "-b:v:0", "600k", "-b:v:1", "150k", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
                      "-master_pl_name", "master.m3u8", "-var_stream_map", "v:0,a:0 v:1,a:1",
                      "-hls_segment_filename", str(abr / "v%v" / "seg%d.ts"), str(abr / "v%v" / "index.m3u8")])
+    _write_cenc_hls(ffmpeg, root / "cenc")
     broken = root / "broken"
     broken.mkdir()
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-PLAYLIST-TYPE:VOD"]
@@ -66,6 +69,30 @@ def hls_root(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> Path:
         lines += ["#EXTINF:2.0,", f"seg{i}.ts"]
     (broken / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST", ""]))
     return root
+
+
+_KID = "0123456789abcdef0123456789abcdef"
+_KEY = "00112233445566778899aabbccddeeff"
+
+
+def _write_cenc_hls(ffmpeg: str, out: Path) -> None:
+    """Video-only fMP4 HLS encrypted with cenc-aes-ctr under _KID/_KEY. PyAV's
+    FFmpeg writes it (Debian's ffmpeg 5.1 leaves the senc boxes out of HLS
+    segments); there is no pssh box and no EXT-X-KEY, so the player learns
+    the key ID only from the --clearkey option."""
+    out.mkdir()
+    clear = out / "clear.mp4"
+    _ffmpeg(ffmpeg, [*_SOURCE[:4], "-t", "6", *_VIDEO, str(clear)])
+    with av.open(str(clear)) as src, av.open(str(out / "index.m3u8"), "w", format="hls", options={
+        "hls_time": "2", "hls_playlist_type": "vod", "hls_segment_type": "fmp4",
+        "hls_segment_options": f"encryption_scheme=cenc-aes-ctr:encryption_key={_KEY}:encryption_kid={_KID}",
+    }) as dst:
+        video = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                dst.mux(packet)
+    clear.unlink()
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +176,22 @@ async def test_switch_level_on_ladder(hls_server: str, player: Player) -> None:
     _assert_played(report, 3)
     assert report.level_switched
     assert sorted((lv.width, lv.height) for lv in report.levels) == [(160, 90), (320, 180)]
+
+
+@pytest.mark.browser
+async def test_shaka_clearkey_plays_with_the_right_key(hls_server: str) -> None:
+    report = await play_hls_async(f"{hls_server}cenc/index.m3u8", player="shaka", min_time=3, timeout=60,
+                                  clearkey={_KID: _KEY})
+    _assert_played(report, 3)
+
+
+@pytest.mark.browser
+async def test_shaka_clearkey_fails_with_a_wrong_key(hls_server: str) -> None:
+    report = await play_hls_async(f"{hls_server}cenc/index.m3u8", player="shaka", min_time=3, timeout=30,
+                                  clearkey={_KID: "f" * 32})
+    assert not report.ok
+    assert report.errors
+    assert report.played_time == 0
 
 
 @pytest.mark.browser

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,20 @@ SDP_TYPE = "application/sdp"
 REAP_INTERVAL_S = 1.0
 
 
+@dataclass(slots=True)
+class WebRtcStats:
+    """Counters for the metrics endpoint."""
+
+    whip_sessions: int = 0
+    whep_sessions: int = 0
+    refused: int = 0
+    reaped: int = 0
+    reencoded_streams: int = 0
+    """Hubs that had to re-encode video for WebRTC (B-frames, not H.264)."""
+    viewer_drops: int = 0
+    """Packets dropped for slow viewers, over every finished viewer."""
+
+
 class WebRtcHttp:
     """The WHIP/WHEP endpoints and pages of one engine.
 
@@ -81,6 +96,7 @@ class WebRtcHttp:
         self.viewers: dict[str, WhepSession] = {}
         self.hubs: dict[str, StreamHub] = {}
         self.closed = False
+        self.stats = WebRtcStats()
         self._hosts = HostAddresses(config.host_addresses, config.include_interface_addresses)
         self._hosts.install()
         self._reaper: asyncio.Task[None] | None = None
@@ -114,6 +130,8 @@ class WebRtcHttp:
         return headers
 
     def _error(self, status: int, text: str, extra: dict[str, str] | None = None) -> web.Response:
+        if status in (401, 403, 409, 503):
+            self.stats.refused += 1
         return web.Response(status=status, text=text + "\n", headers=self._cors(extra))
 
     async def _read_offer(self, request: web.Request) -> str | web.Response:
@@ -186,6 +204,7 @@ class WebRtcHttp:
             await self._end_publisher(record.id, "unusable offer")
             return self._error(400, str(exc))
         self._watch_stream(publisher.stream, grant)
+        self.stats.whip_sessions += 1
         log.info("whip %s: publishing %s from %s", record.id, grant.playback_name, remote)
         return self._created(answer, f"/whip/resource/{record.id}")
 
@@ -260,9 +279,12 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_viewer(record.id, "unusable offer")
             return self._error(400, str(exc))
+        self.stats.whep_sessions += 1
         return self._created(answer, f"/whep/resource/{record.id}")
 
     def _hub_idle(self, hub: StreamHub) -> None:
+        if hub.transcoded_frames:
+            self.stats.reencoded_streams += 1
         if self.hubs.get(hub.stream.name) is hub:
             del self.hubs[hub.stream.name]
         for sid in list(hub.feeds):
@@ -282,6 +304,7 @@ class WebRtcHttp:
         session = self.viewers.pop(sid, None)
         if session is not None:
             log.debug("whep %s: ended (%s)", sid, reason)
+            self.stats.viewer_drops += sum(session.feed.dropped.values())
             await session.close()
 
     # -- shared ----------------------------------------------------------------
@@ -333,6 +356,7 @@ class WebRtcHttp:
                     self.table.touch(sid, now)
             for record in self.table.expired(now):
                 log.info("%s %s: quiet for %.0fs, closing", record.kind.value, record.id, now - record.last_active)
+                self.stats.reaped += 1
                 if record.kind is SessionKind.WHIP:
                     await self._end_publisher(record.id, "no media")
                 else:

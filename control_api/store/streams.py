@@ -160,26 +160,28 @@ async def mark_ended(db: Database, actor: Actor, stream_id: str, reason: str, no
 
 # -- viewers ---------------------------------------------------------------------
 async def join(db: Database, stream_id: str, user_id: str, remote: str, now: float) -> str:
-    """Open (or reuse) the viewer's session on a stream; keeps the peak."""
-    async with db.transaction() as tx:
-        existing = await tx.fetchval(
-            "SELECT id FROM viewers WHERE stream_id = $1 AND user_id = $2 AND left_at IS NULL", stream_id, user_id
-        )
-        if existing is not None:
-            return str(existing)
-        viewer_id = new_id()
-        await tx.execute(
-            "INSERT INTO viewers (id, stream_id, user_id, joined_at, remote) VALUES ($1, $2, $3, $4, $5)",
-            viewer_id, stream_id, user_id, now, remote,
-        )
-        concurrent = await tx.fetchval(
-            "SELECT COUNT(*) FROM viewers WHERE stream_id = $1 AND left_at IS NULL", stream_id
-        )
-        await tx.execute(
-            "UPDATE live_streams SET total_views = total_views + 1, "
-            "peak_viewers = CASE WHEN peak_viewers < $2 THEN $2 ELSE peak_viewers END WHERE id = $1",
-            stream_id, int(concurrent),
-        )
+    """Open (or reuse) the viewer's session on a stream and keep the peak.
+
+    No explicit transaction on purpose: the counters live on the stream's
+    one row, and an UPDATE that commits on its own holds that row's lock for
+    one statement instead of across round trips, which is what lets many
+    viewers join at once on PostgreSQL."""
+    existing = await db.fetchval(
+        "SELECT id FROM viewers WHERE stream_id = $1 AND user_id = $2 AND left_at IS NULL", stream_id, user_id
+    )
+    if existing is not None:
+        return str(existing)
+    viewer_id = new_id()
+    await db.execute(
+        "INSERT INTO viewers (id, stream_id, user_id, joined_at, remote) VALUES ($1, $2, $3, $4, $5)",
+        viewer_id, stream_id, user_id, now, remote,
+    )
+    open_count = "(SELECT COUNT(*) FROM viewers WHERE stream_id = $1 AND left_at IS NULL)"
+    await db.execute(
+        f"UPDATE live_streams SET total_views = total_views + 1, peak_viewers = CASE WHEN peak_viewers < "
+        f"{open_count} THEN {open_count} ELSE peak_viewers END WHERE id = $1",
+        stream_id,
+    )
     return viewer_id
 
 

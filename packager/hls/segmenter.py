@@ -22,6 +22,7 @@ segment as a discontinuity, so players keep going without a reload.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -136,6 +137,7 @@ class Segmenter:
         self._video: int | None = None
         self._held: dict[int, Packet] = {}
         self._last_delta: dict[int, int] = {}
+        self._recent_deltas: dict[int, collections.deque[int]] = {}
         self._last_dts: dict[int, int] = {}
         self._open: _Open | None = None
         self._sequence = 0
@@ -183,6 +185,7 @@ class Segmenter:
         self._video = next((t.index for t in item.tracks if t.kind is MediaKind.VIDEO), None)
         self._held.clear()
         self._last_delta.clear()
+        self._recent_deltas.clear()
         self._last_dts.clear()
         self._muxer = self._factory(item.tracks)
         init = self._muxer.init_segment()
@@ -246,6 +249,8 @@ class Segmenter:
     def _complete(self, packet: Packet, duration: int) -> None:
         if duration > 0:
             self._last_delta[packet.track] = duration
+            recent = self._recent_deltas.setdefault(packet.track, collections.deque(maxlen=8))
+            recent.append(duration)
         else:
             duration = self._last_delta.get(packet.track, 0)
         assert self._open is not None
@@ -263,7 +268,11 @@ class Segmenter:
         span = at - self._open.part_start
         if span <= 0:
             return False
-        own = (packet.duration or self._last_delta.get(packet.track, 0)) * packet.time_base
+        # The packet's own duration is not known until the next one arrives:
+        # assume the longest of the recent ones, so that clock jitter (RTMP's
+        # millisecond timestamps alternate 33 and 34 ms at 30 fps) never makes
+        # a part longer than the target.
+        own = (packet.duration or max(self._recent_deltas.get(packet.track, (0,)))) * packet.time_base
         return span + own > self._part_target
 
     def _flush_held_before(self, at: Fraction, boundary: Packet) -> None:
