@@ -12,21 +12,25 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from control_api.app import run_api
 from control_api.bootstrap import create_admin
 from control_api.config import ApiConfig
 from control_api.errors import ControlApiError
+from engine.config import load_config
+from engine.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fanz-media api", description="Fanz control API")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite file and secret live")
-    parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://... (env DATABASE_URL)")
-    parser.add_argument("--public-url", help="the engine's public base URL for playback links (env FANZ_PUBLIC_URL)")
+    parser.add_argument("--config", type=Path, help="the engine's TOML config file (its [api] section is used)")
+    parser.add_argument("--data-dir", type=Path, help="where the SQLite file and secret live (server.data_dir)")
+    parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://... (api.database_url, DATABASE_URL)")
+    parser.add_argument("--public-url", help="the engine's public base URL for playback links (api.public_base_url)")
     parser.add_argument("--webhook-host", action="append", default=[],
-                        help="a host (or host:port) webhooks may target; repeat (env FANZ_WEBHOOK_HOSTS)")
+                        help="a host (or host:port) webhooks may target; repeat (api.webhook_allowed_hosts)")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the API (the default)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -45,7 +49,9 @@ def config_from_args(args: argparse.Namespace) -> ApiConfig:
         overrides["public_base_url"] = args.public_url
     if args.webhook_host:
         overrides["webhook_allowed_hosts"] = tuple(args.webhook_host)
-    config = ApiConfig.from_env(os.environ, args.data_dir, **overrides)
+    engine_config = load_config(args.config)
+    data_dir = args.data_dir if args.data_dir is not None else engine_config.server.data_dir
+    config = replace(engine_config.api, data_dir=Path(data_dir), **overrides)  # type: ignore[arg-type]
     config.check()
     return config
 
@@ -64,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(user_id)
             return 0
         asyncio.run(run_api(config, args.host, args.port))
-    except ControlApiError as exc:
+    except (ControlApiError, ConfigError) as exc:
         parser.exit(2, f"fanz-media api: {exc}\n")
     except KeyboardInterrupt:
         pass

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from control_api.errors import ApiConfigError
@@ -30,24 +29,42 @@ class ApiConfig:
     HTTP server; playback URLs handed out by ``join`` start with it.
     """
 
-    data_dir: Path = Path("data")
+    data_dir: Path = field(default=Path("data"), metadata={"internal": True})
+    """Set from ``server.data_dir`` by the engine: where the SQLite file and the secret live."""
     database_url: str | None = None
+    """sqlite:///PATH or postgresql://USER@HOST/DB. Empty: SQLite in the data directory. DATABASE_URL also sets it."""
     jwt_secret: str | None = None
+    """Secret that signs access and playback tokens (32+ characters). Empty: generated once, kept in the data dir."""
     access_token_ttl_s: int = 15 * 60
+    """Lifetime of an access token, in seconds."""
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    """Lifetime of a refresh token, in seconds."""
     playback_token_ttl_s: int = 2 * 3600
+    """Lifetime of a playback token handed out by join, in seconds."""
     public_base_url: str = "http://127.0.0.1:8080"
+    """Where viewers reach this engine's HTTP server; playback URLs start with it."""
     webhook_allowed_hosts: tuple[str, ...] = ()
+    """Hosts (or host:port) webhooks may be sent to. Empty: no webhook is delivered."""
     webhook_max_attempts: int = 6
+    """Deliveries tried per webhook event before it is marked failed."""
     webhook_backoff_base_s: float = 2.0
+    """First retry delay; it doubles on each attempt."""
     webhook_backoff_cap_s: float = 300.0
+    """Longest retry delay."""
     webhook_timeout_s: float = 10.0
+    """Time allowed for one webhook delivery."""
     auth_rate_per_minute_per_ip: int = 30
+    """Auth requests (login, register, refresh) per minute per address."""
     auth_rate_per_minute_per_user: int = 10
+    """Auth requests per minute per user name."""
     scrypt_n: int = 2**14
+    """scrypt cost (a power of two) for password hashes."""
     subscription_period_days: int = 30
+    """Length of a subscription period."""
     totp_issuer: str = "Fanz"
+    """Issuer shown by authenticator apps."""
     postgres_pool_size: int = 10
+    """Connections in the PostgreSQL pool."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'fanz.db').resolve()}"
@@ -84,20 +101,3 @@ class ApiConfig:
         if len(secret) < 32:
             raise ApiConfigError(f"{path} holds a secret shorter than 32 characters")
         return replace(self, jwt_secret=secret)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], data_dir: Path, **overrides: object) -> ApiConfig:
-        """Read ``DATABASE_URL``, ``FANZ_JWT_SECRET``, ``FANZ_PUBLIC_URL`` and
-        ``FANZ_WEBHOOK_HOSTS`` (comma separated) over the defaults."""
-        kwargs: dict[str, object] = {"data_dir": data_dir}
-        if env.get("DATABASE_URL"):
-            kwargs["database_url"] = env["DATABASE_URL"]
-        if env.get("FANZ_JWT_SECRET"):
-            kwargs["jwt_secret"] = env["FANZ_JWT_SECRET"]
-        if env.get("FANZ_PUBLIC_URL"):
-            kwargs["public_base_url"] = env["FANZ_PUBLIC_URL"]
-        if env.get("FANZ_WEBHOOK_HOSTS"):
-            hosts = env["FANZ_WEBHOOK_HOSTS"].split(",")
-            kwargs["webhook_allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())
-        kwargs.update(overrides)
-        return cls(**kwargs)  # type: ignore[arg-type]

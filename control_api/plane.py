@@ -86,7 +86,7 @@ class ControlPlane:
     async def go_live(self, actor: Actor, stream_id: str) -> None:
         if await streams.mark_live(self.db, actor, stream_id, self.clock()):
             row = await streams.get_stream(self.db, stream_id)
-            await self.webhooks.emit("stream.started", _event_stream(row))
+            await self.webhooks.emit("stream.started", streams.stream_view(row))
 
     async def end_stream(self, actor: Actor, stream_id: str, reason: str, kick: bool) -> bool:
         """End a stream record (stream.ended when it had gone live) and, with
@@ -97,7 +97,7 @@ class ControlPlane:
             self.kick(str(row["playback_id"]), reason)
         if before == "live":
             ended = await streams.get_stream(self.db, stream_id)
-            await self.webhooks.emit("stream.ended", _event_stream(ended))
+            await self.webhooks.emit("stream.ended", streams.stream_view(ended))
         return before is not None
 
     def kick(self, playback_id: str, reason: str) -> bool:
@@ -122,6 +122,3 @@ class ControlPlane:
         token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires))
         return f"{url}?token={token}", token, expires
 
-
-def _event_stream(row: dict[str, Any]) -> dict[str, Any]:
-    return streams.stream_view(row)

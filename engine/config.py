@@ -15,10 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from control_api.config import ApiConfig
 from engine.errors import ConfigError
 from engine.settings import SettingInfo, build, describe, doc
 from ingest.rtmp.limits import RtmpLimits
 from packager.hls.config import HlsConfig
+from transcode.config import TranscodeSettings
 
 ENV_PREFIX = "FANZ"
 
@@ -49,8 +51,10 @@ class RtmpConfig:
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     port: int = doc("HTTP port for HLS, health, readiness, metrics and the API.", 8080)
-    public_base_url: str = doc(
-        "Base URL viewers reach this node at, used in playback URLs. Empty: derived from each request.", ""
+    api: bool = doc(
+        "Mount the control API (/api/v1) and let its store decide who publishes and who watches "
+        "(unless --dev).",
+        True,
     )
 
 
@@ -75,6 +79,8 @@ class EngineConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
+    transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> EngineConfig:
         """Return a copy with some fields of some sections replaced
@@ -97,7 +103,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             raise ConfigError(f"config file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    return build(EngineConfig, table, os.environ if env is None else env, ENV_PREFIX)
+    env = dict(os.environ if env is None else env)
+    # The conventional variable for the database, as the platform's other services use it.
+    if "DATABASE_URL" in env and "FANZ_API_DATABASE_URL" not in env:
+        env["FANZ_API_DATABASE_URL"] = env["DATABASE_URL"]
+    return build(EngineConfig, table, env, ENV_PREFIX)
 
 
 def settings() -> Iterator[SettingInfo]:
@@ -111,6 +121,8 @@ def settings_markdown() -> str:
         default = s.default.value if hasattr(s.default, "value") else s.default
         if isinstance(default, Path):
             default = str(default)
+        if isinstance(default, dict) and default and all(hasattr(v, "__dataclass_fields__") for v in default.values()):
+            default = ", ".join(default)
         shown = "(empty)" if default in ("", [], {}) else f"`{default}`"
         rows.append(f"| `{'.'.join(s.path)}` | `{s.env}` | {shown} | {s.doc} |")
     return "\n".join(rows) + "\n"

@@ -14,19 +14,23 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
-from ingest.rtmp.server import RtmpServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from control_api.app import API_PREFIX, create_app, get_checks
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.config import EngineConfig
 from engine.errors import ConfigError
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
-from engine.registry import StreamRegistry
+from engine.registry import LiveStream, StreamRegistry
+from ingest.rtmp.server import RtmpServer
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
+from transcode.encoders import EncoderProbe, probe_encoders
+from transcode.live import LiveTranscoder
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,10 @@ class Engine:
         self.registry = StreamRegistry(
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
+        self.api_app: web.Application | None = None
+        if config.http.api:
+            api_config = replace(config.api, data_dir=self.data_dir)
+            self.api_app = create_app(api_config, self.registry)
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
@@ -51,8 +59,15 @@ class Engine:
             self.registry,
             fanout_buffer=config.streams.fanout_buffer,
             ended_retention_s=config.streams.ended_retention_s,
+            package_source=not config.transcode.enabled,
         )
         self.metrics.add_source(self._hls_metrics)
+        self.encoders: EncoderProbe | None = None
+        self.transcoders: dict[str, LiveTranscoder] = {}
+        self._transcode_tasks: set[asyncio.Task[None]] = set()
+        if config.transcode.enabled:
+            self.registry.on_stream_created(self._start_transcoder)
+            self.metrics.add_source(self._transcode_metrics)
         self.rtmp: RtmpServer | None = None
         self.rtmps: RtmpServer | None = None
         self.http_runner: web.AppRunner | None = None
@@ -65,6 +80,9 @@ class Engine:
         if self.config.server.dev:
             dev = AllowAllChecks()
             return dev, dev
+        if self.api_app is not None:
+            store = get_checks(self.api_app)
+            return store, store
         static = StaticKeyChecks(self.config.streams.keys)
         if not self.config.streams.keys:
             log.warning("no stream keys are configured ([streams] keys) and --dev is off: every publish is refused")
@@ -85,6 +103,50 @@ class Engine:
                 rtmp.add_metric([label], server.connection_count)
         return [segments, dropped, rtmp]
 
+    # -- transcoding --------------------------------------------------------
+    def _start_transcoder(self, stream: LiveStream) -> None:
+        if "/" in stream.name:
+            return  # a rendition, not a source
+        if self.encoders is None:
+            log.error("stream %s: encoders were not probed; not transcoding", stream.name)
+            return
+        settings = self.config.transcode
+        ladder = settings.all_ladders()[settings.ladder]
+        transcoder = LiveTranscoder(
+            self.registry, stream.name, ladder, self.encoders, settings.encoder, queue_size=settings.queue_frames
+        )
+        self.transcoders[stream.name] = transcoder
+        task = asyncio.get_running_loop().create_task(self._run_transcoder(transcoder), name=f"tx:{stream.name}")
+        self._transcode_tasks.add(task)
+        task.add_done_callback(self._transcode_tasks.discard)
+
+    async def _run_transcoder(self, transcoder: LiveTranscoder) -> None:
+        try:
+            await transcoder.run()
+        except Exception:
+            log.exception("stream %s: transcoding failed", transcoder.source_name)
+        finally:
+            if self.transcoders.get(transcoder.source_name) is transcoder:
+                del self.transcoders[transcoder.source_name]
+
+    def _transcode_metrics(self) -> Iterable[Metric]:
+        encoders = GaugeMetricFamily(
+            "fanz_transcode_rendition_info", "Renditions being encoded, and by which encoder.",
+            labels=["stream", "rendition", "encoder"],
+        )
+        dropped = CounterMetricFamily(
+            "fanz_transcode_dropped_frames", "Frames a transcoder dropped because it could not keep up.",
+            labels=["stream"],
+        )
+        queue = GaugeMetricFamily("fanz_transcode_queue_depth", "Frames waiting for the encoder.", labels=["stream"])
+        for name, transcoder in self.transcoders.items():
+            status = transcoder.status
+            for rendition, encoder in status.renditions.items():
+                encoders.add_metric([name, rendition, encoder], 1)
+            dropped.add_metric([name], status.drops.total)
+            queue.add_metric([name], status.queue_depth)
+        return [encoders, dropped, queue]
+
     # -- HTTP ---------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -92,6 +154,8 @@ class Engine:
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
+        if self.api_app is not None:
+            app.add_subapp(API_PREFIX, self.api_app)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -125,6 +189,10 @@ class Engine:
 
     async def start(self) -> None:
         host = self.config.server.host
+        if self.config.transcode.enabled:
+            # Opening each hardware encoder takes a moment: off the loop.
+            self.encoders = await asyncio.get_running_loop().run_in_executor(None, probe_encoders)
+            log.info("H.264 encoders available: %s", ", ".join(self.encoders.available))
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
@@ -162,6 +230,11 @@ class Engine:
                 await server.close()
         self.registry.close()
         await asyncio.sleep(0)
+        for transcoder in tuple(self.transcoders.values()):
+            transcoder.stop()
+        for task in tuple(self._transcode_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.hls.close()
         for cleanup in reversed(self._cleanups):
             await cleanup()

@@ -20,6 +20,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,6 +71,10 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _has_field(cls: type, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(cls))
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -111,6 +116,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if tp is Fraction:
+        try:
+            return Fraction(str(value)) if not isinstance(value, Fraction) else value
+        except (TypeError, ValueError, ZeroDivisionError) as exc:
+            raise ConfigError(f"{where}: expected a number or a ratio such as 30000/1001, got {value!r}") from exc
+    if _is_settings(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return build(tp, value, {}, "", where)
     if tp is Path:
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"{where}: expected a path, got {value!r}")
@@ -137,7 +153,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = pairs
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return {str(k): _coerce(v, val_tp, where) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, item in value.items():
+            named: Any = item
+            if _is_settings(val_tp) and isinstance(item, Mapping) and "name" not in item and _has_field(val_tp, "name"):
+                named = {**item, "name": str(k)}  # [section.things.NAME] names the thing
+            out[str(k)] = _coerce(named, val_tp, f"{where}.{k}")
+        return out
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
@@ -150,22 +172,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def build(cls: type[T], table: Mapping[str, Any], env: Mapping[str, str], prefix: str, where: str = "") -> T:
     """Build ``cls`` from a TOML table, letting environment variables win."""
     hints = _hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) in [{where or 'top level'}]: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.metadata.get("internal"):
+            continue  # set by the program, not by the operator
         tp = hints[f.name]
         name = f"{where}.{f.name}" if where else f.name
-        env_name = f"{prefix}_{f.name}".upper()
+        env_name = f"{prefix}_{f.name}".upper() if prefix else ""
         if _is_settings(tp):
             sub = table.get(f.name, {})
             if not isinstance(sub, Mapping):
                 raise ConfigError(f"[{name}] must be a table")
             values[f.name] = build(tp, sub, env, env_name, name)
             continue
-        if env_name in env:
+        if env_name and env_name in env:
             values[f.name] = _coerce(env[env_name], tp, env_name)
         elif f.name in table:
             values[f.name] = _coerce(table[f.name], tp, name)

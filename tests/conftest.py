@@ -108,8 +108,9 @@ async def start_engine(data_dir: Path, **sections: dict[str, object]):  # type: 
     base: dict[str, dict[str, object]] = {
         "server": {"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},
         "rtmp": {"port": 0},
-        "http": {"port": 0},
+        "http": {"port": 0, "api": False},
         "streams": {"reconnect_grace_s": 2.0},
+        "transcode": {"enabled": False},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

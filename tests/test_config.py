@@ -55,3 +55,25 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     for s in settings():
         assert s.doc, f"{'.'.join(s.path)} has no documentation"
         assert f"`{s.env}`" in readme, f"README lacks {s.env}: run python scripts/update_readme.py"
+
+
+def test_named_ladders_from_toml(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    f = tmp_path / "e.toml"
+    f.write_text(
+        '[transcode]\nladder = "tiny"\n'
+        "[transcode.ladders.tiny]\npassthrough = false\nx264_preset = \"ultrafast\"\n"
+        'rungs = [{name = "240p", height = 240, bitrate = 400000, max_frame_rate = "30000/1001"}]\n'
+    )
+    cfg = load_config(f, env={})
+    tiny = cfg.transcode.all_ladders()["tiny"]
+    assert tiny.name == "tiny" and not tiny.passthrough and tiny.x264_preset == "ultrafast"
+    assert tiny.rungs[0].height == 240 and tiny.rungs[0].max_frame_rate == Fraction(30000, 1001)
+    assert "default" in cfg.transcode.all_ladders()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[transcode.ladders.x]\nrungs = [{name = "a", height = 241, bitrate = 1}]\n')
+    with pytest.raises(ConfigError, match="height must be even"):
+        load_config(bad, env={})
+    with pytest.raises(ConfigError, match="not a known ladder"):
+        load_config(None, env={"FANZ_TRANSCODE_LADDER": "nope"})

@@ -38,6 +38,7 @@ from webrtc.config import WebRtcConfig
 from webrtc.errors import OfferError, SessionLimitError
 from webrtc.hub import StreamHub
 from webrtc.ice import HostAddresses
+from webrtc.negotiate import offered_kinds
 from webrtc.sessions import SessionKind, SessionTable
 from webrtc.whep import WhepSession
 from webrtc.whip import WhipSession
@@ -151,6 +152,10 @@ class WebRtcHttp:
             return self._error(400, "the SDP offer is not UTF-8 text")
         if not text.startswith("v=0"):
             return self._error(400, "the body is not an SDP offer")
+        try:
+            offered_kinds(text)
+        except OfferError as exc:
+            return self._error(400, str(exc))
         self._ensure_reaper()
         return text
 

@@ -7,7 +7,9 @@ without re-encoding and has one Opus encoder per stream.
 
 from __future__ import annotations
 
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, sdp
+
+from webrtc.errors import OfferError
 
 VIDEO_CODECS = ("video/H264", "video/VP8")
 AUDIO_CODECS = ("audio/opus",)
@@ -32,3 +34,22 @@ def prefer_codecs(transceiver: RTCRtpTransceiver, mime_types: tuple[str, ...], s
     # Retransmission stays available for whatever video codec is chosen.
     chosen += [c for c in caps.codecs if c.mimeType.lower() == "video/rtx"]
     transceiver.setCodecPreferences(chosen)
+
+
+def offered_kinds(offer_sdp: str) -> list[str]:
+    """The media kinds of the offer's audio and video sections, in order.
+
+    Transceivers are made for exactly these before the offer is applied, so
+    that the codec preferences are in force when it is negotiated (a
+    transceiver the offer does not take would break the answer)."""
+    try:
+        description = sdp.SessionDescription.parse(offer_sdp)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError) as exc:
+        # The SDP parser reports some malformed lines with assertions.
+        raise OfferError(f"malformed SDP offer: {exc or type(exc).__name__}") from exc
+    kinds = [m.kind for m in description.media if m.kind in ("audio", "video")]
+    if not kinds:
+        raise OfferError("the offer has no audio or video section")
+    if len(kinds) != len(set(kinds)):
+        raise OfferError("the offer has more than one audio or video section")
+    return kinds

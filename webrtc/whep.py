@@ -23,7 +23,7 @@ from webrtc.errors import OfferError
 from webrtc.feed import Lane, ViewerFeed
 from webrtc.hub import StreamHub
 from webrtc.ice import rtc_configuration
-from webrtc.negotiate import AUDIO_CODECS, WHEP_VIDEO_CODECS, prefer_codecs
+from webrtc.negotiate import AUDIO_CODECS, WHEP_VIDEO_CODECS, offered_kinds, prefer_codecs
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,14 @@ class WhepSession:
     async def answer(self, offer_sdp: str) -> str:
         # Transceivers made before the offer is applied take the offer's
         # sections, with the codec preferences already in force.
-        for lane, mimes in ((Lane.VIDEO, WHEP_VIDEO_CODECS), (Lane.AUDIO, AUDIO_CODECS)):
+        for kind in offered_kinds(offer_sdp):
+            lane = Lane(kind)
+            mimes = WHEP_VIDEO_CODECS if lane is Lane.VIDEO else AUDIO_CODECS
             transceiver = self.pc.addTransceiver(FeedTrack(self.feed, lane), direction="sendonly")
             prefer_codecs(transceiver, mimes, sender=True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
             raise OfferError(f"unusable SDP offer: {exc}") from exc
         except Exception as exc:  # aiortc raises its own errors for offers it cannot use
             if type(exc).__module__.startswith("aiortc"):

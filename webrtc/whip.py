@@ -31,7 +31,7 @@ from webrtc.config import WebRtcConfig
 from webrtc.errors import BitstreamError, OfferError
 from webrtc.h264 import AnnexBToAvcc, vp8_is_keyframe
 from webrtc.ice import rtc_configuration
-from webrtc.negotiate import AUDIO_CODECS, VIDEO_CODECS, prefer_codecs
+from webrtc.negotiate import AUDIO_CODECS, VIDEO_CODECS, offered_kinds, prefer_codecs
 from webrtc.tap import request_keyframe, tap_receiver
 from webrtc.transcode import AUDIO_TIME_BASE, VIDEO_TIME_BASE, Coded, OpusToAac, VideoToH264
 
@@ -114,11 +114,12 @@ class WhipSession:
         included: WHIP has no trickle here)."""
         # Transceivers made before the offer is applied take the offer's
         # sections, with the codec preferences already in force.
-        for kind, mimes in (("video", VIDEO_CODECS), ("audio", AUDIO_CODECS)):
+        for kind in offered_kinds(offer_sdp):
+            mimes = VIDEO_CODECS if kind == "video" else AUDIO_CODECS
             prefer_codecs(self.pc.addTransceiver(kind, direction="recvonly"), mimes, sender=False)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
             raise OfferError(f"unusable SDP offer: {exc}") from exc
         except Exception as exc:  # aiortc raises its own errors for offers it cannot use
             if type(exc).__module__.startswith("aiortc"):

@@ -31,6 +31,11 @@ SOURCE_VARIANT = "src"
 class HlsService:
     """Every stream's HLS output under ``root``.
 
+    A stream named ``NAME/RUNG`` is a rendition of ``NAME`` (the transcoder
+    publishes them) and becomes the variant ``RUNG`` of ``NAME``'s output.
+    With ``package_source`` off, the source itself is not a variant: the
+    transcoder's renditions (its passed-through copy included) are.
+
     Ended streams stay readable (with ``EXT-X-ENDLIST``) for
     ``ended_retention_s`` seconds, then their files are removed.
     """
@@ -42,7 +47,9 @@ class HlsService:
         registry: StreamRegistry,
         fanout_buffer: int = 1024,
         ended_retention_s: float = 600.0,
+        package_source: bool = True,
     ) -> None:
+        self.package_source = package_source
         self.config = config
         self.root = root
         self.registry = registry
@@ -57,13 +64,26 @@ class HlsService:
 
     def attach(self, stream: LiveStream) -> None:
         """Start packaging ``stream`` (called by the registry)."""
-        timer = self._expiry.pop(stream.name, None)
-        if timer is not None:
-            timer.cancel()
-        output = StreamOutput(stream.name, self.root, self.config)
-        self.outputs[stream.name] = output
+        parent, sep, rung = stream.name.partition("/")
+        if sep:
+            existing = self.outputs.get(parent)
+            if existing is None or existing.ended:
+                log.warning("rendition %s has no live source output; not packaged", stream.name)
+                return
+            output, variant_name = existing, rung
+        else:
+            timer = self._expiry.pop(stream.name, None)
+            if timer is not None:
+                timer.cancel()
+            output = StreamOutput(stream.name, self.root, self.config)
+            self.outputs[stream.name] = output
+            if not self.package_source:
+                return
+            variant_name = SOURCE_VARIANT
         sub = stream.subscribe("hls", maxsize=self.fanout_buffer)
-        task = asyncio.get_running_loop().create_task(self._run(stream.name, sub, output), name=f"hls:{stream.name}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(stream.name, sub, output, variant_name), name=f"hls:{stream.name}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -72,8 +92,8 @@ class HlsService:
         if not task.cancelled() and task.exception() is not None:
             log.error("HLS packager task %s failed", task.get_name(), exc_info=task.exception())
 
-    async def _run(self, name: str, sub: Subscription, output: StreamOutput) -> None:
-        variant = output.add_variant(SOURCE_VARIANT)
+    async def _run(self, name: str, sub: Subscription, output: StreamOutput, variant_name: str) -> None:
+        variant = output.variants.get(variant_name) or output.add_variant(variant_name)
         segmenter = Segmenter(
             muxer_factory(self.config.segment_format),
             Fraction(self.config.target_duration_s).limit_denominator(1000),
@@ -97,9 +117,11 @@ class HlsService:
             if not segmenter.ended:
                 segmenter.feed(StreamEnded("packager stopped"), time.time())
                 output.apply(variant, segmenter.events())
-            self._schedule_expiry(name, output)
+            self._schedule_expiry(output.name, output)
 
     def _schedule_expiry(self, name: str, output: StreamOutput) -> None:
+        if not output.ended or name in self._expiry:
+            return
         with contextlib.suppress(RuntimeError):
             loop = asyncio.get_running_loop()
             self._expiry[name] = loop.call_later(self.ended_retention_s, self._expire, name, output)

@@ -83,6 +83,9 @@ class VariantOutput:
     init_uri: str | None = None
     stats: VariantStats = field(default_factory=VariantStats)
     removed_pending: list[SegmentEntry] = field(default_factory=list)
+    sequence_offset: int | None = None
+    starts: dict[int, Fraction] = field(default_factory=dict)
+    """Media time at which each of this variant's segments starts."""
 
 
 class StreamOutput:
@@ -164,21 +167,46 @@ class StreamOutput:
         self._write_media_playlist(variant)
         if variant.playlist.segments:
             self._refresh_multivariant()
-        if all(v.playlist.ended for v in self.variants.values()):
+        if self.variants and all(v.playlist.ended for v in self.variants.values()):
             self.ended = True
         self._notify()
+
+    def _aligned(self, variant: VariantOutput, sequence: int, start: Fraction) -> int:
+        """Number ``variant``'s segments like the other variants' segments
+        that start at the same media time, so that one sequence number means
+        the same moment in every rendition (a rung that starts late joins the
+        others' numbering)."""
+        if variant.sequence_offset is None:
+            variant.sequence_offset = 0
+            tolerance = Fraction(1, 100)
+            others = [v for v in self.variants.values() if v is not variant and v.starts]
+            for other in others:
+                match = next((n for n, t in other.starts.items() if abs(t - start) <= tolerance), None)
+                if match is not None:
+                    variant.sequence_offset = match - sequence
+                    break
+            else:
+                if others:
+                    variant.sequence_offset = max(max(o.starts) for o in others) + 1 - sequence
+        aligned = sequence + variant.sequence_offset
+        variant.starts.setdefault(aligned, start)
+        while len(variant.starts) > 4 * self.config.window_segments:
+            del variant.starts[min(variant.starts)]
+        return aligned
 
     def part_uri(self, variant: VariantOutput, sequence: int, index: int) -> str:
         return f"part_{self.instance}_{sequence}_{index}{variant.extension}"
 
     def _add_part(self, variant: VariantOutput, event: PartReady) -> None:
-        uri = self.part_uri(variant, event.segment_sequence, event.index)
+        sequence = self._aligned(variant, event.segment_sequence, event.segment_start)
+        uri = self.part_uri(variant, sequence, event.index)
         part = PartEntry(uri, event.duration, event.independent, event.data)
-        variant.playlist.add_part(event.segment_sequence, part, event.discontinuity, variant.init_uri)
-        variant.playlist.next_part_uri = self.part_uri(variant, event.segment_sequence, event.index + 1)
+        variant.playlist.add_part(sequence, part, event.discontinuity, variant.init_uri)
+        variant.playlist.next_part_uri = self.part_uri(variant, sequence, event.index + 1)
 
     def _add_segment(self, variant: VariantOutput, event: SegmentReady) -> None:
-        uri = f"seg_{self.instance}_{event.sequence}{variant.extension}"
+        sequence = self._aligned(variant, event.sequence, event.start)
+        uri = f"seg_{self.instance}_{sequence}{variant.extension}"
         write_atomic(variant.directory / uri, event.data)
         self.segments_written += 1
         variant.stats.add(len(event.data), event.duration, event.video_frames)
@@ -197,7 +225,7 @@ class StreamOutput:
             # make the target duration honest before any player sees it.
             variant.playlist.target_duration = max(variant.playlist.target_duration, ceil_seconds(event.duration))
         entry = SegmentEntry(
-            sequence=event.sequence,
+            sequence=sequence,
             uri=uri,
             duration=event.duration,
             program_date_time=event.program_date_time,
@@ -208,7 +236,7 @@ class StreamOutput:
         removed = variant.playlist.add(entry)
         if variant.playlist.low_latency:
             # The next part is the first of the next segment.
-            variant.playlist.next_part_uri = self.part_uri(variant, event.sequence + 1, 0)
+            variant.playlist.next_part_uri = self.part_uri(variant, sequence + 1, 0)
         variant.removed_pending.extend(removed)
         while len(variant.removed_pending) > self.config.keep_extra_segments:
             old = variant.removed_pending.pop(0)

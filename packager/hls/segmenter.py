@@ -66,6 +66,7 @@ class PartReady:
     duration: Fraction
     independent: bool
     discontinuity: bool
+    segment_start: Fraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +300,13 @@ class Segmenter:
         if self._part_target is not None:
             self._events.append(
                 PartReady(
-                    self._sequence, len(seg.part_data), data, end - seg.part_start, independent, seg.discontinuity
+                    self._sequence,
+                    len(seg.part_data),
+                    data,
+                    end - seg.part_start,
+                    independent,
+                    seg.discontinuity,
+                    seg.start,
                 )
             )
         seg.part_data.append(data)

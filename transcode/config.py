@@ -1,0 +1,38 @@
+"""Settings of the live transcoder (the ``[transcode]`` section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.settings import doc
+from transcode.errors import TranscodeConfigError
+from transcode.ladder import LadderConfig, builtin_ladders
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeSettings:
+    enabled: bool = doc(
+        "Transcode every live stream into its ladder. Off: the source is packaged as it arrives.", True
+    )
+    ladder: str = doc("The ladder a stream gets when it names none.", "default")
+    encoder: str = doc(
+        "H.264 encoder: auto (the first hardware encoder that opens, else libx264) or a name "
+        "(h264_nvenc, h264_qsv, libx264).",
+        "auto",
+    )
+    queue_frames: int = doc("Frames a stream's transcoder may fall behind before it drops (counted).", 256)
+    ladders: dict[str, LadderConfig] = doc(
+        "Named ladders, added to the built-in ones (default, transcode-only, passthrough, mobile): "
+        "[transcode.ladders.NAME] with rungs = [{name, height, bitrate, max_frame_rate, profile, level}, ...] "
+        "and passthrough, x264_preset, rate_control, bframes, audio_bitrate.",
+        factory=dict,
+    )
+
+    def __post_init__(self) -> None:
+        if self.ladder not in self.all_ladders():
+            raise TranscodeConfigError(f"transcode.ladder {self.ladder!r} is not a known ladder")
+        if self.queue_frames < 2:
+            raise TranscodeConfigError("transcode.queue_frames must be at least 2")
+
+    def all_ladders(self) -> dict[str, LadderConfig]:
+        return {**builtin_ladders(), **self.ladders}
