@@ -48,6 +48,7 @@ SOURCE_NAME = "bench"
 
 def make_clips(folder: Path, seconds: int) -> tuple[Path, Path]:
     """A 720p30 2.5 Mbit/s H.264 + AAC MP4 and the same audio as Opus in Ogg."""
+    folder.mkdir(parents=True, exist_ok=True)
     mp4, ogg = folder / "source.mp4", folder / "audio.ogg"
     base = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
     if not mp4.exists():
@@ -119,6 +120,12 @@ async def serve(port: int, mp4: Path | None) -> None:
     rtc = WebRtcHttp(registry, checks, checks, config)
     app = web.Application()
     app.router.add_routes(rtc.routes())
+
+    async def stats(request: web.Request) -> web.Response:
+        # Per publisher: video packets written into the registry so far.
+        return web.json_response({s.publisher.stream.name: s.packets_out for s in rtc.publishers.values()})
+
+    app.router.add_get("/bench/stats", stats)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -238,6 +245,18 @@ async def whip_publisher(http: aiohttp.ClientSession, base: str, key: str, media
     return pc
 
 
+async def wait_until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:  # noqa: ASYNC110 - polling counters of other tasks
+        await asyncio.sleep(0.2)
+
+
+async def publisher_stats(http: aiohttp.ClientSession, base: str) -> dict[str, int]:
+    async with http.get(f"{base}/bench/stats") as resp:
+        data: dict[str, int] = await resp.json()
+        return data
+
+
 async def measure(pid: int, seconds: float) -> float:
     before = tree_usage(pid).cpu_s
     await asyncio.sleep(seconds)
@@ -267,17 +286,21 @@ async def run_step(kind: str, count: int, seconds: float, mp4: Path, ogg: Path) 
                         counter = Counter()
                         counters.append(counter)
                         pcs.append(await whep_viewer(http, base, counter))
-                    deadline = time.monotonic() + 20
-                    while any(c.frames["video"] == 0 for c in counters) and time.monotonic() < deadline:
-                        await asyncio.sleep(0.2)
+                    await wait_until(lambda: all(c.frames["video"] for c in counters), 20)
                 else:
                     media = publisher_media(mp4, ogg)
                     for i in range(count):
                         pcs.append(await whip_publisher(http, base, f"pub{i}", media))
                 await asyncio.sleep(2.0)
                 start = [dict(c.frames) for c in counters]
+                written = await publisher_stats(http, base)
                 cpu = await measure(server.pid, seconds)
                 fps = [(c.frames["video"] - s["video"]) / seconds for c, s in zip(counters, start, strict=True)]
+                if kind == "publishers" and count:
+                    after = await publisher_stats(http, base)
+                    # Packets into the registry: video frames plus AAC frames (46.875/s at 48 kHz).
+                    fps = [(after.get(k, 0) - written.get(k, 0)) / seconds - 48_000 / 1024 for k in after]
+                    fps += [0.0] * (count - len(fps))
                 rss = tree_usage(server.pid).rss_bytes
                 for pc in pcs:
                     await pc.close()
@@ -291,8 +314,7 @@ async def run_step(kind: str, count: int, seconds: float, mp4: Path, ogg: Path) 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     folder = Path(args.cache or tempfile.mkdtemp(prefix="fanz-webrtc-bench-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    mp4, ogg = make_clips(folder, args.clip_seconds)
+    mp4, ogg = await asyncio.to_thread(make_clips, folder, args.clip_seconds)
     rows: list[dict[str, Any]] = []
     for kind, counts in (("viewers", args.viewers), ("publishers", args.publishers)):
         if not counts:

@@ -14,7 +14,8 @@
 
 Trickle ICE and ICE restarts are not offered: answers carry every
 candidate, and ``PATCH`` is answered 405 (RFC 9725 §4.3.1). Sessions that
-go quiet (no media from a publisher, no connection to a viewer) for
+go quiet (no media from a publisher; no RTCP from a viewer, or no
+connection) for
 ``session_idle_timeout_s`` are reaped.
 """
 
@@ -308,8 +309,12 @@ class WebRtcHttp:
         self.table.close(sid)
         session = self.viewers.pop(sid, None)
         if session is not None:
-            log.debug("whep %s: ended (%s)", sid, reason)
-            self.stats.viewer_drops += sum(session.feed.dropped.values())
+            dropped = sum(session.feed.dropped.values())
+            self.stats.viewer_drops += dropped
+            if dropped:
+                log.info("whep %s: ended (%s); %d packets were dropped for being behind", sid, reason, dropped)
+            else:
+                log.debug("whep %s: ended (%s)", sid, reason)
             await session.close()
 
     # -- shared ----------------------------------------------------------------
@@ -358,7 +363,7 @@ class WebRtcHttp:
             now = loop.time()
             for sid, viewer in self.viewers.items():
                 if viewer.connected:
-                    self.table.touch(sid, now)
+                    self.table.touch(sid, viewer.last_heard)
             for record in self.table.expired(now):
                 log.info("%s %s: quiet for %.0fs, closing", record.kind.value, record.id, now - record.last_active)
                 self.stats.reaped += 1

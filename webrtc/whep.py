@@ -10,13 +10,15 @@ from the cache). An ICE or DTLS failure ends only this viewer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from fractions import Fraction
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import AnyRtcpPacket
 
 from webrtc.config import WebRtcConfig
 from webrtc.errors import OfferError
@@ -74,6 +76,9 @@ class WhepSession:
         self.feed = ViewerFeed(session_id, config.viewer_buffer_packets)
         self.pc = RTCPeerConnection(rtc_configuration(config))
         self.closed = False
+        self.last_heard = asyncio.get_running_loop().time()
+        """When the viewer last sent RTCP (receiver reports come about every
+        second from a live viewer; a vanished one falls silent)."""
         self._reported = False
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -89,6 +94,7 @@ class WhepSession:
             mimes = WHEP_VIDEO_CODECS if lane is Lane.VIDEO else AUDIO_CODECS
             transceiver = self.pc.addTransceiver(FeedTrack(self.feed, lane), direction="sendonly")
             prefer_codecs(transceiver, mimes, sender=True)
+            self._watch_rtcp(transceiver.sender)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
@@ -106,6 +112,17 @@ class WhepSession:
             raise OfferError(f"cannot answer the offer: {exc}") from exc
         self.hub.add(self.feed)
         return str(self.pc.localDescription.sdp)
+
+    def _watch_rtcp(self, sender: RTCRtpSender) -> None:
+        """Note the time of every RTCP packet the viewer sends for ``sender``."""
+        handle = sender._handle_rtcp_packet
+        loop = asyncio.get_running_loop()
+
+        async def heard(packet: AnyRtcpPacket) -> None:
+            self.last_heard = loop.time()
+            await handle(packet)
+
+        sender._handle_rtcp_packet = heard  # type: ignore[method-assign]
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState

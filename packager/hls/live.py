@@ -99,6 +99,7 @@ class HlsService:
             Fraction(self.config.target_duration_s).limit_denominator(1000),
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             part_target=output.part_target,
+            origin=output.origin,
         )
         self.segmenters[name] = segmenter
         try:

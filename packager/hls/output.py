@@ -31,7 +31,14 @@ from packager.hls.playlist import (
     ceil_seconds,
     render_multivariant,
 )
-from packager.hls.segmenter import InitReady, PartReady, SegmenterEvent, SegmentReady, SegmentsEnded
+from packager.hls.segmenter import (
+    InitReady,
+    PartReady,
+    SegmenterEvent,
+    SegmentReady,
+    SegmentsEnded,
+    TimelineOrigin,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +113,12 @@ class StreamOutput:
         # A per-publish tag in file names: a name that is reused later never
         # serves a cached segment of an earlier broadcast.
         self.instance = format(int(time.time() * 1000), "x")
+        self._anchors: list[tuple[Fraction, float]] = []
+        self.origin = TimelineOrigin()
+        # Segment starts in two renditions that are closer than this are the
+        # same moment (renditions' timelines may differ by an audio priming
+        # delay; distinct segments are a target duration apart).
+        self._same_moment = Fraction(config.target_duration_s).limit_denominator(1000) / 4
         self._changed = asyncio.Event()
         if self.directory.exists():
             shutil.rmtree(self.directory)
@@ -178,7 +191,7 @@ class StreamOutput:
         others' numbering)."""
         if variant.sequence_offset is None:
             variant.sequence_offset = 0
-            tolerance = Fraction(1, 100)
+            tolerance = self._same_moment
             others = [v for v in self.variants.values() if v is not variant and v.starts]
             for other in others:
                 match = next((n for n, t in other.starts.items() if abs(t - start) <= tolerance), None)
@@ -193,6 +206,24 @@ class StreamOutput:
         while len(variant.starts) > 4 * self.config.window_segments:
             del variant.starts[min(variant.starts)]
         return aligned
+
+    def _program_date_time(self, start: Fraction, wall: float, discontinuity: bool) -> float:
+        """One media-time-to-wall-clock mapping for every variant, so that a
+        given moment has the same EXT-X-PROGRAM-DATE-TIME in every rendition
+        (renditions reach the packager later than the source by their encoding
+        delay). A discontinuity (the publisher came back) starts a new mapping."""
+        tolerance = self._same_moment
+        match = next((a for a in self._anchors if abs(a[0] - start) <= tolerance), None)
+        if match is not None:
+            return match[1] + float(start - match[0])
+        earlier = [a for a in self._anchors if a[0] <= start]
+        if earlier and not discontinuity:
+            media, anchor_wall = max(earlier)
+            return anchor_wall + float(start - media)
+        self._anchors.append((start, wall))
+        self._anchors.sort()
+        del self._anchors[:-16]
+        return wall
 
     def part_uri(self, variant: VariantOutput, sequence: int, index: int) -> str:
         return f"part_{self.instance}_{sequence}_{index}{variant.extension}"
@@ -228,7 +259,7 @@ class StreamOutput:
             sequence=sequence,
             uri=uri,
             duration=event.duration,
-            program_date_time=event.program_date_time,
+            program_date_time=self._program_date_time(event.start, event.program_date_time, event.discontinuity),
             discontinuity=event.discontinuity,
             init_uri=variant.init_uri,
             size=len(event.data),
@@ -278,8 +309,10 @@ class StreamOutput:
         video = next((t for t in variant.tracks if t.kind is MediaKind.VIDEO), None)
         declared = sum(t.bitrate or 0 for t in variant.tracks)
         peak = max(variant.stats.peak_bps, declared)
+        # Measured frames per second of media first: the SPS timing info
+        # often states the encoder's time base rather than its frame rate.
         frame_rate = variant.stats.frame_rate
-        if video is not None and video.frame_rate:
+        if frame_rate is None and video is not None and video.frame_rate:
             frame_rate = float(video.frame_rate)
         resolution = (video.width, video.height) if video is not None and video.width and video.height else None
         return Variant(

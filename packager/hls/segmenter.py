@@ -91,8 +91,17 @@ SegmenterEvent = InitReady | PartReady | SegmentReady | SegmentsEnded
 
 
 @dataclass(slots=True)
+class TimelineOrigin:
+    """The shift applied to a stream's first timestamps, shared by the
+    segmenters of all its renditions so that they keep one timeline."""
+
+    offset: Fraction | None = None
+
+
+@dataclass(slots=True)
 class SegmenterStats:
     out_of_order_dropped: int = 0
+    negative_dropped: int = 0
     segments: int = 0
 
 
@@ -122,7 +131,9 @@ class Segmenter:
         target_duration: Fraction,
         max_duration: Fraction,
         part_target: Fraction | None = None,
+        origin: TimelineOrigin | None = None,
     ) -> None:
+        self._origin = origin if origin is not None else TimelineOrigin()
         if target_duration <= 0 or max_duration < target_duration:
             raise PackagerError("invalid segment durations")
         if part_target is not None and not 0 < part_target <= target_duration:
@@ -213,7 +224,17 @@ class Segmenter:
         if self._realign:
             self._offset = self._end - packet.dts_seconds
             self._realign = False
+        elif self._anchor is None and self.stats.segments == 0:
+            # Encoders start audio before zero (AAC priming): move the whole
+            # timeline so that decode times, which fMP4 stores unsigned, start
+            # at zero; every rendition of the stream takes the same shift.
+            if self._origin.offset is None:
+                self._origin.offset = max(Fraction(0), -packet.dts_seconds)
+            self._offset = self._origin.offset
         packet = self._shifted(packet)
+        if packet.dts < 0:
+            self.stats.negative_dropped += 1
+            return
         last = self._last_dts.get(packet.track)
         if last is not None and packet.dts <= last:
             self.stats.out_of_order_dropped += 1

@@ -220,3 +220,16 @@ def test_part_target_must_fit_the_segment_target() -> None:
 
     with pytest.raises(PackagerError):
         Segmenter(lambda t: RecordingMuxer(t), Fraction(2), Fraction(12), part_target=Fraction(3))
+
+
+def test_negative_start_is_shifted_to_zero() -> None:
+    seg, made = make()
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    seg.feed(Packet(1, -21, -21, TB, b"a"), now=0.0)  # AAC priming before zero
+    for p in av_stream(3):
+        seg.feed(p, now=0.0)
+    seg.feed(Packet(1, -50, -50, TB, b"a"), now=0.0)  # hostile: far behind
+    seg.feed(StreamEnded(""), now=0.0)
+    written = [p for s in made[0].segments for p in s]
+    assert min(p.dts for p in written) >= 0
+    assert seg.stats.out_of_order_dropped + seg.stats.negative_dropped >= 1

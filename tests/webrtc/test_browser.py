@@ -50,7 +50,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         pytest.fail("node and /usr/bin/chromium are needed for the browser tests")
     registry = StreamRegistry(grace_s=1.0)
     checks = AllowAllChecks()
-    rtc = WebRtcHttp(registry, checks, checks, WebRtcConfig(include_interface_addresses=False))
+    config = WebRtcConfig(include_interface_addresses=False, session_idle_timeout_s=3)
+    rtc = WebRtcHttp(registry, checks, checks, config)
     hls = HlsService(HlsConfig(target_duration_s=1.0), tmp_path / "hls", registry)
     rtmp = RtmpServer(registry, checks, RtmpLimits())
     await rtmp.start("127.0.0.1", 0)
@@ -132,7 +133,8 @@ async def test_rtmp_plays_over_whep_with_audio(node: Node, ffmpeg: str, tmp_path
         whep = assert_played(report, "whep")
         assert whep["stats"]["audioCodec"] == "audio/opus"
         assert whep["stats"]["audioSamplesReceived"] > 0
-        await wait_for(lambda: f"rtmp{bframes}" not in node.webrtc.hubs, 10)
+        # The closed browser's session is deleted or reaped, which ends the hub.
+        await wait_for(lambda: f"rtmp{bframes}" not in node.webrtc.hubs, 20)
         # B-frames force one re-encode for WebRTC; without them H.264 is relayed.
         assert node.webrtc.stats.reencoded_streams == (1 if bframes else 0)
     finally:

@@ -107,3 +107,12 @@ def test_no_default_stun_and_config_checks() -> None:
                 {"max_publishers": -1}, {"transcode_gop_s": 0}):
         with pytest.raises(ValueError):
             WebRtcConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_config_from_environment() -> None:
+    from engine.settings import build, describe
+
+    cfg = build(WebRtcConfig, {"max_publishers": 3}, {"FANZ_WEBRTC_HOST_ADDRESSES": "127.0.0.1,::1"}, "FANZ_WEBRTC")
+    assert cfg.host_addresses == ["127.0.0.1", "::1"] and cfg.max_publishers == 3
+    docs = {".".join(s.path): s.doc for s in describe(WebRtcConfig, "FANZ_WEBRTC")}
+    assert all(docs.values()) and "ice_servers" in docs
