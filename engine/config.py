@@ -21,6 +21,7 @@ from engine.settings import SettingInfo, build, describe, doc
 from ingest.rtmp.limits import RtmpLimits
 from packager.hls.config import HlsConfig
 from transcode.config import TranscodeSettings
+from webrtc.config import WebRtcConfig
 
 ENV_PREFIX = "FANZ"
 
@@ -81,6 +82,7 @@ class EngineConfig:
     hls: HlsConfig = field(default_factory=HlsConfig)
     transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> EngineConfig:
         """Return a copy with some fields of some sections replaced

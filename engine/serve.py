@@ -31,6 +31,7 @@ from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
 from transcode.encoders import EncoderProbe, probe_encoders
 from transcode.live import LiveTranscoder
+from webrtc.http import WebRtcHttp
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class Engine:
             package_source=not config.transcode.enabled,
         )
         self.metrics.add_source(self._hls_metrics)
+        self.webrtc: WebRtcHttp | None = None
+        if config.webrtc.enabled:
+            self.webrtc = WebRtcHttp(self.registry, self.publish_check, self.playback_check, config.webrtc)
+            self.metrics.add_source(self._webrtc_metrics)
         self.encoders: EncoderProbe | None = None
         self.transcoders: dict[str, LiveTranscoder] = {}
         self._transcode_tasks: set[asyncio.Task[None]] = set()
@@ -147,6 +152,22 @@ class Engine:
             queue.add_metric([name], status.queue_depth)
         return [encoders, dropped, queue]
 
+    def _webrtc_metrics(self) -> Iterable[Metric]:
+        assert self.webrtc is not None
+        stats = self.webrtc.stats
+        sessions = CounterMetricFamily("fanz_webrtc_sessions", "WHIP and WHEP sessions started.", labels=["kind"])
+        sessions.add_metric(["whip"], stats.whip_sessions)
+        sessions.add_metric(["whep"], stats.whep_sessions)
+        live = GaugeMetricFamily("fanz_webrtc_live_sessions", "Open WebRTC sessions.", labels=["kind"])
+        live.add_metric(["whip"], len(self.webrtc.publishers))
+        live.add_metric(["whep"], len(self.webrtc.viewers))
+        events = CounterMetricFamily("fanz_webrtc_events", "Refused and reaped sessions.", labels=["event"])
+        events.add_metric(["refused"], stats.refused)
+        events.add_metric(["reaped"], stats.reaped)
+        drops = CounterMetricFamily("fanz_webrtc_viewer_dropped_packets", "Packets dropped for slow WHEP viewers.")
+        drops.add_metric([], stats.viewer_drops)
+        return [sessions, live, events, drops]
+
     # -- HTTP ---------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -154,6 +175,8 @@ class Engine:
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
+        if self.webrtc is not None:
+            app.router.add_routes(self.webrtc.routes())
         if self.api_app is not None:
             app.add_subapp(API_PREFIX, self.api_app)
         return app
@@ -228,6 +251,8 @@ class Engine:
         for server in (self.rtmps, self.rtmp):
             if server is not None:
                 await server.close()
+        if self.webrtc is not None:
+            await self.webrtc.close()
         self.registry.close()
         await asyncio.sleep(0)
         for transcoder in tuple(self.transcoders.values()):

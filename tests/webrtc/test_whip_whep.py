@@ -280,15 +280,12 @@ def test_offered_kinds_only_raises_offer_error(text: str) -> None:
 
 
 async def test_through_engine_when_mounted(tmp_path: Path) -> None:
-    """The same publish and play through tests.conftest.start_engine, once
-    the composition root mounts WebRtcHttp (as ``engine.webrtc``)."""
+    """The same publish and play through the engine's composition root."""
     from tests.conftest import start_engine
 
     engine = await start_engine(tmp_path / "data")
     try:
-        rtc = getattr(engine, "webrtc", None)
-        if not isinstance(rtc, WebRtcHttp):
-            pytest.skip("engine/serve.py does not mount WebRtcHttp yet")
+        assert isinstance(engine.webrtc, WebRtcHttp)
         base = f"http://127.0.0.1:{engine.http_port}"
         async with aiohttp.ClientSession() as http:
             pub = WhipClient(f"{base}/whip/eng", CounterVideoTrack(), AudioStreamTrack())
