@@ -18,7 +18,7 @@ from engine.errors import ConfigError
 # module has ``main(argv) -> int``; imported only when used, so a node that
 # never transcodes never loads the encoders.
 DELEGATED = {
-    "transcode": ("transcode.cli", "transcode a file into a VOD HLS ladder"),
+    "transcode": ("engine.transcode_command", "transcode a file into a VOD HLS ladder"),
     "effects": ("effects.cli", "list effects, or apply them to a file"),
     "api": ("control_api.cli", "run the control API on its own"),
 }

@@ -83,6 +83,8 @@ class MediaPlaylist:
     ended: bool = False
     open: OpenSegment | None = None
     next_part_uri: str | None = None
+    playlist_type: str | None = None
+    """``VOD`` for a finished file (4.4.3.5); ``None`` for live."""
 
     @property
     def low_latency(self) -> bool:
@@ -214,6 +216,8 @@ class MediaPlaylist:
             )
             lines.append(f"#EXT-X-PART-INF:PART-TARGET={float(self.part_target):.5f}")
         lines.append(f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}")
+        if self.playlist_type is not None:
+            lines.append(f"#EXT-X-PLAYLIST-TYPE:{self.playlist_type}")
         if self.discontinuity_sequence:
             lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}")
         if self.version >= 6:

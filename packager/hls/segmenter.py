@@ -47,6 +47,12 @@ class SegmentMuxer(Protocol):
 MuxerFactory = Callable[[tuple[Track, ...]], SegmentMuxer]
 
 
+ORIGIN_HEADROOM = Fraction(10)
+"""Seconds a stream that starts near zero is moved forward, so that packets
+from before its first one (other renditions' priming and reordering delays)
+keep non-negative decode times."""
+
+
 @dataclass(frozen=True, slots=True)
 class InitReady:
     """A new initialisation segment applies to the segments that follow."""
@@ -225,11 +231,12 @@ class Segmenter:
             self._offset = self._end - packet.dts_seconds
             self._realign = False
         elif self._anchor is None and self.stats.segments == 0:
-            # Encoders start audio before zero (AAC priming): move the whole
-            # timeline so that decode times, which fMP4 stores unsigned, start
-            # at zero; every rendition of the stream takes the same shift.
+            # Streams start a little before zero (AAC priming, B-frame decode
+            # delay), by different amounts in different renditions, and fMP4
+            # stores decode times unsigned: give the timeline headroom, the
+            # same shift for every rendition of the stream.
             if self._origin.offset is None:
-                self._origin.offset = max(Fraction(0), -packet.dts_seconds)
+                self._origin.offset = max(Fraction(0), ORIGIN_HEADROOM - packet.dts_seconds)
             self._offset = self._origin.offset
         packet = self._shifted(packet)
         if packet.dts < 0:

@@ -14,9 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from control_api.app import API_PREFIX, create_app, get_checks
+from control_api.app import API_PREFIX
 from control_api.bootstrap import create_admin
 from control_api.config import ApiConfig
 from control_api.webhooks import SIGNATURE_HEADER, verify_signature
@@ -24,22 +23,6 @@ from engine.serve import Engine
 from tests.conftest import free_port, make_clip, publish, wait_for
 from tests.control_api.conftest import PASSWORD
 from tests.control_api.test_streaming_api import Receiver
-
-
-class PlatformEngine(Engine):
-    """The engine with the control API mounted and its checks in place: the
-    wiring ``fanz-media serve`` does when the control API is on."""
-
-    def __init__(self, config: Any, api_config: ApiConfig) -> None:
-        super().__init__(config)
-        self.api_app = create_app(api_config, self.registry)
-        checks = get_checks(self.api_app)
-        self.publish_check, self.playback_check = checks, checks
-
-    def build_app(self) -> web.Application:
-        app = super().build_app()
-        app.add_subapp(API_PREFIX, self.api_app)
-        return app
 
 
 class Http:
@@ -69,16 +52,20 @@ async def test_creator_fan_story(tmp_path: Path, ffmpeg: str, media_dir: Path) -
     clip = make_clip(ffmpeg, media_dir / "story_h264_aac.flv", seconds=30, size="426x240", bframes=0)
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
+    api_settings = {"scrypt_n": 2**12, "public_base_url": base, "webhook_allowed_hosts": ("127.0.0.1",),
+                    "webhook_backoff_base_s": 0.1}
     config = load_config(None, env={}).with_overrides(
-        server={"data_dir": tmp_path / "data", "host": "127.0.0.1"}, rtmp={"port": 0}, http={"port": http_port},
-        streams={"reconnect_grace_s": 1.0},
+        server={"data_dir": tmp_path / "data", "host": "127.0.0.1"}, rtmp={"port": 0},
+        http={"port": http_port, "api": True}, streams={"reconnect_grace_s": 1.0}, transcode={"enabled": False},
+        api=api_settings,
     )
-    api_config = ApiConfig(data_dir=tmp_path / "data", scrypt_n=2**12, public_base_url=base,
-                           webhook_allowed_hosts=("127.0.0.1",), webhook_backoff_base_s=0.1)
+    api_config = ApiConfig(data_dir=tmp_path / "data", **api_settings)  # type: ignore[arg-type]
     await create_admin(api_config, "moderator", PASSWORD, time.time())
     receiver = Receiver()
     await receiver.server.start_server()
-    engine = PlatformEngine(config, api_config)
+    # The engine as `fanz-media serve` builds it: the control API mounted, its
+    # store deciding who publishes and who watches.
+    engine = Engine(config)
     await engine.start()
     ffmpeg_proc: asyncio.subprocess.Process | None = None
     try:

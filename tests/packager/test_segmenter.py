@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
-from packager.hls.segmenter import InitReady, Segmenter, SegmentReady, SegmentsEnded
+from packager.hls.segmenter import ORIGIN_HEADROOM, InitReady, Segmenter, SegmentReady, SegmentsEnded
+
+H = int(ORIGIN_HEADROOM * 1000)  # the shift, in packet ticks, of a stream that starts at zero
 
 TB = Fraction(1, 1000)
 VIDEO = Track(0, Codec.H264, TB, b"\x01\x64\x00\x1f", width=640, height=360)
@@ -75,8 +77,8 @@ def test_cuts_on_keyframes_at_target() -> None:
     segs = segments(events)
     assert [s.sequence for s in segs] == [0, 1, 2, 3]
     assert [round(float(s.duration), 2) for s in segs[:3]] == [2.0, 2.0, 2.0]
-    assert [float(s.start) for s in segs] == [0.0, 2.0, 4.0, 6.0]
-    assert all(s.program_date_time == 1000.0 + float(s.start) for s in segs)
+    assert [float(s.start) for s in segs] == [10.0, 12.0, 14.0, 16.0]
+    assert all(s.program_date_time == 1000.0 + float(s.start) - 10 for s in segs)
 
 
 def test_every_packet_lands_once_with_its_duration() -> None:
@@ -87,7 +89,7 @@ def test_every_packet_lands_once_with_its_duration() -> None:
         seg.feed(p, now=0.0)
     seg.feed(StreamEnded(""), now=0.0)
     written = [p for s in made[0].segments for p in s]
-    assert sorted((p.track, p.dts) for p in written) == sorted((p.track, p.dts) for p in source)
+    assert sorted((p.track, p.dts) for p in written) == sorted((p.track, p.dts + H) for p in source)
     video = [p for p in written if p.track == 0]
     assert all(p.duration in (33, 34) for p in video)
     for s in made[0].segments:
@@ -114,7 +116,7 @@ def test_packets_before_first_keyframe_are_skipped() -> None:
         seg.feed(p, now=0.0)
     seg.feed(StreamEnded(""), now=0.0)
     first = made[0].segments[0][0]
-    assert first.track == 0 and first.keyframe and first.dts == 100
+    assert first.track == 0 and first.keyframe and first.dts == 100 + H
 
 
 def test_reconnect_continues_timeline_with_discontinuity() -> None:

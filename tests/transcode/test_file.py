@@ -12,7 +12,7 @@ import av
 import pytest
 
 from engine.media import Packet
-from transcode import cli
+from engine import transcode_command as cli
 from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
 from transcode.file import TranscodeProgress, transcode_file
 from transcode.keyframes import SourceKeyframeGrid
@@ -82,7 +82,10 @@ def pict_types(ffprobe: str, path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def outputs(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return cli.run(clip, tmp_path_factory.mktemp("rungs"), small_ladder(), "libx264", quiet=True)
+    """Each rendition's VOD media playlist, as written by the transcode command."""
+    index = cli.run(clip, tmp_path_factory.mktemp("rungs") / "out", small_ladder(), "libx264", quiet=True)
+    variants = [line for line in index.read_text().splitlines() if line and not line.startswith("#")]
+    return {v.split("/")[0]: index.parent / v for v in variants}
 
 
 def test_each_rendition_has_its_size_and_codecs(outputs: dict[str, Path], ffprobe: str) -> None:
@@ -97,8 +100,10 @@ def test_each_rendition_has_its_size_and_codecs(outputs: dict[str, Path], ffprob
 
 
 def test_keyframes_aligned_in_every_rendition(outputs: dict[str, Path]) -> None:
+    # fMP4 HLS has no edit list: times start at the first composition offset,
+    # the same in every rendition.
     times = {name: key_times(path)[0] for name, path in outputs.items()}
-    assert times["source"] == [0, 1, 2]
+    assert [t - times["source"][0] for t in times["source"]] == [0, 1, 2]
     assert times["360p"] == times["source"]
     assert times["240p"] == times["source"]
 
@@ -175,9 +180,27 @@ def test_frame_filter_runs_once_per_decoded_frame(clip: Path) -> None:
     assert len(calls) == 90 and len(set(calls)) == 90
 
 
-def test_cli_main_writes_mp4s(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([str(clip), str(tmp_path), "--ladder", "mobile", "--encoder", "libx264", "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    assert "source" in printed and "360p" in printed
-    assert (tmp_path / "source.mp4").stat().st_size > 0 and (tmp_path / "360p.mp4").stat().st_size > 0
-    assert cli.main([str(tmp_path / "missing.mp4"), str(tmp_path), "--encoder", "libx264", "--quiet"]) == 1
+def test_cli_main_writes_vod_hls(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "vod"
+    assert cli.main([str(clip), str(out), "--ladder", "mobile", "--encoder", "libx264"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out / "index.m3u8")
+    assert "100%" in captured.err and "[" in captured.err  # the progress bar reached the end
+    index = (out / "index.m3u8").read_text()
+    assert "source/media.m3u8" in index and "360p/media.m3u8" in index
+    media = (out / "360p" / "media.m3u8").read_text()
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in media and media.rstrip().endswith("#EXT-X-ENDLIST")
+    # A folder that is not empty is refused rather than overwritten.
+    assert cli.main([str(clip), str(out), "--encoder", "libx264", "--quiet"]) == 1
+    assert cli.main([str(tmp_path / "missing.mp4"), str(tmp_path / "x"), "--encoder", "libx264", "--quiet"]) == 1
+    assert "unknown ladder" in _exit_message(lambda: cli.main([str(clip), str(tmp_path / "y"), "--ladder", "nope"]))
+
+
+def _exit_message(call) -> str:  # type: ignore[no-untyped-def]
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        call()
+    return err.getvalue()

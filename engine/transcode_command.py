@@ -1,0 +1,113 @@
+"""``fanz-media transcode INPUT OUTDIR [--ladder NAME] [--encoder auto|NAME]``.
+
+Wires the file transcoder to the VOD HLS writer: the same decode-once ladder
+as live streams, written as ``OUTDIR/index.m3u8`` with one folder per
+rendition, and a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from engine.config import load_config
+from engine.errors import ConfigError
+from packager.errors import PackagerError
+from packager.hls.config import HlsConfig
+from packager.hls.vod import VodHlsWriter
+from transcode.core import RenditionStarted
+from transcode.errors import TranscodeError
+from transcode.file import TranscodeProgress, transcode_file
+from transcode.ladder import LadderConfig
+
+log = logging.getLogger(__name__)
+
+
+class ProgressBar:
+    """A progress bar on stderr, redrawn at each whole percent; with no known
+    duration it shows the media time read so far."""
+
+    WIDTH = 40
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.last = -1
+        self.started = time.monotonic()
+
+    def __call__(self, p: TranscodeProgress) -> None:
+        frac = p.fraction
+        if frac is None:
+            self.stream.write(f"\r{float(p.position):8.1f}s transcoded")
+            self.stream.flush()
+            return
+        percent = int(frac * 100)
+        if percent <= self.last:
+            return
+        self.last = percent
+        filled = int(frac * self.WIDTH)
+        elapsed = time.monotonic() - self.started
+        speed = float(p.position) / elapsed if elapsed > 0 else 0.0
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r[{bar}] {percent:3d}%  {speed:5.2f}x real time")
+        self.stream.flush()
+
+
+def run(
+    input_path: Path,
+    outdir: Path,
+    ladder: LadderConfig,
+    encoder: str,
+    quiet: bool = False,
+    hls: HlsConfig | None = None,
+) -> Path:
+    """Transcode ``input_path`` into a VOD HLS ladder in ``outdir``; returns
+    the multivariant playlist's path."""
+    writer = VodHlsWriter(outdir, hls or HlsConfig(), ladder.segment_duration)
+    for event in transcode_file(input_path, ladder, encoder, progress=None if quiet else ProgressBar()):
+        if isinstance(event, RenditionStarted):
+            writer.start(event.name, event.tracks)
+            log.info("rendition %s: encoder %s", event.name, event.encoder)
+        else:
+            writer.write(event.name, event.packet)
+    index = writer.finish()
+    if not quiet:
+        sys.stderr.write("\n")
+    return index
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fanz-media transcode", description="Transcode a file along a ladder into VOD HLS (OUTDIR/index.m3u8)."
+    )
+    parser.add_argument("input", type=Path)
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--config", type=Path, help="the engine's TOML config: its ladders and [hls] settings")
+    parser.add_argument("--ladder", default=None, help="ladder name (default: transcode.ladder from the config)")
+    parser.add_argument("--encoder", default="auto", help="auto, libx264, h264_nvenc or h264_qsv")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        parser.exit(2, f"fanz-media transcode: configuration error: {exc}\n")
+    ladders = config.transcode.all_ladders()
+    name = args.ladder or config.transcode.ladder
+    if name not in ladders:
+        parser.exit(2, f"fanz-media transcode: unknown ladder {name!r}; known: {', '.join(sorted(ladders))}\n")
+    try:
+        index = run(args.input, args.outdir, ladders[name], args.encoder, args.quiet, config.hls)
+    except (TranscodeError, PackagerError) as exc:
+        print(f"fanz-media transcode: {exc}", file=sys.stderr)
+        return 1
+    print(index)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Writing a finished rendition set as VOD HLS (``fanz-media transcode``).
+
+The same segmenter, containers and playlists as live, with the whole file in
+each media playlist (``EXT-X-PLAYLIST-TYPE:VOD`` and ``EXT-X-ENDLIST``) and no
+partial segments.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+from engine.media import Packet, StreamEnded, StreamStarted, Track
+from packager.errors import PackagerError
+from packager.hls.config import HlsConfig
+from packager.hls.muxers import muxer_factory
+from packager.hls.output import MULTIVARIANT, StreamOutput, VariantOutput
+from packager.hls.segmenter import Segmenter
+
+VOD_WINDOW = 1_000_000_000
+"""A window no file reaches: a VOD playlist lists every segment."""
+
+
+class VodHlsWriter:
+    """Renditions in, ``OUTDIR/index.m3u8`` and one folder per rendition out.
+
+    Call :meth:`start` once per rendition with its tracks, :meth:`write` for
+    each of its packets, then :meth:`finish`.
+    """
+
+    def __init__(self, outdir: Path, config: HlsConfig, segment_duration: Fraction) -> None:
+        if outdir.exists() and any(outdir.iterdir()):
+            raise PackagerError(f"{outdir} is not empty; choose a new output folder")
+        self.outdir = outdir
+        target = float(segment_duration)
+        self.config = replace(
+            config,
+            window_segments=VOD_WINDOW,
+            low_latency=False,
+            target_duration_s=target,
+            max_segment_s=max(config.max_segment_s, 2 * target),
+        )
+        self.output = StreamOutput(outdir.name, outdir.parent, self.config)
+        self._segmenters: dict[str, tuple[Segmenter, VariantOutput]] = {}
+        self._target = segment_duration
+
+    def start(self, name: str, tracks: tuple[Track, ...]) -> None:
+        if name in self._segmenters:
+            raise PackagerError(f"rendition {name} started twice")
+        variant = self.output.add_variant(name)
+        variant.playlist.playlist_type = "VOD"
+        segmenter = Segmenter(
+            muxer_factory(self.config.segment_format),
+            self._target,
+            Fraction(self.config.max_segment_s).limit_denominator(1000),
+            origin=self.output.origin,
+        )
+        self._segmenters[name] = (segmenter, variant)
+        segmenter.feed(StreamStarted(tracks), time.time())
+        self.output.apply(variant, segmenter.events())
+
+    def write(self, name: str, packet: Packet) -> None:
+        segmenter, variant = self._segmenters[name]
+        segmenter.feed(packet, 0.0)
+        events = segmenter.events()
+        if events:
+            self.output.apply(variant, events)
+
+    def finish(self) -> Path:
+        """End every rendition and write the multivariant playlist."""
+        for segmenter, variant in self._segmenters.values():
+            segmenter.feed(StreamEnded("end of file"), 0.0)
+            self.output.apply(variant, segmenter.events())
+        return self.outdir / MULTIVARIANT
