@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from control_api.config import ApiConfig
+from effects.config import EffectsSettings
 from engine.errors import ConfigError
 from engine.settings import SettingInfo, build, describe, doc
 from ingest.rtmp.limits import RtmpLimits
@@ -81,6 +82,7 @@ class EngineConfig:
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
     transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
+    effects: EffectsSettings = field(default_factory=EffectsSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 

@@ -299,6 +299,7 @@ class Publisher:
 
 
 StreamListener = Callable[[LiveStream], None]
+SettingsListener = Callable[[str, str, object], None]
 
 
 class StreamRegistry:
@@ -316,9 +317,28 @@ class StreamRegistry:
         self._publishers: dict[str, Publisher] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: list[StreamListener] = []
+        self._settings: dict[str, dict[str, object]] = {}
+        self._settings_listeners: list[SettingsListener] = []
 
     def on_stream_created(self, listener: StreamListener) -> None:
         self._listeners.append(listener)
+
+    # -- per-stream settings --------------------------------------------------
+    # What a stream should get (its ladder, its effects) is decided outside
+    # the media path, by the config or the control API, possibly before the
+    # publisher connects and possibly while it is live. Stages read these when
+    # a stream starts and listen for changes.
+    def configure(self, name: str, key: str, value: object) -> None:
+        """Set one setting of the stream ``name`` and tell the listeners."""
+        self._settings.setdefault(name, {})[key] = value
+        for listener in tuple(self._settings_listeners):
+            listener(name, key, value)
+
+    def settings(self, name: str) -> dict[str, object]:
+        return dict(self._settings.get(name, {}))
+
+    def on_settings_changed(self, listener: SettingsListener) -> None:
+        self._settings_listeners.append(listener)
 
     def get(self, name: str) -> LiveStream | None:
         return self._streams.get(name)

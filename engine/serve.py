@@ -21,6 +21,8 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control_api.app import API_PREFIX, create_app, get_checks
+from effects.chain import EffectChain
+from effects.errors import EffectsError
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.config import EngineConfig
 from engine.errors import ConfigError
@@ -70,8 +72,11 @@ class Engine:
         self.encoders: EncoderProbe | None = None
         self.transcoders: dict[str, LiveTranscoder] = {}
         self._transcode_tasks: set[asyncio.Task[None]] = set()
+        self.effect_chains: dict[str, EffectChain] = {}
         if config.transcode.enabled:
             self.registry.on_stream_created(self._start_transcoder)
+            self.registry.on_settings_changed(self._settings_changed)
+            self.metrics.add_source(self._effects_metrics)
             self.metrics.add_source(self._transcode_metrics)
         self.rtmp: RtmpServer | None = None
         self.rtmps: RtmpServer | None = None
@@ -116,14 +121,59 @@ class Engine:
             log.error("stream %s: encoders were not probed; not transcoding", stream.name)
             return
         settings = self.config.transcode
-        ladder = settings.all_ladders()[settings.ladder]
+        ladders = settings.all_ladders()
+        chosen = self.registry.settings(stream.name).get("ladder")
+        ladder = ladders.get(chosen, ladders[settings.ladder]) if isinstance(chosen, str) else ladders[settings.ladder]
+        chain = self._effects_for(stream.name)
+        if chain is not None and chain.specs and ladder.passthrough:
+            # Effects are drawn on decoded frames: a passed-through copy of the
+            # source would not carry them, so every rendition is encoded.
+            ladder = replace(ladder, passthrough=False)
         transcoder = LiveTranscoder(
-            self.registry, stream.name, ladder, self.encoders, settings.encoder, queue_size=settings.queue_frames
+            self.registry,
+            stream.name,
+            ladder,
+            self.encoders,
+            settings.encoder,
+            frame_filter=chain.process_video if chain is not None else None,
+            queue_size=settings.queue_frames,
         )
         self.transcoders[stream.name] = transcoder
         task = asyncio.get_running_loop().create_task(self._run_transcoder(transcoder), name=f"tx:{stream.name}")
         self._transcode_tasks.add(task)
         task.add_done_callback(self._transcode_tasks.discard)
+
+    def _effects_for(self, name: str) -> EffectChain | None:
+        """The stream's effect chain: its own settings (control API) or the
+        config's. Kept for the stream's life so that changes apply live."""
+        configured = self.registry.settings(name).get("effects")
+        try:
+            if isinstance(configured, (dict, list)):
+                chain = EffectChain.from_settings(configured)
+            else:
+                specs = self.config.effects.specs_for(name)
+                budget = self.config.effects.budget_ms or None
+                chain = EffectChain(specs, budget_ms=budget) if specs else EffectChain((), budget_ms=budget)
+        except EffectsError as exc:
+            log.error("stream %s: effects not applied: %s", name, exc)
+            return None
+        self.effect_chains[name] = chain
+        return chain
+
+    def _settings_changed(self, name: str, key: str, value: object) -> None:
+        """Effects changed while live: rebuild the stages off the event loop
+        (models load there); the next decoded frame uses them."""
+        chain = self.effect_chains.get(name)
+        if key != "effects" or chain is None or not isinstance(value, (dict, list)):
+            return
+
+        def apply() -> None:
+            try:
+                chain.update(value)
+            except EffectsError as exc:
+                log.error("stream %s: effects update refused: %s", name, exc)
+
+        asyncio.get_running_loop().run_in_executor(None, apply)
 
     async def _run_transcoder(self, transcoder: LiveTranscoder) -> None:
         try:
@@ -133,6 +183,7 @@ class Engine:
         finally:
             if self.transcoders.get(transcoder.source_name) is transcoder:
                 del self.transcoders[transcoder.source_name]
+                self.effect_chains.pop(transcoder.source_name, None)
 
     def _transcode_metrics(self) -> Iterable[Metric]:
         encoders = GaugeMetricFamily(
@@ -151,6 +202,25 @@ class Engine:
             dropped.add_metric([name], status.drops.total)
             queue.add_metric([name], status.queue_depth)
         return [encoders, dropped, queue]
+
+    def _effects_metrics(self) -> Iterable[Metric]:
+        labels = ["stream", "position", "effect"]
+        frames = CounterMetricFamily(
+            "fanz_effect_frames", "Frames each effect stage processed.", labels=labels
+        )
+        skipped = CounterMetricFamily(
+            "fanz_effect_skipped_frames", "Frames an effect stage skipped to keep up.", labels=labels
+        )
+        cost = GaugeMetricFamily(
+            "fanz_effect_frame_milliseconds", "Recent time per frame of each effect stage.", labels=labels
+        )
+        for name, chain in self.effect_chains.items():
+            for stage in chain.stats():
+                values = [name, str(stage.index), stage.name]
+                frames.add_metric(values, stage.frames)
+                skipped.add_metric(values, stage.skipped)
+                cost.add_metric(values, stage.recent_ms)
+        return [frames, skipped, cost]
 
     def _webrtc_metrics(self) -> Iterable[Metric]:
         assert self.webrtc is not None

@@ -11,8 +11,8 @@ from pathlib import Path
 import av
 import pytest
 
-from engine.media import Packet
 from engine import transcode_command as cli
+from engine.media import Packet
 from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
 from transcode.file import TranscodeProgress, transcode_file
 from transcode.keyframes import SourceKeyframeGrid

@@ -1,0 +1,70 @@
+"""Effects on a live stream: published over RTMP, found in the HLS output."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_clip, publish, start_engine, wait_for
+
+
+def red_square(path: Path) -> Path:
+    Image.new("RGBA", (64, 64), (255, 0, 0, 255)).save(path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    from engine.settings import _coerce
+    from transcode.ladder import LadderConfig
+
+    ladders = _coerce(
+        {"fx": {"rungs": [{"name": "360p", "height": 360, "bitrate": 800_000},
+                          {"name": "180p", "height": 180, "bitrate": 300_000}], "x264_preset": "ultrafast"}},
+        dict[str, LadderConfig],
+        "test",
+    )
+    logo = red_square(tmp_path / "logo.png")
+    clip = make_clip(ffmpeg, media_dir / "fx_src.flv", seconds=10, size="640x360", bframes=0)
+    engine = await start_engine(
+        tmp_path / "data",
+        transcode={"enabled": True, "ladder": "fx", "ladders": ladders},
+        effects={"default": ["color:preset=mono", f"watermark:image={logo},position=top-left,opacity=1,scale=0.2"]},
+        streams={"reconnect_grace_s": 0.5},
+    )
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx")  # type: ignore[union-attr]
+    try:
+        await wait_for(lambda: "fx" in engine.hls.outputs and engine.hls.outputs["fx"].segments_written > 0, 60)
+        # Per-stage timing is in /metrics while the stream is live.
+        metrics = engine.metrics.render().decode()
+        assert 'fanz_effect_frames_total{effect="color",position="0",stream="fx"}' in metrics
+        assert 'fanz_effect_frame_milliseconds{effect="watermark",position="1",stream="fx"}' in metrics
+        await asyncio.wait_for(proc.wait(), 60)
+        await wait_for(lambda: "fx" in engine.hls.outputs and engine.hls.outputs["fx"].ended, 60)
+        output = engine.hls.outputs["fx"]
+        # The source was not passed through: effects need decoded frames.
+        assert set(output.variants) == {"360p", "180p"}
+        for name, variant in output.variants.items():
+            with av.open(str(variant.directory / "media.m3u8")) as container:
+                frame = next(f for i, f in enumerate(container.decode(video=0)) if i == 30)
+            rgb = frame.to_ndarray(format="rgb24").astype(int)
+            h, w, _ = rgb.shape
+            # The logo: 20% of the width, at the top-left margin, pure red.
+            logo_px = rgb[int(h * 0.03) + 4 : int(h * 0.03) + int(w * 0.2) - 4, int(h * 0.03) + 4 : int(w * 0.2) - 4]
+            r, g, b = logo_px[..., 0].mean(), logo_px[..., 1].mean(), logo_px[..., 2].mean()
+            assert r > 180 and g < 70 and b < 70, (name, r, g, b)
+            # Everywhere else the colourful test pattern is grey: the mono preset.
+            rest = rgb[h // 2 :, w // 2 :]
+            spread = np.abs(rest[..., 0] - rest[..., 1]).mean() + np.abs(rest[..., 1] - rest[..., 2]).mean()
+            assert spread < 8, (name, spread)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()
