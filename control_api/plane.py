@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from control_api.config import ApiConfig
@@ -99,6 +99,24 @@ class ControlPlane:
             ended = await streams.get_stream(self.db, stream_id)
             await self.webhooks.emit("stream.ended", streams.stream_view(ended))
         return before is not None
+
+    def apply_settings(self, row: Mapping[str, Any]) -> None:
+        """Hand a stream record's media settings (its ladder and effects) to
+        the engine, which applies them when the stream starts and, for
+        effects, at once while it is live."""
+        if self.registry is None:
+            return
+        name = str(row["playback_id"])
+        ladder = row.get("ladder")
+        if isinstance(ladder, list) and ladder:
+            rungs = [
+                {"name": r["name"], "height": r["height"], "bitrate": int(r["bitrate_kbps"]) * 1000}
+                for r in ladder
+            ]
+            self.registry.configure(name, "ladder", rungs)
+        effects = row.get("effects")
+        if isinstance(effects, dict):
+            self.registry.configure(name, "effects", effects)
 
     def kick(self, playback_id: str, reason: str) -> bool:
         if self.registry is None:

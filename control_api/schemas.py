@@ -100,6 +100,7 @@ START_STREAM = obj(
 )
 STOP_STREAM = obj({})
 RECORD_BODY = obj({"enabled": {"type": "boolean"}}, ["enabled"])
+EFFECTS_BODY = obj({"effects": {"type": "object", "maxProperties": 32}}, ["effects"])
 GIFT_BODY = obj(
     {"gift_id": ID, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
      "message": {"type": "string", "maxLength": 200}},

@@ -28,10 +28,13 @@ from engine.config import EngineConfig
 from engine.errors import ConfigError
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
+from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
 from transcode.encoders import EncoderProbe, probe_encoders
+from transcode.errors import TranscodeConfigError
+from transcode.ladder import LadderConfig, RungConfig
 from transcode.live import LiveTranscoder
 from webrtc.http import WebRtcHttp
 
@@ -122,8 +125,7 @@ class Engine:
             return
         settings = self.config.transcode
         ladders = settings.all_ladders()
-        chosen = self.registry.settings(stream.name).get("ladder")
-        ladder = ladders.get(chosen, ladders[settings.ladder]) if isinstance(chosen, str) else ladders[settings.ladder]
+        ladder = self._ladder_for(stream.name, ladders, ladders[settings.ladder])
         chain = self._effects_for(stream.name)
         if chain is not None and chain.specs and ladder.passthrough:
             # Effects are drawn on decoded frames: a passed-through copy of the
@@ -142,6 +144,20 @@ class Engine:
         task = asyncio.get_running_loop().create_task(self._run_transcoder(transcoder), name=f"tx:{stream.name}")
         self._transcode_tasks.add(task)
         task.add_done_callback(self._transcode_tasks.discard)
+
+    def _ladder_for(self, name: str, ladders: dict[str, LadderConfig], default: LadderConfig) -> LadderConfig:
+        """A ladder named by the stream's settings, or rungs of its own (the
+        control API's stream record), or the configured default."""
+        chosen = self.registry.settings(name).get("ladder")
+        if isinstance(chosen, str):
+            return ladders.get(chosen, default)
+        if isinstance(chosen, list):
+            try:
+                rungs = tuple(coerce(r, RungConfig, "ladder") for r in chosen)
+                return replace(default, name=f"{name}-custom", rungs=rungs)
+            except (ConfigError, TranscodeConfigError) as exc:
+                log.error("stream %s: its own ladder is invalid (%s); using %s", name, exc, default.name)
+        return default
 
     def _effects_for(self, name: str) -> EffectChain | None:
         """The stream's effect chain: its own settings (control API) or the

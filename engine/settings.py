@@ -83,7 +83,7 @@ def _is_settings(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a TOML value or an environment string to the field's type."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -91,7 +91,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if value is None or (isinstance(value, str) and value == "" and type(None) in args):
             return None
-        return _coerce(value, non_none[0], where)
+        return coerce(value, non_none[0], where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -137,7 +137,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        items = [_coerce(v, item_tp, where) for v in value]
+        items = [coerce(v, item_tp, where) for v in value]
         return origin(items) if origin is not list else items
     if origin is dict:
         val_tp = args[1] if len(args) > 1 else str
@@ -158,7 +158,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             named: Any = item
             if _is_settings(val_tp) and isinstance(item, Mapping) and "name" not in item and _has_field(val_tp, "name"):
                 named = {**item, "name": str(k)}  # [section.things.NAME] names the thing
-            out[str(k)] = _coerce(named, val_tp, f"{where}.{k}")
+            out[str(k)] = coerce(named, val_tp, f"{where}.{k}")
         return out
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
@@ -190,9 +190,9 @@ def build(cls: type[T], table: Mapping[str, Any], env: Mapping[str, str], prefix
             values[f.name] = build(tp, sub, env, env_name, name)
             continue
         if env_name and env_name in env:
-            values[f.name] = _coerce(env[env_name], tp, env_name)
+            values[f.name] = coerce(env[env_name], tp, env_name)
         elif f.name in table:
-            values[f.name] = _coerce(table[f.name], tp, name)
+            values[f.name] = coerce(table[f.name], tp, name)
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

@@ -21,10 +21,10 @@ def red_square(path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
-    from engine.settings import _coerce
+    from engine.settings import coerce
     from transcode.ladder import LadderConfig
 
-    ladders = _coerce(
+    ladders = coerce(
         {"fx": {"rungs": [{"name": "360p", "height": 360, "bitrate": 800_000},
                           {"name": "180p", "height": 180, "bitrate": 300_000}], "x264_preset": "ultrafast"}},
         dict[str, LadderConfig],
@@ -45,6 +45,13 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
         metrics = engine.metrics.render().decode()
         assert 'fanz_effect_frames_total{effect="color",position="0",stream="fx"}' in metrics
         assert 'fanz_effect_frame_milliseconds{effect="watermark",position="1",stream="fx"}' in metrics
+        # While live, the creator drops the mono look (the control API does
+        # this through the same stream settings); later frames are in colour.
+        await wait_for(lambda: engine.hls.outputs["fx"].segments_written >= 4, 60)
+        engine.registry.configure(
+            "fx", "effects", {"effects": [{"effect": "watermark", "image": str(logo), "position": "top-left",
+                                           "opacity": 1, "scale": 0.2}]}
+        )
         await asyncio.wait_for(proc.wait(), 60)
         await wait_for(lambda: "fx" in engine.hls.outputs and engine.hls.outputs["fx"].ended, 60)
         output = engine.hls.outputs["fx"]
@@ -52,8 +59,8 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
         assert set(output.variants) == {"360p", "180p"}
         for name, variant in output.variants.items():
             with av.open(str(variant.directory / "media.m3u8")) as container:
-                frame = next(f for i, f in enumerate(container.decode(video=0)) if i == 30)
-            rgb = frame.to_ndarray(format="rgb24").astype(int)
+                frames = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+            rgb = frames[30]
             h, w, _ = rgb.shape
             # The logo: 20% of the width, at the top-left margin, pure red.
             logo_px = rgb[int(h * 0.03) + 4 : int(h * 0.03) + int(w * 0.2) - 4, int(h * 0.03) + 4 : int(w * 0.2) - 4]
@@ -63,6 +70,9 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
             rest = rgb[h // 2 :, w // 2 :]
             spread = np.abs(rest[..., 0] - rest[..., 1]).mean() + np.abs(rest[..., 1] - rest[..., 2]).mean()
             assert spread < 8, (name, spread)
+            last = frames[-5][h // 2 :, w // 2 :]
+            colour = np.abs(last[..., 0] - last[..., 1]).mean() + np.abs(last[..., 1] - last[..., 2]).mean()
+            assert colour > 30, (name, colour)
     finally:
         if proc.returncode is None:
             proc.kill()

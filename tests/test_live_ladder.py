@@ -47,11 +47,11 @@ async def keyframe_times(ffprobe: str, url: str) -> list[float]:
 @pytest.mark.browser
 @pytest.mark.timeout(300)
 async def test_live_ladder_ll_hls(tmp_path: Path, ffmpeg: str, ffprobe: str, media_dir: Path) -> None:
-    from engine.settings import _coerce
+    from engine.settings import coerce
     from tests.browser.player import play_hls_async
     from transcode.ladder import LadderConfig
 
-    ladders = _coerce(LADDER, dict[str, LadderConfig], "test")
+    ladders = coerce(LADDER, dict[str, LadderConfig], "test")
     clip = make_clip(ffmpeg, media_dir / "ladder_src.flv", seconds=30, size="640x360", bframes=0)
     engine = await start_engine(
         tmp_path / "data",

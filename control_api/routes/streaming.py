@@ -37,8 +37,10 @@ def register(router: Router, plane: ControlPlane) -> None:
         current = await streams.open_stream(plane.db, me.id)
         if current is not None:
             row = await streams.update_stream(plane.db, actor, current["id"], ctx.body, plane.clock())
+            plane.apply_settings(streams.stream_view(row))
             return Reply(200, streams.stream_view(row))
         row = await streams.create_stream(plane.db, actor, me.id, ctx.body, plane.clock())
+        plane.apply_settings(streams.stream_view(row))
         return Reply(201, streams.stream_view(row))
 
     @router.op("POST", "/streaming/stop", summary="End the current stream and disconnect the encoder", tag=TAG,
@@ -172,6 +174,19 @@ def register(router: Router, plane: ControlPlane) -> None:
             raise Conflict("this stream has ended", kind="stream-ended")
         row = await streams.update_stream(plane.db, actor_of(me, ctx.remote), stream["id"],
                                           {"recording": ctx.body["enabled"]}, plane.clock())
+        return Reply(200, streams.stream_view(row))
+
+    @router.op("PUT", ID_PATH + "/effects", summary="Change the stream's effects; a live stream shows them at once",
+               tag=TAG, roles=ROLES_CREATOR, body=S.EFFECTS_BODY, ok=(200, S.ref("LiveStream")), errors=(409,))
+    async def set_effects(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        owner_or_admin(me, stream)
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        row = await streams.update_stream(plane.db, actor_of(me, ctx.remote), stream["id"],
+                                          {"effects": ctx.body["effects"]}, plane.clock())
+        plane.apply_settings(streams.stream_view(row))
         return Reply(200, streams.stream_view(row))
 
     @router.op("GET", ID_PATH + "/recordings", summary="Recordings of a stream", tag=TAG, roles=ROLES_ANY_USER,

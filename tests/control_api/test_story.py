@@ -98,6 +98,12 @@ async def test_creator_fan_story(tmp_path: Path, ffmpeg: str, media_dir: Path) -
             _, active = await http.call("GET", "/streaming/active")
             assert [s["id"] for s in active["items"]] == [stream["id"]]
 
+            # The creator changes effects while live; the engine gets them at once.
+            look = {"effects": [{"effect": "watermark", "text": "STAR"}]}
+            status, _ = await http.call("PUT", f"/streaming/{stream['id']}/effects", ctoken, {"effects": look})
+            assert status == 200
+            assert engine.registry.settings(playback_id)["effects"] == look
+
             # A fan without a subscription is refused, by the API and by the HLS server.
             status, fan = await http.call("POST", "/auth/register", json_body={
                 "username": "big_fan", "password": PASSWORD, "role": "fan"})
