@@ -95,8 +95,11 @@ def engine_server(workdir: Path) -> ServerUnderTest:
     if exe is None:
         raise BenchmarkError("fanz-media is not installed in this environment")
     rtmp, http = free_port(HOST), free_port(HOST)
-    command = [exe, "serve", "--dev", "--host", HOST, "--rtmp-port", str(rtmp), "--http-port", str(http),
-               "--data-dir", str(workdir / "data")]
+    # The same job as nginx-rtmp's: remux to HLS, no ladder, no control API.
+    config = workdir / "engine.toml"
+    config.write_text("[transcode]\nenabled = false\n\n[http]\napi = false\n\n[server]\nlog_level = \"warning\"\n")
+    command = [exe, "serve", "--dev", "--config", str(config), "--host", HOST, "--rtmp-port", str(rtmp),
+               "--http-port", str(http), "--data-dir", str(workdir / "data")]
     return ServerUnderTest("engine", command, rtmp, http)
 
 

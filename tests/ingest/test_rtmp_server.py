@@ -11,7 +11,7 @@ import shutil
 import ssl
 import struct
 import subprocess
-import threading
+import sys
 from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
@@ -159,34 +159,36 @@ async def test_gstreamer_rtmp2sink_publishes(harness: Harness) -> None:
     assert harness.packets("gst")[0].keyframe
 
 
-def _publish_hevc(url: str, frames: int) -> None:
-    with av.open(url, "w", format="flv") as out:
-        stream = out.add_stream("libx265", rate=25, options={"x265-params": "log-level=none:keyint=25"})
-        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame(160, 96, "yuv420p")
-            for plane in frame.planes:
-                plane.update(bytes([(i * 8) % 256]) * plane.buffer_size)
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
+HEVC_PUBLISHER = """
+import sys
+import av
+
+url, frames = sys.argv[1], int(sys.argv[2])
+with av.open(url, "w", format="flv") as out:
+    stream = out.add_stream("libx265", rate=25, options={"x265-params": "log-level=none:keyint=25"})
+    stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+    for i in range(frames):
+        frame = av.VideoFrame(160, 96, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes([(i * 8) % 256]) * plane.buffer_size)
+        frame.pts = i
+        for packet in stream.encode(frame):
             out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+"""
 
 
 async def test_pyav_publishes_hevc_over_enhanced_rtmp(harness: Harness) -> None:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            _publish_hevc(harness.url("hevc"), 30)
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    await wait_for(lambda: not thread.is_alive(), 60)
-    assert errors == []
+    # PyAV's FFmpeg 8 writes HEVC as enhanced RTMP (ExHeader, FourCC hvc1).
+    # It runs in its own process: its blocking network calls would stall
+    # this event loop, which must answer them.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HEVC_PUBLISHER, harness.url("hevc"), "30",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    rc, err = await finish(proc)
+    assert rc == 0, err
     await wait_for(lambda: len(harness.packets("hevc")) == 30, 10)
     started = harness.collect("hevc")[0]
     assert isinstance(started, StreamStarted)
