@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from engine.codecs import CodecError, describe_track
 from engine.errors import StreamBusyError
 from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 
@@ -273,6 +274,7 @@ class Publisher:
     def start(self, tracks: tuple[Track, ...]) -> None:
         if self.closed:
             return
+        tracks = tuple(_described(t) for t in tracks)
         if not self._started or tracks != self.stream.tracks:
             self.stream._start(tracks)
         self._started = True
@@ -296,6 +298,19 @@ class Publisher:
         self._registry._release(self, reason, grace=False)
         if callback is not None:
             callback(reason)
+
+
+def _described(track: Track) -> Track:
+    """The track with what its codec record says (size, frame rate, sample
+    rate) filled in, so that every consumer sees the same description
+    whatever the ingest could tell. A record that cannot be read leaves the
+    track as the ingest described it: the consumers that need the record
+    report that themselves."""
+    try:
+        return describe_track(track)
+    except CodecError:
+        log.warning("track %d: codec record unreadable; using the ingest's description", track.index)
+        return track
 
 
 StreamListener = Callable[[LiveStream], None]

@@ -14,7 +14,7 @@ from engine.registry import StreamRegistry, StreamState
 TB = Fraction(1, 1000)
 TRACKS = (
     Track(0, Codec.H264, TB, b"\x01", width=640, height=360),
-    Track(1, Codec.AAC, TB, b"\x12\x10", sample_rate=48000, channels=2),
+    Track(1, Codec.AAC, TB, b"\x11\x90", sample_rate=48000, channels=2),
 )
 
 
