@@ -17,8 +17,8 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from engine.codecs import CodecError, avc_packet_from_annexb, extradata_to_avcc
 from engine.media import Codec, Packet, Track
-from transcode.bitstream import annexb_to_avcc, extradata_to_avcc
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap
@@ -95,11 +95,15 @@ class RungEncoder:
         # deciding once avoids guessing per packet (an AVCC length of
         # 256..511 starts with the bytes of a 3-byte start code).
         self._annexb = extradata[:1] != b"\x01"
+        try:
+            record = extradata_to_avcc(extradata)
+        except CodecError as exc:
+            raise EncoderError(f"encoder {encoder} gave an unusable global header for {rung.name}: {exc}") from exc
         self.track = Track(
             0,
             Codec.H264,
             time_base,
-            extradata_to_avcc(extradata),
+            record,
             width=rung.width,
             height=rung.height,
             frame_rate=rung.frame_rate,
@@ -142,7 +146,10 @@ class RungEncoder:
         for p in encoded:
             data = bytes(p)
             if self._annexb:
-                data = annexb_to_avcc(data)
+                try:
+                    data = avc_packet_from_annexb(data)
+                except CodecError as exc:
+                    raise EncoderError(f"{self.encoder_name} wrote malformed H.264 on rung {self.rung.name}: {exc}") from exc
             if not data or p.pts is None:
                 continue
             dts = p.dts if p.dts is not None else p.pts

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.codecs import CodecError, is_disposable
 from engine.media import Codec, MediaKind, Packet, StreamEnded, StreamItem, StreamStarted
-from transcode.bitstream import BitstreamError, is_disposable
 from transcode.core import StreamTranscoder, TranscodeEvent
 from transcode.errors import TranscodeConfigError
 
@@ -75,7 +75,7 @@ class DropPolicy:
             self.stats.gops_dropped += 1
             self.stats.video_packets_dropped_gop += 1
             return False
-        if depth >= self.watermark and not packet.keyframe and codec is Codec.H264 and _disposable(packet.data):
+        if depth >= self.watermark and not packet.keyframe and _disposable(packet.data, codec):
             self.stats.video_packets_dropped_nonref += 1
             return False
         return True
@@ -87,10 +87,10 @@ class DropPolicy:
         return True
 
 
-def _disposable(data: bytes) -> bool:
+def _disposable(data: bytes, codec: Codec) -> bool:
     try:
-        return is_disposable(data)
-    except BitstreamError:
+        return is_disposable(data, codec)
+    except CodecError:
         return False  # the decoder will count it
 
 

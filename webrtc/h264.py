@@ -14,46 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.codecs import CodecError, avcc_to_annexb, iter_avcc, parse_avc_sps, split_annexb
+from engine.codecs import CodecError, avcc_to_annexb, join_avcc, parse_avc_sps, split_annexb
+from engine.codecs import build_avcc as _build_avcc
+from engine.codecs.avc import NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS
 from webrtc.errors import BitstreamError
-
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
-NAL_AUD = 9
-START_CODE = b"\x00\x00\x00\x01"
-
-MAX_PARAMETER_SET = 0xFFFF
-"""An avcC record stores parameter-set lengths in 16 bits."""
 
 
 def build_avcc(sps: Sequence[bytes], pps: Sequence[bytes], length_size: int = 4) -> bytes:
-    """Build an ``avcC`` record (ISO/IEC 14496-15 §5.3.3.1) from parameter
-    sets. Profile, compatibility and level come from the first SPS."""
-    if not sps or not pps:
-        raise BitstreamError("an avcC record needs at least one SPS and one PPS")
-    if len(sps) > 31 or len(pps) > 255:
-        raise BitstreamError("too many parameter sets for an avcC record")
-    if length_size not in (1, 2, 4):
-        raise BitstreamError(f"NAL length size {length_size} is not 1, 2 or 4")
-    first = sps[0]
-    if len(first) < 4:
-        raise BitstreamError("SPS too short")
-    out = bytearray([1, first[1], first[2], first[3], 0xFC | (length_size - 1), 0xE0 | len(sps)])
-    for unit in sps:
-        _append_unit(out, unit)
-    out.append(len(pps))
-    for unit in pps:
-        _append_unit(out, unit)
-    # High profiles carry chroma format and bit depth after the PPS list;
-    # players accept the record without them, so they are left out.
-    return bytes(out)
-
-
-def _append_unit(out: bytearray, unit: bytes) -> None:
-    if not unit or len(unit) > MAX_PARAMETER_SET:
-        raise BitstreamError(f"parameter set of {len(unit)} bytes does not fit an avcC record")
-    out += len(unit).to_bytes(2, "big") + unit
+    """:func:`engine.codecs.build_avcc` for a publisher's parameter sets: a
+    record that cannot be built is the peer's fault (:class:`BitstreamError`)."""
+    try:
+        return _build_avcc(sps, pps, length_size)
+    except CodecError as exc:
+        raise BitstreamError(f"H.264 parameter sets: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +74,7 @@ class AnnexBToAvcc:
         except CodecError as exc:
             raise BitstreamError(f"H.264 access unit: {exc}") from exc
         changed = False
-        body: list[bytes] = []
+        slices: list[bytes] = []
         keyframe = False
         for nal in units:
             kind = nal[0] & 0x1F
@@ -120,9 +93,11 @@ class AnnexBToAvcc:
             else:
                 if kind == NAL_IDR:
                     keyframe = True
-                if len(nal) >= 1 << 32:
-                    raise BitstreamError("NAL unit too large")
-                body.append(len(nal).to_bytes(4, "big") + nal)
+                slices.append(nal)
+        try:
+            body = join_avcc(slices)
+        except CodecError as exc:
+            raise BitstreamError(f"H.264 access unit: {exc}") from exc
         if changed and self._sps is not None and self._pps is not None:
             config = build_avcc([self._sps], [self._pps])
             new_config: bytes | None = config if config != self._config else None
@@ -131,7 +106,7 @@ class AnnexBToAvcc:
             new_config = None
         if self._config is None or not body:
             return None
-        return AccessUnit(b"".join(body), keyframe, new_config, self.width, self.height)
+        return AccessUnit(body, keyframe, new_config, self.width, self.height)
 
     def _set_sps(self, nal: bytes) -> None:
         try:
@@ -149,14 +124,9 @@ def avcc_to_annexb_keyframe(
     codes, preceded by ``parameter_sets`` when it is a keyframe that does not
     carry its own SPS."""
     try:
-        body = avcc_to_annexb(data, length_size)
-        if keyframe and parameter_sets:
-            has_sps = any(nal and nal[0] & 0x1F == NAL_SPS for nal in iter_avcc(data, length_size))
-            if not has_sps:
-                body = b"".join(START_CODE + ps for ps in parameter_sets) + body
+        return avcc_to_annexb(data, length_size, parameter_sets if keyframe else ())
     except CodecError as exc:
         raise BitstreamError(f"H.264 packet: {exc}") from exc
-    return body
 
 
 def vp8_is_keyframe(frame: bytes) -> bool:

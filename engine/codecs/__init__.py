@@ -8,7 +8,7 @@ malformed input raises :class:`CodecError`.
 
 from engine.codecs.aac import AudioSpecificConfig, adts_header, parse_asc
 from engine.codecs.av1 import Av1Config, parse_av1c
-from engine.codecs.avc import AvcConfig, AvcSps, parse_avcc
+from engine.codecs.avc import AvcConfig, AvcSps, avc_packet_from_annexb, build_avcc, extradata_to_avcc, parse_avcc
 from engine.codecs.avc import parse_sps as parse_avc_sps
 from engine.codecs.describe import codec_string, describe_track, nal_length_size, parameter_sets
 from engine.codecs.errors import CodecError
@@ -17,8 +17,10 @@ from engine.codecs.hevc import parse_sps as parse_hevc_sps
 from engine.codecs.nal import (
     annexb_to_avcc,
     avcc_to_annexb,
+    is_disposable,
     is_random_access,
     iter_avcc,
+    join_avcc,
     nal_unit_types,
     split_annexb,
 )
@@ -35,11 +37,16 @@ __all__ = [
     "OpusHead",
     "adts_header",
     "annexb_to_avcc",
+    "avc_packet_from_annexb",
     "avcc_to_annexb",
+    "build_avcc",
     "codec_string",
     "describe_track",
+    "extradata_to_avcc",
+    "is_disposable",
     "is_random_access",
     "iter_avcc",
+    "join_avcc",
     "nal_length_size",
     "nal_unit_types",
     "parameter_sets",

@@ -1,5 +1,7 @@
-"""H.264: the ``avcC`` decoder configuration record and the SPS fields the
-packager needs (picture size after cropping, frame rate from VUI timing).
+"""H.264: the ``avcC`` decoder configuration record (parsed, and built from
+parameter sets that arrive in-band or in an encoder's Annex B header), the
+SPS fields the packager needs (picture size after cropping, frame rate from
+VUI timing), and Annex B access units turned into the engine's packets.
 
 References: ISO/IEC 14496-15 §5.3.3 (avcC) and ITU-T H.264 §7.3.2.1.1 (SPS),
 §E.1.1 (VUI).
@@ -7,11 +9,13 @@ References: ISO/IEC 14496-15 §5.3.3 (avcC) and ITU-T H.264 §7.3.2.1.1 (SPS),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 from engine.codecs.bits import BitReader, unescape_rbsp
 from engine.codecs.errors import CodecError
+from engine.codecs.nal import join_avcc, split_annexb
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -19,6 +23,16 @@ NAL_SEI = 6
 NAL_SPS = 7
 NAL_PPS = 8
 NAL_AUD = 9
+
+OUT_OF_BAND = frozenset({NAL_SPS, NAL_PPS, NAL_AUD})
+"""NAL types an AVCC packet leaves out: parameter sets live in the ``avcC``
+record, and length prefixes make access unit delimiters pointless."""
+
+MAX_SPS = 31
+MAX_PPS = 255
+MAX_PARAMETER_SET = 0xFFFF
+"""An ``avcC`` record counts SPS in 5 bits, PPS in 8 and stores each
+parameter set's length in 16 bits."""
 
 #: Profiles whose SPS carries chroma format, bit depth and scaling lists.
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
@@ -47,6 +61,8 @@ class AvcSps:
     width: int
     height: int
     frame_rate: Fraction | None
+    bit_depth_luma: int = 8
+    bit_depth_chroma: int = 8
 
 
 def parse_avcc(data: bytes) -> AvcConfig:
@@ -70,6 +86,68 @@ def parse_avcc(data: bytes) -> AvcConfig:
         sps=sps,
         pps=pps,
     )
+
+
+def build_avcc(sps: Sequence[bytes], pps: Sequence[bytes], length_size: int = 4) -> bytes:
+    """Build an ``avcC`` record (ISO/IEC 14496-15 §5.3.3.1) from parameter
+    sets, for sources that carry them in-band or in an Annex B header.
+
+    Profile, compatibility and level come from the first SPS. For the
+    profiles whose SPS carries chroma format and bit depth, the record ends
+    with those fields, read from that SPS (so a High profile SPS must parse).
+    """
+    if not sps or not pps:
+        raise CodecError("an avcC record needs at least one SPS and one PPS")
+    if len(sps) > MAX_SPS or len(pps) > MAX_PPS:
+        raise CodecError(f"{len(sps)} SPS and {len(pps)} PPS do not fit an avcC record")
+    if length_size not in (1, 2, 4):
+        raise CodecError(f"NAL length size {length_size} is not 1, 2 or 4")
+    first = sps[0]
+    if len(first) < 4:
+        raise CodecError(f"SPS of {len(first)} bytes is too short")
+    out = bytearray([1, first[1], first[2], first[3], 0xFC | (length_size - 1), 0xE0 | len(sps)])
+    for unit in sps:
+        _append_unit(out, unit, NAL_SPS)
+    out.append(len(pps))
+    for unit in pps:
+        _append_unit(out, unit, NAL_PPS)
+    if first[1] in _HIGH_PROFILES:
+        info = parse_sps(first)
+        out += bytes([
+            0xFC | info.chroma_format_idc,
+            0xF8 | (info.bit_depth_luma - 8),
+            0xF8 | (info.bit_depth_chroma - 8),
+            0,  # numOfSequenceParameterSetExt
+        ])
+    return bytes(out)
+
+
+def _append_unit(out: bytearray, unit: bytes, kind: int) -> None:
+    if not unit or len(unit) > MAX_PARAMETER_SET:
+        raise CodecError(f"parameter set of {len(unit)} bytes does not fit an avcC record")
+    if unit[0] & 0x9F != kind:  # forbidden bit clear, type as listed
+        raise CodecError(f"NAL unit of type {unit[0] & 0x1F} listed as type {kind}")
+    out += len(unit).to_bytes(2, "big") + unit
+
+
+def extradata_to_avcc(extradata: bytes) -> bytes:
+    """An encoder's global header as an ``avcC`` record: returned as is
+    (after checking) when it already is one, built from its SPS and PPS
+    when it is Annex B."""
+    if extradata[:1] == b"\x01":
+        parse_avcc(extradata)
+        return extradata
+    units = split_annexb(extradata)
+    sps = [u for u in units if u[0] & 0x1F == NAL_SPS]
+    pps = [u for u in units if u[0] & 0x1F == NAL_PPS]
+    return build_avcc(sps, pps)
+
+
+def avc_packet_from_annexb(data: bytes, length_size: int = 4) -> bytes:
+    """One Annex B access unit as a packet in the engine's convention:
+    length-prefixed, with SPS, PPS and AUD units left out (see
+    :data:`OUT_OF_BAND`). Empty when nothing else was in it."""
+    return join_avcc((u for u in split_annexb(data) if u[0] & 0x1F not in OUT_OF_BAND), length_size)
 
 
 def _read_units(data: bytes, pos: int, count: int, what: str) -> tuple[tuple[bytes, ...], int]:
@@ -97,12 +175,13 @@ def parse_sps(nal: bytes) -> AvcSps:
     _bounded(r.ue(), 31, "seq_parameter_set_id")
     chroma_format_idc = 1
     separate_planes = False
+    depth_luma = depth_chroma = 8
     if profile in _HIGH_PROFILES:
         chroma_format_idc = _bounded(r.ue(), 3, "chroma_format_idc")
         if chroma_format_idc == 3:
             separate_planes = r.flag()
-        _bounded(r.ue(), 6, "bit_depth_luma_minus8")
-        _bounded(r.ue(), 6, "bit_depth_chroma_minus8")
+        depth_luma += _bounded(r.ue(), 6, "bit_depth_luma_minus8")
+        depth_chroma += _bounded(r.ue(), 6, "bit_depth_chroma_minus8")
         r.skip(1)  # qpprime_y_zero_transform_bypass_flag
         if r.flag():  # seq_scaling_matrix_present_flag
             for i in range(12 if chroma_format_idc == 3 else 8):
@@ -139,7 +218,7 @@ def parse_sps(nal: bytes) -> AvcSps:
     if width <= 0 or height <= 0:
         raise CodecError(f"SPS cropping leaves no picture ({width}x{height})")
     frame_rate = _vui_frame_rate(r) if r.flag() else None
-    return AvcSps(profile, level, chroma_format_idc, width, height, frame_rate)
+    return AvcSps(profile, level, chroma_format_idc, width, height, frame_rate, depth_luma, depth_chroma)
 
 
 def _vui_frame_rate(r: BitReader) -> Fraction | None:

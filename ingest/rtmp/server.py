@@ -36,6 +36,8 @@ from ingest.rtmp.session import RtmpServerSession
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+WATCHDOG_INTERVAL_S = 0.5
+"""How often a connection's timeouts are checked (their resolution)."""
 
 
 @dataclass(slots=True)
@@ -79,24 +81,24 @@ class _Connection:
     async def run(self) -> None:
         limits = self.server.limits
         loop = asyncio.get_running_loop()
-        handshake_deadline = loop.time() + limits.handshake_timeout_s
+        self._deadline_handshake = loop.time() + limits.handshake_timeout_s
+        self._last_read = loop.time()
+        self._timed_out: str | None = None
+        # One watchdog timer per connection rather than a timeout per read:
+        # reads happen hundreds of times a second on a busy stream.
+        self._watchdog = loop.call_later(WATCHDOG_INTERVAL_S, self._watch, loop)
         reason = "peer closed the connection"
         try:
             while True:
-                timeout = limits.idle_timeout_s
-                if not self.publish_requested:
-                    timeout = min(timeout, handshake_deadline - loop.time())
-                try:
-                    async with asyncio.timeout(max(timeout, 0.0)):
-                        data = await self.reader.read(READ_SIZE)
-                except TimeoutError:
-                    reason = "idle timeout" if self.publish_requested else "handshake timeout"
-                    log.warning("rtmp %s: closing: %s", self.stats.remote, reason)
-                    break
+                data = await self.reader.read(READ_SIZE)
                 if not data:
-                    if self.kicked is not None:
+                    if self._timed_out is not None:
+                        reason = self._timed_out
+                        log.warning("rtmp %s: closing: %s", self.stats.remote, reason)
+                    elif self.kicked is not None:
                         reason = f"kicked: {self.kicked}"
                     break
+                self._last_read = loop.time()
                 self.stats.bytes_in += len(data)
                 self.session.receive_data(data)
                 await self._flush()
@@ -116,10 +118,26 @@ class _Connection:
             reason = f"connection lost: {exc!r}"
             log.info("rtmp %s: %s", self.stats.remote, reason)
         finally:
+            self._watchdog.cancel()
             self.stats.state = "closed"
             if self.publisher is not None:
                 self.publisher.close(reason)
             await self._close_transport()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close a connection that went quiet, or that has not asked to
+        publish within the handshake timeout."""
+        now = loop.time()
+        limits = self.server.limits
+        if not self.publish_requested and now >= self._deadline_handshake:
+            self._timed_out = "handshake timeout"
+        elif now - self._last_read >= limits.idle_timeout_s:
+            self._timed_out = "idle timeout" if self.publish_requested else "handshake timeout"
+        if self._timed_out is not None:
+            self.reader.feed_eof()
+            self.writer.transport.abort()
+            return
+        self._watchdog = loop.call_later(WATCHDOG_INTERVAL_S, self._watch, loop)
 
     async def _flush(self) -> None:
         data = self.session.data_to_send()

@@ -12,7 +12,7 @@ import pytest
 
 from engine.media import Codec, Packet, StreamEnded, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
-from transcode.bitstream import join_avcc
+from engine.codecs import join_avcc
 from transcode.encoders import EncoderProbe
 from transcode.live import LiveTranscoder
 from transcode.worker import DropPolicy

@@ -1,0 +1,360 @@
+"""The engine's ladder transcode against the ffmpeg command line doing the
+same job, in one run.
+
+1. **File ladder.** The same 1080p30 clip (libx264 high, 6 Mbit/s, 2 s GOP,
+   AAC; made once with ffmpeg and cached) goes through
+   ``fanz-media transcode`` and through one ``ffmpeg`` process with a
+   ``filter_complex`` split and bilinear scale (the engine's scaler), both
+   writing VOD HLS in fMP4 with 2 s segments. The ladder is 1080p (re-encoded:
+   no passthrough), 720p, 480p and 360p. The ffmpeg encoder options are not
+   written by hand: they come from ``transcode.encoders.encoder_options`` and
+   the same planned rungs the engine computes, so preset, profile, level,
+   bitrate, maxrate, bufsize, GOP length, B-frames, closed GOP, forced IDRs on
+   the 2 s grid and scene-cut off are the same on both sides. It prints wall
+   time, CPU time (utime+stime of the process and its children, from
+   ``getrusage(RUSAGE_CHILDREN)``), source frames per second (frames / wall),
+   peak resident memory, and the ratios engine/ffmpeg. Below 1 the engine is
+   the faster or cheaper one.
+2. **Live capacity.** How many concurrent live 720p30 streams with a 3-rung
+   ladder (720p, 480p, 360p) the machine keeps in real time. For the engine,
+   ``fanz-media serve --dev`` on loopback gets N RTMP publishers
+   (``ffmpeg -re -stream_loop -1 -c copy -f flv``); a step holds when no
+   publisher falls below ``--min-speed``, ``fanz_transcode_dropped_frames_total``
+   of every stream stays within ``--max-drop-fraction`` of the frames sent,
+   every rendition's newest HLS segment (its EXT-X-PROGRAM-DATE-TIME) stays
+   within three target durations of now, and the transcoder's input queue
+   ends the load no more than ``--max-lag`` seconds of media behind. For
+   ffmpeg, N processes each run ``-re`` over the looped clip with the same
+   split/scale/x264 ladder to live HLS; a step holds when every one keeps
+   ``speed`` (``-progress``) at or above ``--min-speed``. N ramps 1, 2, 3, ...
+   up to ``--max-streams`` and stops at the first step that does not hold.
+
+Usage (from the repository root)::
+
+    .venv/bin/python -m benchmarks.ladder_vs_ffmpeg                  # 10 s clip, ramp to 6 streams, 20 s each
+    .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --seconds 4 --max-streams 2 --duration 10
+    .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --part file --repeats 3 --json
+    .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --part live --side engine
+
+Caveats worth knowing when reading the figures: the engine runs PyAV's
+bundled FFmpeg and libx264 while the CLI is the system's ffmpeg (``--ffmpeg``
+picks another), so the x264 builds differ; ffmpeg cannot share one encoder
+between output streams, so it encodes the AAC track once per variant where
+the engine encodes it once (AAC is well under 1 % of this job); the engine's
+wall time includes its interpreter start and encoder probe. The engine's live
+output is plain HLS here (``low_latency = false``) to match ffmpeg's.
+Everything listens on 127.0.0.1; every process started is ended on exit,
+Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.common import (
+    MAX_LINE,
+    BenchmarkError,
+    ParseError,
+    ProcessSet,
+    ProgressParser,
+    format_table,
+    free_port,
+    make_source_clip,
+    parse_playlist,
+    publisher_command,
+    to_json,
+    tree_usage,
+    wait_for_port,
+)
+from engine.media import Codec
+from transcode.encoders import SOFTWARE_H264, encoder_options
+from transcode.ladder import LadderConfig, PlannedRung, RungConfig, SourceInfo, builtin_ladders, plan_ladder
+
+HOST = "127.0.0.1"
+POLL_S = 1.0
+SERVER_START_S = 30.0
+STARTUP_LIMIT_S = 15.0
+AGE_LIMIT_TARGETS = 3.0
+AAC_FRAME = 1024
+
+
+# --- ladders and commands ---------------------------------------------------------
+
+def bench_ladders(preset: str = "veryfast") -> tuple[LadderConfig, LadderConfig]:
+    """The file ladder (1080p, 720p, 480p, 360p; no passthrough) and the live
+    one (720p, 480p, 360p), both with the built-in rungs' bitrates, profiles
+    and levels, VBR, no B-frames and a 2 s segment grid."""
+    rungs = builtin_ladders()["transcode-only"].rungs
+    file_ladder = LadderConfig("bench4", rungs, passthrough=False, x264_preset=preset, rate_control="vbr",
+                               bframes=0, segment_duration=Fraction(2))
+    live_ladder = replace(file_ladder, name="bench3", rungs=tuple(r for r in rungs if r.height <= 720))
+    return file_ladder, live_ladder
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (str, Fraction)):
+        text = str(value)
+        if any(c in text for c in '"\\\n') or len(text) > 200:
+            raise BenchmarkError(f"refusing to write {text[:40]!r} into TOML")
+        return f'"{text}"'
+    raise BenchmarkError(f"no TOML form for {value!r}")
+
+
+def _rung_toml(rung: RungConfig) -> str:
+    fields: dict[str, object] = {"name": rung.name, "height": rung.height, "bitrate": rung.bitrate,
+                                 "profile": rung.profile}
+    optional = {"max_frame_rate": rung.max_frame_rate, "level": rung.level, "max_bitrate": rung.max_bitrate,
+                "buffer_size": rung.buffer_size}
+    fields |= {k: v for k, v in optional.items() if v is not None}
+    return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in fields.items()) + "}"
+
+
+def ladder_toml(ladder: LadderConfig) -> str:
+    """``[transcode.ladders.NAME]`` for ``ladder``: every x264-relevant field
+    spelled out, so the engine reads back exactly the ladder the ffmpeg
+    command was built from (the tests check the round trip)."""
+    fields: dict[str, object] = {
+        "passthrough": ladder.passthrough, "x264_preset": ladder.x264_preset, "rate_control": ladder.rate_control,
+        "bframes": ladder.bframes, "encoder_threads": ladder.encoder_threads,
+        "segment_duration": ladder.segment_duration, "max_gop_duration": ladder.max_gop_duration,
+        "audio_bitrate": ladder.audio_bitrate, "audio_sample_rate": ladder.audio_sample_rate,
+        "audio_channels": ladder.audio_channels,
+    }
+    if ladder.x264_tune is not None:
+        fields["x264_tune"] = ladder.x264_tune
+    lines = [f"[transcode.ladders.{ladder.name}]", "rungs = ["]
+    lines += [f"  {_rung_toml(r)}," for r in ladder.rungs]
+    lines.append("]")
+    lines += [f"{k} = {_toml_value(v)}" for k, v in fields.items()]
+    return "\n".join(lines) + "\n"
+
+
+def engine_config_toml(ladders: Sequence[LadderConfig], live_ladder: str | None) -> str:
+    """The engine's config for both parts: the ladders, and for ``serve`` a
+    transcoder on ``live_ladder`` with libx264, plain HLS and no control API."""
+    head = ['[server]', 'log_level = "warning"', "", "[http]", "api = false", "",
+            "[hls]", 'segment_format = "fmp4"', "low_latency = false", "window_segments = 6", "", "[transcode]"]
+    if live_ladder is not None:
+        head += ["enabled = true", f"ladder = {_toml_value(live_ladder)}"]
+    head += ['encoder = "libx264"', ""]
+    return "\n".join(head) + "\n" + "\n".join(ladder_toml(ladder) for ladder in ladders)
+
+
+def x264_stream_args(ladder: LadderConfig, rung: PlannedRung, index: int) -> list[str]:
+    """ffmpeg options for output video stream ``index``: the engine's own
+    option set (``encoder_options``) plus the codec-context fields that
+    ``open_encoder`` sets (bitrate, GOP cap, B-frames, closed GOP, global
+    header, threads)."""
+    spec = f":v:{index}"
+    rate = rung.frame_rate or Fraction(30)
+    args = [
+        f"-b{spec}", str(rung.config.bitrate),
+        f"-g{spec}", str(max(1, int(rate * ladder.max_gop_duration))),
+        f"-bf{spec}", str(ladder.bframes),
+        f"-flags{spec}", "+cgop+global_header",
+        f"-sc_threshold{spec}", "0",
+    ]  # fmt: skip
+    if ladder.encoder_threads:
+        args += [f"-threads{spec}", str(ladder.encoder_threads)]
+    for key, value in encoder_options(SOFTWARE_H264, ladder, rung).items():
+        args += [f"-{key}{spec}", value]
+    return args
+
+
+def ffmpeg_ladder_command(ffmpeg: str, source: Path, outdir: Path, ladder: LadderConfig, info: SourceInfo, *,
+                          live_duration_s: float | None = None) -> list[str]:
+    """One ffmpeg process doing ``ladder`` on ``source`` into HLS under
+    ``outdir`` (``index.m3u8`` and ``RUNG/media.m3u8``). With
+    ``live_duration_s`` it reads the looped source in real time, follows the
+    source's keyframes (as the live engine does) and writes a live playlist;
+    otherwise it runs flat out with IDRs on the ladder's segment grid (as
+    ``fanz-media transcode`` does) and writes VOD."""
+    plan = plan_ladder(ladder, info)
+    count = len(plan.rungs)
+    chains = [f"[0:v]split={count}" + "".join(f"[s{i}]" for i in range(count))]
+    for i, rung in enumerate(plan.rungs):
+        fps = f"fps={rung.frame_rate_cap}," if rung.frame_rate_cap is not None else ""
+        chains.append(f"[s{i}]{fps}scale={rung.width}:{rung.height}:flags=bilinear[v{i}]")
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y"]
+    if live_duration_s is not None:
+        cmd += ["-re", "-stream_loop", "-1"]
+    cmd += ["-i", str(source)]
+    if live_duration_s is not None:
+        cmd += ["-t", f"{live_duration_s:g}"]
+    cmd += ["-filter_complex", ";".join(chains)]
+    for i in range(count):
+        cmd += ["-map", f"[v{i}]", "-map", "0:a:0"]
+    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    for i, rung in enumerate(plan.rungs):
+        cmd += x264_stream_args(ladder, rung, i)
+    grid = "source" if live_duration_s is not None else f"expr:gte(t,n_forced*{float(ladder.segment_duration):g})"
+    cmd += ["-force_key_frames", grid]
+    cmd += ["-c:a", "aac", "-b:a", str(ladder.audio_bitrate), "-ar", str(ladder.audio_sample_rate),
+            "-ac", str(ladder.audio_channels)]
+    cmd += ["-f", "hls", "-hls_time", f"{float(ladder.segment_duration):g}", "-hls_segment_type", "fmp4",
+            "-master_pl_name", "index.m3u8",
+            "-var_stream_map", " ".join(f"v:{i},a:{i},name:{r.name}" for i, r in enumerate(plan.rungs)),
+            "-hls_segment_filename", str(outdir / "%v" / "seg_%d.m4s")]
+    if live_duration_s is not None:
+        cmd += ["-hls_list_size", "6", "-hls_flags", "delete_segments+independent_segments+program_date_time"]
+    else:
+        cmd += ["-hls_playlist_type", "vod"]
+    return cmd + [str(outdir / "%v" / "media.m3u8")]
+
+
+def engine_executable() -> str:
+    beside = Path(sys.executable).with_name("fanz-media")
+    exe = str(beside) if beside.exists() else shutil.which("fanz-media")
+    if exe is None:
+        raise BenchmarkError("fanz-media is not installed in this environment")
+    return exe
+
+
+def engine_transcode_command(exe: str, source: Path, outdir: Path, ladder: str, config: Path) -> list[str]:
+    return [exe, "transcode", str(source), str(outdir), "--ladder", ladder, "--encoder", SOFTWARE_H264,
+            "--config", str(config), "--quiet"]
+
+
+def probe_source(path: Path) -> tuple[SourceInfo, int, float]:
+    """The source's video as the engine plans it, its frame count and duration."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        rate = video.average_rate or video.guessed_rate
+        info = SourceInfo(Codec.H264, video.codec_context.width, video.codec_context.height,
+                          Fraction(rate) if rate else None, video.codec_context.bit_rate or video.bit_rate or None)
+        frames = video.frames
+        duration = float(container.duration or 0) / av.time_base
+    if not frames:
+        frames = round(duration * float(info.frame_rate or 30))
+    return info, frames, duration
+
+
+# --- playlists and metrics ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    """One media segment: its EXTINF duration and, when the playlist carries
+    EXT-X-PROGRAM-DATE-TIME, its start as epoch seconds."""
+
+    duration: float
+    start: float | None
+
+
+def parse_pdt(text: str) -> float:
+    """An EXT-X-PROGRAM-DATE-TIME value (RFC 8216 4.3.2.6) as epoch seconds."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ParseError(f"bad program date time {text[:60]!r}") from exc
+    if moment.tzinfo is None:
+        raise ParseError(f"program date time {text[:60]!r} has no time zone")
+    return moment.timestamp()
+
+
+def parse_segments(text: str) -> list[SegmentEntry]:
+    """The segments of a media playlist in order. A date applies to the next
+    segment; later ones follow on by their durations (4.3.2.6)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "#EXTM3U":
+        raise ParseError("playlist does not start with #EXTM3U")
+    segments: list[SegmentEntry] = []
+    duration: float | None = None
+    pending_date: float | None = None
+    for raw in lines[1:]:
+        line = raw.strip()
+        if len(line) > MAX_LINE:
+            raise ParseError("playlist line too long")
+        if line.startswith("#EXTINF:"):  # 4.3.2.1
+            try:
+                duration = float(line[8:].split(",", 1)[0])
+            except ValueError as exc:
+                raise ParseError(f"bad duration in {line[:80]!r}") from exc
+            if not (0 <= duration < 3600):
+                raise ParseError(f"implausible segment duration {duration}")
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            pending_date = parse_pdt(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-DISCONTINUITY") and not line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE"):
+            pass  # the date after a discontinuity is written again; nothing to carry
+        elif line and not line.startswith("#"):
+            if duration is None:
+                raise ParseError(f"segment {line[:80]!r} has no #EXTINF")
+            start = pending_date
+            if start is None and segments and segments[-1].start is not None:
+                start = segments[-1].start + segments[-1].duration
+            segments.append(SegmentEntry(duration, start))
+            duration = pending_date = None
+    return segments
+
+
+@dataclass(frozen=True)
+class TranscodeCounters:
+    """One stream's live transcode counters from the engine's /metrics."""
+
+    dropped: float = 0.0
+    queue_depth: float = 0.0
+
+
+def parse_transcode_metrics(text: str) -> dict[str, TranscodeCounters]:
+    """``fanz_transcode_dropped_frames_total`` and ``fanz_transcode_queue_depth``
+    per stream, from Prometheus text exposition."""
+    dropped: dict[str, float] = {}
+    depth: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                stream = sample.labels.get("stream")
+                if stream is None:
+                    continue
+                if sample.name == "fanz_transcode_dropped_frames_total":
+                    dropped[stream] = sample.value
+                elif sample.name == "fanz_transcode_queue_depth":
+                    depth[stream] = sample.value
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ParseError(f"unreadable metrics: {exc}") from exc
+    return {s: TranscodeCounters(dropped.get(s, 0.0), depth.get(s, 0.0)) for s in dropped.keys() | depth.keys()}
+
+
+def vod_output_failures(outdir: Path, renditions: Sequence[str], duration_s: float) -> list[str]:
+    """Why an output folder is not the full ladder (empty when it is): every
+    rendition's playlist must be listed, ended and as long as the source."""
+    failures: list[str] = []
+    index = outdir / "index.m3u8"
+    if not index.exists():
+        return [f"{index} is missing"]
+    listed = {v.split("/", 1)[0] for v in parse_playlist(index.read_text()).variants}
+    for name in renditions:
+        playlist = outdir / name / "media.m3u8"
+        if name not in listed or not playlist.exists():
+            failures.append(f"rendition {name} is missing")
+            continue
+        text = playlist.read_text()
+        total = sum(s.duration for s in parse_segments(text))
+        if not parse_playlist(text).ended or abs(total - duration_s) > 0.5:
+            failures.append(f"rendition {name}: {total:.2f} s of {duration_s:.2f} s, or not ended")
+    return failures
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
