@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from control_api.app import API_PREFIX, create_app, get_checks
 from effects.chain import EffectChain
 from effects.errors import EffectsError
+from effects.stage import StageKind
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.config import EngineConfig
 from engine.errors import ConfigError
@@ -127,7 +128,7 @@ class Engine:
         ladders = settings.all_ladders()
         ladder = self._ladder_for(stream.name, ladders, ladders[settings.ladder])
         chain = self._effects_for(stream.name)
-        if chain is not None and chain.specs and ladder.passthrough:
+        if chain is not None and chain.has(StageKind.VIDEO) and ladder.passthrough:
             # Effects are drawn on decoded frames: a passed-through copy of the
             # source would not carry them, so every rendition is encoded.
             ladder = replace(ladder, passthrough=False)
@@ -137,7 +138,10 @@ class Engine:
             ladder,
             self.encoders,
             settings.encoder,
+            # Always through the chain, even an empty one (a no-op), so that
+            # effects switched on while live apply at once.
             frame_filter=chain.process_video if chain is not None else None,
+            audio_filter=chain.process_audio if chain is not None else None,
             queue_size=settings.queue_frames,
         )
         self.transcoders[stream.name] = transcoder

@@ -78,3 +78,49 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
             proc.kill()
             await proc.wait()
         await engine.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_voice_changer_on_live_audio(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    """A 440 Hz tone published over RTMP comes out of HLS at 880 Hz with the
+    voice changer at pitch 2, and audio still lasts as long as video."""
+    from engine.settings import coerce
+    from transcode.ladder import LadderConfig
+
+    ladders = coerce(
+        {"vc": {"rungs": [{"name": "180p", "height": 180, "bitrate": 300_000}], "x264_preset": "ultrafast",
+                "passthrough": False}},
+        dict[str, LadderConfig],
+        "test",
+    )
+    clip = make_clip(ffmpeg, media_dir / "vc_src.flv", seconds=8, size="320x180", bframes=0)
+    engine = await start_engine(
+        tmp_path / "data",
+        transcode={"enabled": True, "ladder": "vc", "ladders": ladders},
+        effects={"default": ["voice:pitch=2"]},
+        streams={"reconnect_grace_s": 0.5},
+    )
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/vc")  # type: ignore[union-attr]
+    try:
+        await asyncio.wait_for(proc.wait(), 60)
+        await wait_for(lambda: "vc" in engine.hls.outputs and engine.hls.outputs["vc"].ended, 60)
+        variant = engine.hls.outputs["vc"].variants["180p"]
+        with av.open(str(variant.directory / "media.m3u8")) as container:
+            audio = container.streams.audio[0]
+            chunks = [f.to_ndarray() for f in container.decode(audio)]
+            rate = audio.sample_rate
+        with av.open(str(variant.directory / "media.m3u8")) as container:
+            video_frames = sum(1 for _ in container.decode(video=0))
+        samples = np.concatenate(chunks, axis=1)[0]
+        middle = samples[rate : rate * 5]
+        spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+        peak = np.fft.rfftfreq(len(middle), 1 / rate)[int(np.argmax(spectrum))]
+        assert abs(peak - 880) < 10, peak
+        # No drift: the audio lasts as long as the video (within a frame or two).
+        assert abs(len(samples) / rate - video_frames / 30) < 0.15, (len(samples) / rate, video_frames / 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()

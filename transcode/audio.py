@@ -8,6 +8,7 @@ player switching renditions hears no jump and the work is done once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -28,7 +29,14 @@ class AudioTranscoder:
     """Turns source audio packets into AAC packets for track index ``index``
     of each rendition. Call :meth:`push` per packet and :meth:`flush` once."""
 
-    def __init__(self, source: Track, ladder: LadderConfig, index: int = 1) -> None:
+    def __init__(
+        self,
+        source: Track,
+        ladder: LadderConfig,
+        index: int = 1,
+        audio_filter: Callable[[AudioFrame], AudioFrame] | None = None,
+    ) -> None:
+        self.audio_filter = audio_filter
         name = AUDIO_DECODERS.get(source.codec)
         if name is None:
             raise SourceError(f"no decoder for audio codec {source.codec.value}")
@@ -101,6 +109,10 @@ class AudioTranscoder:
     def _encode_all(self, frames: list[AudioFrame]) -> list[Packet]:
         out: list[Packet] = []
         for frame in frames:
+            if self.audio_filter is not None:
+                # Effects (the voice changer) run once, on the shared audio,
+                # before the one AAC encode every rendition carries.
+                frame = self.audio_filter(frame)
             out += self._encode(frame)
         return out
 

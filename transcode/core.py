@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
 from engine.media import MediaKind, Packet, Track
@@ -28,6 +29,7 @@ from transcode.video import RungEncoder, VideoDecoder
 log = logging.getLogger(__name__)
 
 FrameFilter = Callable[[VideoFrame], VideoFrame]
+AudioFilter = Callable[[AudioFrame], AudioFrame]
 PASSTHROUGH_ENCODER = "copy"
 MAX_PENDING = 1024
 """Packets held while the video size is still unknown (no width/height in
@@ -85,7 +87,9 @@ class StreamTranscoder:
         grid: KeyframeGrid,
         frame_filter: FrameFilter | None = None,
         emit_passthrough_video: bool = True,
+        audio_filter: AudioFilter | None = None,
     ) -> None:
+        self.audio_filter = audio_filter
         self.ladder = ladder
         self.encoder = encoder
         self.grid = grid
@@ -114,7 +118,7 @@ class StreamTranscoder:
             raise SourceError("the source has no video track to transcode")
         self._decoder = VideoDecoder(self._video)
         if self._audio is not None:
-            self._audio_tx = AudioTranscoder(self._audio, self.ladder)
+            self._audio_tx = AudioTranscoder(self._audio, self.ladder, audio_filter=self.audio_filter)
         if self._video.width and self._video.height:
             return self._open(self._video.width, self._video.height)
         return []

@@ -20,7 +20,7 @@ import av
 from av.container import InputContainer
 
 from engine.media import Codec, Packet, Track
-from transcode.core import FrameFilter, StreamTranscoder, TranscodeEvent
+from transcode.core import AudioFilter, FrameFilter, StreamTranscoder, TranscodeEvent
 from transcode.encoders import SOFTWARE_H264, EncoderProbe, probe_encoders
 from transcode.errors import SourceError
 from transcode.keyframes import FixedKeyframeGrid, KeyframeGrid, SourceKeyframeGrid
@@ -113,6 +113,7 @@ def transcode_file(
     progress: ProgressCallback | None = None,
     probe: EncoderProbe | None = None,
     frame_filter: FrameFilter | None = None,
+    audio_filter: AudioFilter | None = None,
 ) -> Iterator[TranscodeEvent]:
     """Transcode ``input_path`` along ``ladder``; yields each rendition's
     :class:`~transcode.core.RenditionStarted` before its packets.
@@ -142,7 +143,7 @@ def transcode_file(
             info = SourceInfo(video.codec, video.width, video.height, video.frame_rate, video.bitrate)
             if plan_ladder(ladder, info).passthrough:
                 grid = SourceKeyframeGrid()
-        tx = StreamTranscoder(ladder, name, grid, frame_filter=frame_filter)
+        tx = StreamTranscoder(ladder, name, grid, frame_filter=frame_filter, audio_filter=audio_filter)
         yield from tx.start(tracks)
         duration = Fraction(container.duration, av.time_base) if container.duration else None
         origin: Fraction | None = None

@@ -20,6 +20,7 @@ from engine.media import MediaKind, Packet, StreamEnded, StreamStarted
 from engine.registry import Publisher, StreamRegistry, Subscription
 from transcode.core import (
     PASSTHROUGH_ENCODER,
+    AudioFilter,
     FrameFilter,
     RenditionPacket,
     RenditionStarted,
@@ -69,6 +70,7 @@ class LiveTranscoder:
         probe: EncoderProbe,
         encoder: str = "auto",
         frame_filter: FrameFilter | None = None,
+        audio_filter: AudioFilter | None = None,
         queue_size: int = 256,
         subscription_size: int = 2048,
     ) -> None:
@@ -77,6 +79,7 @@ class LiveTranscoder:
         self.ladder = ladder
         self.encoder = probe.choose(encoder)
         self.frame_filter = frame_filter
+        self.audio_filter = audio_filter
         self._queue_size = queue_size
         self._subscription_size = subscription_size
         self._publishers: dict[str, Publisher] = {}
@@ -162,6 +165,7 @@ class LiveTranscoder:
             self.encoder,
             SourceKeyframeGrid(),
             frame_filter=self.frame_filter,
+            audio_filter=self.audio_filter,
             emit_passthrough_video=False,
         )
 

@@ -149,7 +149,9 @@ class RungEncoder:
                 try:
                     data = avc_packet_from_annexb(data)
                 except CodecError as exc:
-                    raise EncoderError(f"{self.encoder_name} wrote malformed H.264 on rung {self.rung.name}: {exc}") from exc
+                    raise EncoderError(
+                        f"{self.encoder_name} wrote malformed H.264 on rung {self.rung.name}: {exc}"
+                    ) from exc
             if not data or p.pts is None:
                 continue
             dts = p.dts if p.dts is not None else p.pts

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from engine.codecs.bits import BitReader, unescape_rbsp
 from engine.codecs.errors import CodecError
-from engine.codecs.nal import join_avcc, split_annexb
+from engine.codecs.nal import join_avcc, read_record_units, split_annexb
 
 NAL_SLICE = 1
 NAL_IDR = 5
@@ -73,11 +73,11 @@ def parse_avcc(data: bytes) -> AvcConfig:
         raise CodecError(f"avcC configurationVersion {data[0]} is not 1 (is this Annex B extradata?)")
     pos = 6
     count = data[5] & 0x1F
-    sps, pos = _read_units(data, pos, count, "SPS")
+    sps, pos = read_record_units(data, pos, count, "avcC SPS")
     if pos >= len(data):
         raise CodecError("avcC record truncated before the PPS count")
     count = data[pos]
-    pps, pos = _read_units(data, pos + 1, count, "PPS")
+    pps, pos = read_record_units(data, pos + 1, count, "avcC PPS")
     return AvcConfig(
         profile=data[1],
         compatibility=data[2],
@@ -148,20 +148,6 @@ def avc_packet_from_annexb(data: bytes, length_size: int = 4) -> bytes:
     length-prefixed, with SPS, PPS and AUD units left out (see
     :data:`OUT_OF_BAND`). Empty when nothing else was in it."""
     return join_avcc((u for u in split_annexb(data) if u[0] & 0x1F not in OUT_OF_BAND), length_size)
-
-
-def _read_units(data: bytes, pos: int, count: int, what: str) -> tuple[tuple[bytes, ...], int]:
-    units = []
-    for _ in range(count):
-        if pos + 2 > len(data):
-            raise CodecError(f"avcC record truncated in the {what} list")
-        size = int.from_bytes(data[pos : pos + 2], "big")
-        pos += 2
-        if size == 0 or pos + size > len(data):
-            raise CodecError(f"avcC {what} length {size} does not fit the record")
-        units.append(data[pos : pos + size])
-        pos += size
-    return tuple(units), pos
 
 
 def parse_sps(nal: bytes) -> AvcSps:

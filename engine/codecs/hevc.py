@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from engine.codecs.bits import BitReader, unescape_rbsp
 from engine.codecs.errors import CodecError
+from engine.codecs.nal import read_record_units
 
 NAL_BLA_W_LP = 16
 NAL_RSV_IRAP_23 = 23
@@ -75,17 +76,8 @@ def parse_hvcc(data: bytes) -> HevcConfig:
         nal_type = data[pos] & 0x3F
         count = int.from_bytes(data[pos + 1 : pos + 3], "big")
         pos += 3
-        units = []
-        for _ in range(count):
-            if pos + 2 > len(data):
-                raise CodecError("hvcC record truncated in a NAL unit length")
-            size = int.from_bytes(data[pos : pos + 2], "big")
-            pos += 2
-            if size == 0 or pos + size > len(data):
-                raise CodecError(f"hvcC NAL unit length {size} does not fit the record")
-            units.append(data[pos : pos + size])
-            pos += size
-        arrays.append((nal_type, tuple(units)))
+        units, pos = read_record_units(data, pos, count, f"hvcC type {nal_type} NAL unit")
+        arrays.append((nal_type, units))
     return HevcConfig(
         profile_space=data[1] >> 6,
         tier=(data[1] >> 5) & 1,

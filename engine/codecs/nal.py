@@ -72,6 +72,24 @@ def avcc_to_annexb(
     return b"".join(START_CODE + nal for nal in nals)
 
 
+def read_record_units(data: bytes, pos: int, count: int, what: str) -> tuple[tuple[bytes, ...], int]:
+    """Read ``count`` NAL units with 16-bit lengths from a decoder
+    configuration record (the list shape avcC and hvcC share), starting at
+    ``pos``; returns them and the position after the last. ``what`` names
+    the list in errors."""
+    units = []
+    for _ in range(count):
+        if pos + 2 > len(data):
+            raise CodecError(f"{what} list truncated in a length field")
+        size = int.from_bytes(data[pos : pos + 2], "big")
+        pos += 2
+        if size == 0 or pos + size > len(data):
+            raise CodecError(f"{what} length {size} does not fit the record")
+        units.append(data[pos : pos + size])
+        pos += size
+    return tuple(units), pos
+
+
 def split_annexb(data: bytes) -> list[bytes]:
     """Split an Annex B byte stream into NAL units (start codes and the
     trailing zero bytes before the next start code removed)."""

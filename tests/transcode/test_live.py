@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import pytest
 
+from engine.codecs import join_avcc
 from engine.media import Codec, Packet, StreamEnded, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
-from engine.codecs import join_avcc
 from transcode.encoders import EncoderProbe
 from transcode.live import LiveTranscoder
 from transcode.worker import DropPolicy
