@@ -26,8 +26,11 @@ same job, in one run.
    ends the load no more than ``--max-lag`` seconds of media behind. For
    ffmpeg, N processes each run ``-re`` over the looped clip with the same
    split/scale/x264 ladder to live HLS; a step holds when every one keeps
-   ``speed`` (``-progress``) at or above ``--min-speed``. N ramps 1, 2, 3, ...
-   up to ``--max-streams`` and stops at the first step that does not hold.
+   its speed at or above ``--min-speed``. A speed here is the media time an
+   ffmpeg process (publisher or ladder) gained per wall second after the
+   first ``--warmup`` seconds of media, read from its ``-progress`` output.
+   N ramps 1, 2, 3, ... up to ``--max-streams`` and stops at the first step
+   that does not hold.
 
 Usage (from the repository root)::
 
@@ -74,6 +77,7 @@ from benchmarks.common import (
     BenchmarkError,
     ParseError,
     ProcessSet,
+    Progress,
     ProgressParser,
     format_table,
     free_port,
@@ -123,10 +127,11 @@ def _toml_value(value: object) -> str:
 
 
 def _rung_toml(rung: RungConfig) -> str:
+    # An empty string is how the config spells "no cap" for the frame rate.
+    cap = "" if rung.max_frame_rate is None else rung.max_frame_rate
     fields: dict[str, object] = {"name": rung.name, "height": rung.height, "bitrate": rung.bitrate,
-                                 "profile": rung.profile}
-    optional = {"max_frame_rate": rung.max_frame_rate, "level": rung.level, "max_bitrate": rung.max_bitrate,
-                "buffer_size": rung.buffer_size}
+                                 "profile": rung.profile, "max_frame_rate": cap}
+    optional = {"level": rung.level, "max_bitrate": rung.max_bitrate, "buffer_size": rung.buffer_size}
     fields |= {k: v for k, v in optional.items() if v is not None}
     return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in fields.items()) + "}"
 
@@ -142,8 +147,8 @@ def ladder_toml(ladder: LadderConfig) -> str:
         "audio_bitrate": ladder.audio_bitrate, "audio_sample_rate": ladder.audio_sample_rate,
         "audio_channels": ladder.audio_channels,
     }
-    if ladder.x264_tune is not None:
-        fields["x264_tune"] = ladder.x264_tune
+    # Written even when unset: an empty string is "no tune", whatever the default.
+    fields["x264_tune"] = "" if ladder.x264_tune is None else ladder.x264_tune
     lines = [f"[transcode.ladders.{ladder.name}]", "rungs = ["]
     lines += [f"  {_rung_toml(r)}," for r in ladder.rungs]
     lines.append("]")
@@ -158,6 +163,8 @@ def engine_config_toml(ladders: Sequence[LadderConfig], live_ladder: str | None)
             "[hls]", 'segment_format = "fmp4"', "low_latency = false", "window_segments = 6", "", "[transcode]"]
     if live_ladder is not None:
         head += ["enabled = true", f"ladder = {_toml_value(live_ladder)}"]
+    else:
+        head.append("enabled = false")
     head += ['encoder = "libx264"', ""]
     return "\n".join(head) + "\n" + "\n".join(ladder_toml(ladder) for ladder in ladders)
 
@@ -384,24 +391,49 @@ async def sample_peak_rss(pids: Sequence[int], stop: asyncio.Event, interval_s: 
 
 @dataclass
 class ProgressOutcome:
-    """What one ffmpeg process reported through ``-progress`` before it exited."""
+    """What one ffmpeg process reported through ``-progress`` before it exited.
+
+    ffmpeg's own ``speed=`` is an average since the process started, so its
+    start-up (opening the input, the RTMP handshake, x264's first frames)
+    weighs on it for the whole run. :attr:`speed` is instead the media time
+    gained over the wall time between the first block past the warm-up and
+    the last one: the rate the process kept once running.
+    """
 
     returncode: int | None = None
-    min_speed: float | None = None
     last_speed: float | None = None
+    window_start: tuple[float, int] | None = None
+    window_end: tuple[float, int] | None = None
     stderr_tail: str = ""
+
+    def observe(self, block: Progress, now: float, warmup_s: float) -> None:
+        """Records one ``-progress`` block received at ``now`` (seconds)."""
+        if block.speed is not None:
+            self.last_speed = block.speed
+        if block.ended or block.out_time_us is None or block.out_time_us < warmup_s * 1e6:
+            return
+        if self.window_start is None:
+            self.window_start = (now, block.out_time_us)
+        self.window_end = (now, block.out_time_us)
 
     @property
     def speed(self) -> float | None:
-        return self.min_speed if self.min_speed is not None else self.last_speed
+        """Speed over the judged window; ffmpeg's own figure when the window
+        is under a second long (a run shorter than its warm-up)."""
+        if self.window_start is not None and self.window_end is not None:
+            wall = self.window_end[0] - self.window_start[0]
+            if wall >= 1.0:
+                return (self.window_end[1] - self.window_start[1]) / 1e6 / wall
+        return self.last_speed
 
 
 async def follow_progress(proc: asyncio.subprocess.Process, warmup_s: float,
                           ended: asyncio.Event | None = None) -> ProgressOutcome:
-    """Reads ``proc``'s ``-progress`` blocks until it exits; speeds from the
-    first ``warmup_s`` seconds of media are not judged. Sets ``ended``, if
-    given, when the process is done."""
+    """Reads ``proc``'s ``-progress`` blocks until it exits; the first
+    ``warmup_s`` seconds of media are not judged. Sets ``ended``, if given,
+    when the process is done."""
     assert proc.stdout is not None and proc.stderr is not None
+    loop = asyncio.get_running_loop()
     outcome = ProgressOutcome()
     parser = ProgressParser()
 
@@ -414,11 +446,8 @@ async def follow_progress(proc: asyncio.subprocess.Process, warmup_s: float,
     try:
         async for raw in proc.stdout:
             block = parser.feed_line(raw.decode(errors="replace"))
-            if block is None or block.speed is None:
-                continue
-            outcome.last_speed = block.speed
-            if block.out_time_us is not None and block.out_time_us >= warmup_s * 1e6 and not block.ended:
-                outcome.min_speed = block.speed if outcome.min_speed is None else min(outcome.min_speed, block.speed)
+            if block is not None:
+                outcome.observe(block, loop.time(), warmup_s)
         outcome.returncode = await proc.wait()
     finally:
         await stderr_task
@@ -661,7 +690,8 @@ def _speed_failures(outcomes: Sequence[ProgressOutcome], min_speed: float, what:
         if outcome.returncode != 0:
             failures.append(f"{what} {i} exited with {outcome.returncode}: {outcome.stderr_tail.strip()[-300:]}")
         elif outcome.speed is None or outcome.speed < min_speed:
-            failures.append(f"{what} {i} fell to speed {outcome.speed}x")
+            shown = "unknown" if outcome.speed is None else f"{outcome.speed:.3f}x"
+            failures.append(f"{what} {i} fell to speed {shown}")
     return failures
 
 

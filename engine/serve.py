@@ -30,6 +30,7 @@ from engine.errors import ConfigError
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
+from engine.status import StatusHttp
 from ingest.rtmp.server import RtmpServer
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
@@ -205,6 +206,29 @@ class Engine:
                 del self.transcoders[transcoder.source_name]
                 self.effect_chains.pop(transcoder.source_name, None)
 
+    def _transcode_status(self, name: str) -> dict[str, object]:
+        transcoder = self.transcoders.get(name)
+        if transcoder is None:
+            return {}
+        status = transcoder.status
+        return {
+            "ladder": status.ladder,
+            "renditions": [{"stream": r, "encoder": e} for r, e in status.renditions.items()],
+            "dropped_frames": status.drops.total,
+            "queue_depth": status.queue_depth,
+            "passthrough": status.passthrough_reason or "on",
+        }
+
+    def _hls_status(self, name: str) -> dict[str, object]:
+        output = self.hls.outputs.get(name)
+        if output is None:
+            return {}
+        return {
+            "playlist": f"/hls/{name}/index.m3u8",
+            "segments_written": output.segments_written,
+            "variants": sorted(output.variants),
+        }
+
     def _transcode_metrics(self) -> Iterable[Metric]:
         encoders = GaugeMetricFamily(
             "fanz_transcode_rendition_info", "Renditions being encoded, and by which encoder.",
@@ -265,6 +289,9 @@ class Engine:
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
+        app.router.add_routes(
+            StatusHttp(self.registry, {"transcode": self._transcode_status, "hls": self._hls_status}).routes()
+        )
         if self.webrtc is not None:
             app.router.add_routes(self.webrtc.routes())
         if self.api_app is not None:

@@ -253,7 +253,7 @@ _GOOD = {
     "browserVersion": "156.0.0.0", "currentTime": 3.5, "playedTime": 3.2,
     "levels": [{"width": 320, "height": 180, "bitrate": 600000, "codecs": "avc1.42c014"}],
     "currentLevel": 0, "levelSwitched": False, "videoWidth": 320, "videoHeight": 180, "errors": [],
-    "warnings": ["w"], "stalls": 0, "droppedFrames": 0, "decodedFrames": 90, "latency": None,
+    "warnings": ["w"], "stalls": 0, "stallsAfterSwitch": 0, "droppedFrames": 0, "decodedFrames": 90, "latency": None,
     "pdtLatency": None, "elapsed": 4.2,
 }
 

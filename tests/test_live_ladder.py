@@ -82,12 +82,24 @@ async def test_live_ladder_ll_hls(tmp_path: Path, ffmpeg: str, ffprobe: str, med
         for v in variants:
             assert "AVERAGE-BANDWIDTH" in v and float(v["FRAME-RATE"]) == pytest.approx(30, abs=0.5)
 
+        # The stream's status says which encoder each rendition uses.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{engine.http_port}/streams/ladder") as resp:
+                status = await resp.json()
+        encoders = {r["stream"]: r["encoder"] for r in status["transcode"]["renditions"]}
+        assert encoders == {"ladder/source": "copy", "ladder/240p": "libx264", "ladder/144p": "libx264"}
+        assert status["tracks"][0]["codec"] == "h264" and status["tracks"][0]["width"] == 640
+        assert status["hls"]["variants"] == ["144p", "240p", "source"]
+
         # hls.js in low-latency mode plays the ladder and switches level.
         report = await play_hls_async(
             f"{base}/index.m3u8", min_time=6.0, timeout=90.0, low_latency=True, switch_level=True
         )
         assert report.ok, report
         assert report.level_switched
+        # The forced switch itself never stalls playback.
+        assert report.stalls_after_switch == 0, report
+        print(f"\nhls.js stalls: {report.stalls} in all, {report.stalls_after_switch} after the level switch")
         print(f"\nLL-HLS live latency measured by hls.js: {report.latency}")
 
         # Every playlist reload of every rung follows the rules, and rendition

@@ -79,7 +79,10 @@ class LadderConfig:
     passthrough_limits: PassthroughLimits = field(default_factory=PassthroughLimits)
     rate_control: str = "vbr"
     x264_preset: str = "veryfast"
-    x264_tune: str | None = None
+    x264_tune: str | None = "zerolatency"
+    """libx264 tune. ``zerolatency`` (no lookahead, no frame threading delay)
+    keeps live latency low and, on small machines, encodes faster; set it to
+    ``None`` for the best quality per bit in file transcodes."""
     nvenc_preset: str = "p4"
     nvenc_tune: str = "ll"
     bframes: int = 0

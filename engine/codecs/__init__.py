@@ -2,8 +2,11 @@
 
 Outputs use these to turn a :class:`~engine.media.Track`'s extradata into what
 their formats need (picture size and codec strings for HLS, parameter sets and
-ADTS headers for MPEG-TS, sample entries for fMP4). Nothing here does I/O;
-malformed input raises :class:`CodecError`.
+ADTS headers for MPEG-TS, sample entries for fMP4); ingests and stages whose
+sources speak Annex B (WebRTC publishers, encoders) use them to build the
+engine's AVCC packets and ``avcC`` records. This package is the one home of
+that bitstream code. Nothing here does I/O; malformed input raises
+:class:`CodecError`.
 """
 
 from engine.codecs.aac import AudioSpecificConfig, adts_header, parse_asc

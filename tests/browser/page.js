@@ -19,6 +19,7 @@
     fatal: false,
     playedTime: 0,
     stalls: 0,
+    stallsAfterSwitch: 0,
     levels: [],
     firstLevel: null,
     currentLevel: null,
@@ -58,7 +59,11 @@
     });
     video.addEventListener('seeking', () => { lastTime = null; });
     video.addEventListener('playing', () => { state.playing = true; });
-    video.addEventListener('waiting', () => { if (state.playing) state.stalls += 1; });
+    video.addEventListener('waiting', () => {
+      if (!state.playing) return;
+      state.stalls += 1;
+      if (state.switchTarget !== null) state.stallsAfterSwitch += 1;
+    });
     video.addEventListener('ended', () => { state.ended = true; });
     video.addEventListener('error', () => {
       const err = video.error;

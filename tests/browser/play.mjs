@@ -165,6 +165,7 @@ function report(opts, snap, extraErrors, browserVersion, startedAt) {
     errors,
     warnings: snap ? snap.warnings : [],
     stalls: snap ? snap.stalls : 0,
+    stallsAfterSwitch: snap ? snap.stallsAfterSwitch : 0,
     droppedFrames: snap ? snap.droppedFrames : null,
     decodedFrames: snap ? snap.decodedFrames : null,
     latency: snap ? snap.latency : null,

@@ -82,6 +82,7 @@ class PlaybackReport:
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
     stalls: int
+    stalls_after_switch: int
     dropped_frames: int | None
     decoded_frames: int | None
     latency: float | None
@@ -148,6 +149,7 @@ def parse_report(stdout: str) -> PlaybackReport:
         errors=_strings(data, "errors"),
         warnings=_strings(data, "warnings"),
         stalls=_field(data, "stalls", (int,)),
+        stalls_after_switch=_field(data, "stallsAfterSwitch", (int,)),
         dropped_frames=_field(data, "droppedFrames", (int,), optional=True),
         decoded_frames=_field(data, "decodedFrames", (int,), optional=True),
         latency=_optional_float(_field(data, "latency", number, optional=True)),
