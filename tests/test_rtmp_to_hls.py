@@ -18,6 +18,7 @@ from yarl import URL
 from engine.serve import Engine
 from packager.hls.config import SegmentFormat
 from tests.conftest import make_clip, publish, start_engine, wait_for
+from tests.hls_rules import check_media, check_multivariant
 
 
 def rtmp_url(engine: Engine, key: str) -> str:
@@ -77,6 +78,8 @@ async def test_ffmpeg_publish_becomes_complete_live_hls(
 
         status, media, _ = await get_text(hls_url(engine, "creator1", "src/media.m3u8"))
         assert status == 200
+        check_media(media, fmp4=fmt is SegmentFormat.FMP4)
+        check_multivariant(text)
         version = 7 if fmt is SegmentFormat.FMP4 else 3
         assert f"#EXT-X-VERSION:{version}\n" in media
         assert "#EXT-X-TARGETDURATION:2\n" in media
@@ -209,5 +212,36 @@ async def test_hlsjs_keeps_playing_through_a_reconnect(
         output = engine.hls.outputs["phoenix"]
         media = output.variants["src"].playlist.render()
         assert "#EXT-X-DISCONTINUITY" in media or output.variants["src"].playlist.discontinuity_sequence > 0
+    finally:
+        await engine.stop()
+
+
+async def test_sliding_window_removes_old_segments(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    """A long publish (sent faster than real time) keeps only the window and a
+    few spare segments on disk, and every playlist follows the HLS rules."""
+    from tests.hls_rules import ReloadChecker
+
+    clip = make_clip(ffmpeg, media_dir / "window_clip.flv", seconds=24, size="320x180", bframes=0)
+    engine = await start_engine(
+        tmp_path / "data",
+        hls={"window_segments": 3, "keep_extra_segments": 1},
+        streams={"reconnect_grace_s": 0.3},
+    )
+    try:
+        checker = ReloadChecker(fmp4=True)
+        proc = await publish(ffmpeg, clip, rtmp_url(engine, "win"), realtime=False)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        output = None
+        await wait_for(lambda: "win" in engine.hls.outputs and engine.hls.outputs["win"].ended, 20)
+        output = engine.hls.outputs["win"]
+        _, index, _ = await get_text(hls_url(engine, "win"))
+        check_multivariant(index)
+        _, media, _ = await get_text(hls_url(engine, "win", "src/media.m3u8"))
+        pl = checker.check(media)
+        assert len(pl.segments) == 3 and pl.media_sequence == 9 and pl.ended
+        on_disk = sorted(p.name for p in (output.directory / "src").glob("seg_*"))
+        assert len(on_disk) == 4, on_disk  # the window and one spare
+        assert output.segments_written == 12
     finally:
         await engine.stop()
