@@ -60,7 +60,7 @@ class Beauty:
 
     def _smoothen(self, image: Image) -> Image:
         height, width = image.shape[:2]
-        small = cv2.resize(image, (max(1, width // 3), max(1, height // 3)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(image, (max(1, width // 3), max(1, height // 3)), interpolation=cv2.INTER_LINEAR)
         sigma_colour = 20 + 40 * self._smooth
         filtered = cv2.bilateralFilter(small, 5, sigma_colour, 3)
         mask = skin_mask(small)
