@@ -69,7 +69,7 @@ class Background:
         if self._small is None or self._frame % self._interval == 0:
             self._small = sharpen_mask(self._segmenter.small_mask(image), self._threshold, self._softness)
         self._frame += 1
-        weights = cv2.resize(self._small, (width, height), interpolation=cv2.INTER_LINEAR)
+        weights = np.asarray(cv2.resize(self._small, (width, height), interpolation=cv2.INTER_LINEAR), np.float32)
         self.last_weights = weights
         backdrop = self._backdrop(image, width, height)
         return cv2.blendLinear(image, backdrop, weights, 1.0 - weights)

@@ -19,7 +19,7 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from engine.codecs import CodecError, describe_track
@@ -186,6 +186,7 @@ class LiveStream:
         self._gop_limit = gop_cache_limit
         self._video_tracks: frozenset[int] = frozenset()
         self._ended = asyncio.Event()
+        self._end_callbacks: dict[str, EndCallback] = {}
 
     def is_video(self, track: int) -> bool:
         return track in self._video_tracks
@@ -252,6 +253,12 @@ class LiveStream:
     async def wait_ended(self) -> None:
         await self._ended.wait()
 
+    def on_ended(self, key: str, callback: EndCallback) -> None:
+        """Run ``callback`` once when the stream ends for good (not on a
+        reconnect inside the grace window). One callback per ``key``: an
+        ingest that publishes again (RTMP, then WHIP) replaces its own."""
+        self._end_callbacks[key] = callback
+
 
 class Publisher:
     """A publisher's handle on its stream; returned by
@@ -314,6 +321,7 @@ def _described(track: Track) -> Track:
 
 
 StreamListener = Callable[[LiveStream], None]
+EndCallback = Callable[[], Awaitable[None]]
 SettingsListener = Callable[[str, str, object], None]
 
 
@@ -333,6 +341,7 @@ class StreamRegistry:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: list[StreamListener] = []
         self._settings: dict[str, dict[str, object]] = {}
+        self._end_tasks: set[asyncio.Task[None]] = set()
         self._settings_listeners: list[SettingsListener] = []
 
     def on_stream_created(self, listener: StreamListener) -> None:
@@ -419,9 +428,29 @@ class StreamRegistry:
 
     def _finish(self, name: str, reason: str) -> None:
         stream = self._streams.pop(name, None)
-        if stream is not None:
-            stream._end(reason)
-            log.info("stream %s ended: %s", name, reason)
+        if stream is None:
+            return
+        stream._end(reason)
+        log.info("stream %s ended: %s", name, reason)
+        callbacks, stream._end_callbacks = stream._end_callbacks, {}
+        loop = asyncio.get_running_loop()
+        for key, callback in callbacks.items():
+            task = loop.create_task(self._run_end_callback(name, key, callback), name=f"ended:{name}:{key}")
+            self._end_tasks.add(task)
+            task.add_done_callback(self._end_tasks.discard)
+
+    @staticmethod
+    async def _run_end_callback(name: str, key: str, callback: EndCallback) -> None:
+        try:
+            await callback()
+        except Exception:
+            log.exception("stream %s: end callback %s failed", name, key)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for the end callbacks of streams that ended, so
+        that a shutdown lets them record the end before their stores close."""
+        if self._end_tasks:
+            await asyncio.wait(tuple(self._end_tasks), timeout=timeout)
 
     def close(self) -> None:
         """End every stream (shutdown)."""

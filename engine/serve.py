@@ -371,7 +371,7 @@ class Engine:
         if self.webrtc is not None:
             await self.webrtc.close()
         self.registry.close()
-        await asyncio.sleep(0)
+        await self.registry.drain()
         for transcoder in tuple(self.transcoders.values()):
             transcoder.stop()
         for task in tuple(self._transcode_tasks):

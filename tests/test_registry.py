@@ -113,3 +113,25 @@ async def test_gop_replay_starts_on_keyframe() -> None:
     sub = pub.stream.subscribe("late", replay_gop=True)
     pkts = [x for x in sub.drain() if isinstance(x, Packet)]
     assert [p.pts for p in pkts] == [66, 70, 99]
+
+
+async def test_end_callbacks_run_once_when_the_stream_ends_for_good() -> None:
+    reg = StreamRegistry(grace_s=0.05)
+    calls: list[str] = []
+
+    async def ended(tag: str) -> None:
+        calls.append(tag)
+
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    pub.stream.on_ended("check", lambda: ended("first"))
+    pub.close()
+    pub2 = reg.claim("s")  # back inside the grace window: not ended
+    pub2.start(TRACKS)
+    pub2.stream.on_ended("check", lambda: ended("second"))  # replaces, never doubles
+    await asyncio.sleep(0.1)
+    assert calls == []
+    pub2.close()
+    await asyncio.sleep(0.1)
+    await reg.drain()
+    assert calls == ["second"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Coroutine
@@ -32,9 +33,9 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishGrant, PublishRequest
+from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest
 from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError
-from engine.registry import LiveStream, StreamRegistry, StreamState
+from engine.registry import StreamRegistry, StreamState
 from webrtc.config import WebRtcConfig
 from webrtc.errors import OfferError, SessionLimitError
 from webrtc.hub import StreamHub
@@ -103,7 +104,6 @@ class WebRtcHttp:
         self._hosts.install()
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watched: set[LiveStream] = set()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -209,23 +209,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_publisher(record.id, "unusable offer")
             return self._error(400, str(exc))
-        self._watch_stream(publisher.stream, grant)
+        publisher.stream.on_ended("publish-check", functools.partial(self.publish_check.publish_ended, grant))
         self.stats.whip_sessions += 1
         log.info("whip %s: publishing %s from %s", record.id, grant.playback_name, remote)
         return self._created(answer, f"/whip/resource/{record.id}")
-
-    def _watch_stream(self, stream: LiveStream, grant: PublishGrant) -> None:
-        """Tell the publish check once when the stream ends for good."""
-        if stream in self._watched:
-            return
-        self._watched.add(stream)
-
-        async def watch() -> None:
-            await stream.wait_ended()
-            self._watched.discard(stream)
-            await self.publish_check.publish_ended(grant)
-
-        self._spawn(watch(), f"whip-watch-{stream.name}")
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         sid = request.match_info["id"]

@@ -12,14 +12,15 @@ with one log line that says why.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
 from dataclasses import dataclass
 
-from engine.auth import PublishCheck, PublishGrant, PublishRequest
+from engine.auth import PublishCheck, PublishRequest
 from engine.errors import PublishDenied, StreamBusyError
-from engine.registry import LiveStream, Publisher, StreamRegistry
+from engine.registry import Publisher, StreamRegistry
 from ingest.rtmp.errors import RtmpProtocolError, RtmpUsageError
 from ingest.rtmp.events import (
     Connected,
@@ -207,7 +208,7 @@ class _Connection:
         self.publisher = publisher
         self.stats.stream_name = grant.playback_name
         server.publishes_started += 1
-        server._watch_stream(publisher.stream, grant)
+        publisher.stream.on_ended("publish-check", functools.partial(server.publish_check.publish_ended, grant))
         self.session.accept_publish()
         # The stream key is a secret: only the public playback name is logged.
         log.info("rtmp %s: publishing to app %r as %s", self.stats.remote, event.app, grant.playback_name)
@@ -243,7 +244,6 @@ class RtmpServer:
         self._server: asyncio.Server | None = None
         self._connections: dict[int, _Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watched: set[LiveStream] = set()
         self._next_id = 1
 
     async def start(self, host: str, port: int) -> None:
@@ -294,22 +294,6 @@ class RtmpServer:
             if task is not None:
                 self._tasks.discard(task)
 
-    def _watch_stream(self, stream: LiveStream, grant: PublishGrant) -> None:
-        """Tell the publish check once when a granted stream ends for good
-        (a reconnect inside the grace window continues the same stream)."""
-        if stream in self._watched:
-            return
-        self._watched.add(stream)
-
-        async def watch() -> None:
-            await stream.wait_ended()
-            self._watched.discard(stream)
-            await self.publish_check.publish_ended(grant)
-
-        task = asyncio.get_running_loop().create_task(watch(), name=f"rtmp-watch-{stream.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
         """Stop listening and close every connection (their publishers are
         closed, so their streams enter the grace window)."""
@@ -318,9 +302,6 @@ class RtmpServer:
         for conn in tuple(self._connections.values()):
             conn.writer.transport.abort()
         tasks = tuple(self._tasks)
-        for task in tasks:
-            if task.get_name().startswith("rtmp-watch-"):
-                task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
