@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,6 +364,81 @@ class ProcessSet:
         await asyncio.shield(self.stop_all())
 
 
+async def spawn_logged(procs: ProcessSet, cmd: Sequence[str], log: Path, *,
+                       log_stdout: bool = True) -> asyncio.subprocess.Process:
+    """Starts ``cmd`` in ``procs`` with its stderr (and its stdout unless
+    ``log_stdout`` is false, when stdout is discarded) written to a fresh
+    ``log`` file."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        stdout = fd if log_stdout else asyncio.subprocess.DEVNULL
+        return await procs.spawn(cmd, stdout=stdout, stderr=fd)
+    finally:
+        os.close(fd)
+
+
+async def start_server(procs: ProcessSet, name: str, cmd: Sequence[str], log: Path, host: str,
+                       ports: Sequence[int], timeout_s: float) -> asyncio.subprocess.Process:
+    """Starts the server under test with its output in ``log`` and waits
+    until every one of ``ports`` accepts connections. One that does not come
+    up is a :class:`BenchmarkError` that carries the end of its log."""
+    srv = await spawn_logged(procs, cmd, log)
+    try:
+        for port in ports:
+            await wait_for_port(host, port, srv, timeout_s)
+    except BenchmarkError as exc:
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        raise BenchmarkError(f"{name}: {exc}\n{text[-2000:]}") from exc
+    return srv
+
+
+async def read_progress(proc: asyncio.subprocess.Process, on_block: Callable[[Progress], None]) -> tuple[int, str]:
+    """Hands every ``-progress`` block ``proc`` writes to its stdout to
+    ``on_block`` until it exits; returns its exit status and the last 2000
+    characters of its stderr (read alongside, so a chatty process never
+    blocks on a full pipe)."""
+    assert proc.stdout is not None and proc.stderr is not None
+    parser = ProgressParser()
+    stderr_tail = ""
+
+    async def drain_stderr() -> None:
+        nonlocal stderr_tail
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            stderr_tail = (stderr_tail + line.decode(errors="replace"))[-2000:]
+
+    stderr_task = asyncio.create_task(drain_stderr())
+    try:
+        async for raw in proc.stdout:
+            block = parser.feed_line(raw.decode(errors="replace"))
+            if block is not None:
+                on_block(block)
+        returncode = await proc.wait()
+    finally:
+        await stderr_task
+    return returncode, stderr_tail
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of every child this process has reaped so far (and of
+    their reaped descendants): the difference around a run is its cost."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def sample_peak_rss(pids: Sequence[int], stop: asyncio.Event, interval_s: float = 0.25) -> int:
+    """The largest summed resident memory of the trees under ``pids`` until ``stop``."""
+    peak = 0
+    while not stop.is_set():
+        usages = await asyncio.to_thread(lambda: [tree_usage(pid) for pid in pids])
+        peak = max(peak, sum(u.rss_bytes for u in usages))
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            pass
+    return peak
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -420,3 +497,30 @@ def format_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str,
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+# --- command line ---------------------------------------------------------------
+
+def run_benchmark(name: str, work: Callable[[], Awaitable[dict[str, Any]]],
+                  render: Callable[[dict[str, Any]], str], *, as_json: bool) -> int:
+    """Runs a benchmark's ``work`` to its result and prints it (as JSON when
+    ``as_json``, else through ``render``); returns the exit status. SIGTERM
+    cancels the run as Ctrl-C does, so every :class:`ProcessSet` ends its
+    children before this returns."""
+
+    async def cancellable() -> dict[str, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await work()
+
+    try:
+        result = asyncio.run(cancellable())
+    except BenchmarkError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"{name}: interrupted; every started process has been stopped", file=sys.stderr)
+        return 130
+    print(to_json(result) if as_json else render(result))
+    return 0

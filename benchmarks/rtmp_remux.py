@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -38,15 +38,17 @@ from benchmarks.common import (
     ParseError,
     PlaylistInfo,
     ProcessSet,
-    ProgressParser,
+    Progress,
     format_table,
     free_port,
     make_source_clip,
     parse_playlist,
     publisher_command,
-    to_json,
+    read_progress,
+    run_benchmark,
+    sample_peak_rss,
+    start_server,
     tree_usage,
-    wait_for_port,
 )
 
 HOST = "127.0.0.1"
@@ -182,27 +184,16 @@ class PublisherOutcome:
 async def follow_publisher(proc: asyncio.subprocess.Process, warmup_s: float) -> PublisherOutcome:
     """Reads one publisher's ``-progress`` output until it exits. Speeds from
     the first ``warmup_s`` of media are left out: connecting takes a moment."""
-    assert proc.stdout is not None and proc.stderr is not None
     outcome = PublisherOutcome()
-    parser = ProgressParser()
 
-    async def drain_stderr() -> None:
-        assert proc.stderr is not None
-        async for line in proc.stderr:
-            outcome.stderr_tail = (outcome.stderr_tail + line.decode(errors="replace"))[-2000:]
+    def observe(block: Progress) -> None:
+        if block.speed is None:
+            return
+        outcome.final_speed = block.speed
+        if block.out_time_us is not None and block.out_time_us >= warmup_s * 1e6 and not block.ended:
+            outcome.speeds.append(block.speed)
 
-    stderr_task = asyncio.create_task(drain_stderr())
-    try:
-        async for raw in proc.stdout:
-            block = parser.feed_line(raw.decode(errors="replace"))
-            if block is None or block.speed is None:
-                continue
-            outcome.final_speed = block.speed
-            if block.out_time_us is not None and block.out_time_us >= warmup_s * 1e6 and not block.ended:
-                outcome.speeds.append(block.speed)
-        outcome.returncode = await proc.wait()
-    finally:
-        await stderr_task
+    outcome.returncode, outcome.stderr_tail = await read_progress(proc, observe)
     return outcome
 
 
@@ -248,16 +239,6 @@ class StepResult:
     failures: list[str]
 
 
-async def sample_peak_rss(pid: int, peak: list[int], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        usage = await asyncio.to_thread(tree_usage, pid)
-        peak[0] = max(peak[0], usage.rss_bytes)
-        try:
-            await asyncio.wait_for(stop.wait(), POLL_S)
-        except TimeoutError:
-            pass
-
-
 async def run_step(kind: str, count: int, settings: Settings, source: Path) -> StepResult:
     """Starts a fresh server, loads it with ``count`` publishers for the set
     duration, and stops it again."""
@@ -265,23 +246,13 @@ async def run_step(kind: str, count: int, settings: Settings, source: Path) -> S
     with tempfile.TemporaryDirectory(prefix=f"fanz-bench-{kind}-") as tmp:
         workdir = Path(tmp)
         server = engine_server(workdir) if kind == "engine" else nginx_server(workdir)
-        log_path = workdir / "server.log"
         async with ProcessSet() as procs:
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                srv = await procs.spawn(server.command, stdout=log_fd, stderr=log_fd)
-            finally:
-                os.close(log_fd)
-            try:
-                await wait_for_port(HOST, server.rtmp_port, srv, SERVER_START_S)
-                await wait_for_port(HOST, server.http_port, srv, SERVER_START_S)
-            except BenchmarkError as exc:
-                raise BenchmarkError(f"{kind}: {exc}\n{log_path.read_text(errors='replace')[-2000:]}") from exc
+            srv = await start_server(procs, kind, server.command, workdir / "server.log", HOST,
+                                     (server.rtmp_port, server.http_port), SERVER_START_S)
             await asyncio.sleep(1.0)
             before = await asyncio.to_thread(tree_usage, srv.pid)
-            peak = [before.rss_bytes]
             stop_sampling = asyncio.Event()
-            sampler = asyncio.create_task(sample_peak_rss(srv.pid, peak, stop_sampling))
+            sampler = asyncio.create_task(sample_peak_rss([srv.pid], stop_sampling, POLL_S))
             started = loop.time()
             keys = [f"bench{i}" for i in range(count)]
             commands = [publisher_command(settings.ffmpeg, source, server.publish_url(k), settings.duration_s)
@@ -311,10 +282,10 @@ async def run_step(kind: str, count: int, settings: Settings, source: Path) -> S
             await asyncio.sleep(1.0)
             after = await asyncio.to_thread(tree_usage, srv.pid)
             stop_sampling.set()
-            await sampler
+            peak = max(before.rss_bytes, await sampler)
             server_rc = srv.returncode
         return summarize(kind, count, settings, outcomes, trackers, after.cpu_s - before.cpu_s,
-                         ended - started, peak[0], server_rc)
+                         ended - started, peak, server_rc)
 
 
 def summarize(kind: str, count: int, settings: Settings, outcomes: Sequence[PublisherOutcome],
@@ -451,26 +422,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     )
 
 
-async def _main(settings: Settings) -> dict[str, Any]:
-    # SIGTERM cancels like Ctrl-C does, so every ProcessSet cleans up.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await run(settings)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    try:
-        result = asyncio.run(_main(settings))
-    except BenchmarkError as exc:
-        print(f"rtmp_remux: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("rtmp_remux: interrupted; every started process has been stopped", file=sys.stderr)
-        return 130
-    print(to_json(result) if settings.as_json else render(result))
-    return 0
+    return run_benchmark("rtmp_remux", functools.partial(run, settings), render, as_json=settings.as_json)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,23 @@ def _norm(args: Sequence[Any]) -> list[Any]:
     return [int(a) if isinstance(a, bool) else a for a in args]
 
 
-class _SqliteConn:
+class _RowQueries:
+    """``fetchrow`` and ``fetchval`` built on a back end's ``fetch``, so
+    both back ends answer them the same way."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        raise NotImplementedError
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else next(iter(row.values()))
+
+
+class _SqliteConn(_RowQueries):
     """Statements on one aiosqlite connection; the caller holds the lock."""
 
     dialect = "sqlite"
@@ -70,14 +86,6 @@ class _SqliteConn:
                 return [dict(r) for r in await cur.fetchall()]
         except sqlite3.IntegrityError as e:
             raise IntegrityError(str(e)) from e
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else next(iter(row.values()))
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
@@ -140,7 +148,7 @@ class SqliteDatabase:
         await self._conn.close()
 
 
-class _PgConn:
+class _PgConn(_RowQueries):
     """Statements on one asyncpg connection or on the pool."""
 
     dialect = "postgresql"
@@ -153,14 +161,6 @@ class _PgConn:
             return [dict(r) for r in await self._conn.fetch(sql, *_norm(args))]
         except asyncpg.IntegrityConstraintViolationError as e:
             raise IntegrityError(str(e)) from e
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else next(iter(row.values()))
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:

@@ -19,10 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from benchmarks.common import ParseError, Progress, make_source_clip
+from benchmarks.ladder_live import EngineWatch, LiveStep, ProgressOutcome, ffmpeg_live_step, judge_engine
 from benchmarks.ladder_vs_ffmpeg import (
-    EngineWatch,
-    LiveStep,
-    ProgressOutcome,
     SegmentEntry,
     Settings,
     TranscodeCounters,
@@ -31,8 +29,6 @@ from benchmarks.ladder_vs_ffmpeg import (
     engine_executable,
     engine_transcode_command,
     ffmpeg_ladder_command,
-    ffmpeg_live_step,
-    judge_engine,
     ladder_toml,
     measure_file_run,
     parse_args,

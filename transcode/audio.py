@@ -17,8 +17,9 @@ from av.audio.frame import AudioFrame
 from av.codec.context import Flags
 
 from engine.media import Codec, Packet, Track
-from transcode.errors import EncoderError, SourceError
+from transcode.errors import EncoderError
 from transcode.ladder import LadderConfig
+from transcode.video import open_decoder, to_av_packet
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,9 @@ class AudioTranscoder:
         audio_filter: Callable[[AudioFrame], AudioFrame] | None = None,
     ) -> None:
         self.audio_filter = audio_filter
-        name = AUDIO_DECODERS.get(source.codec)
-        if name is None:
-            raise SourceError(f"no decoder for audio codec {source.codec.value}")
-        try:
-            decoder = av.CodecContext.create(name, "r")
-        except av.FFmpegError:
-            decoder = av.CodecContext.create(source.codec.value, "r")
+        decoder = open_decoder(source, AUDIO_DECODERS, "audio")
         assert isinstance(decoder, AudioCodecContext)
         self.decoder = decoder
-        if source.extradata:
-            self.decoder.extradata = source.extradata
         if source.codec is Codec.OPUS:
             self.decoder.sample_rate = source.sample_rate or 48_000
         rate = ladder.audio_sample_rate
@@ -83,15 +76,8 @@ class AudioTranscoder:
 
     def push(self, packet: Packet | None) -> list[Packet]:
         """AAC packets for one source packet (``None`` flushes everything)."""
-        if packet is None:
-            av_packet = None
-        else:
-            av_packet = av.Packet(packet.data)
-            av_packet.pts = packet.pts
-            av_packet.dts = packet.dts
-            av_packet.time_base = packet.time_base
         try:
-            frames = self.decoder.decode(av_packet)
+            frames = self.decoder.decode(to_av_packet(packet))
         except av.error.InvalidDataError as exc:
             self.errors += 1
             log.debug("audio decode error %d: %s", self.errors, exc)

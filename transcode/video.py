@@ -13,6 +13,7 @@ import logging
 from fractions import Fraction
 
 import av
+from av.codec.context import CodecContext
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import Interpolation, VideoReformatter
@@ -29,22 +30,46 @@ log = logging.getLogger(__name__)
 DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d", Codec.VP8: "vp8", Codec.VP9: "vp9"}
 
 
+def open_decoder(track: Track, names: dict[Codec, str], kind: str) -> CodecContext:
+    """A decoder for ``track``, with the track's extradata set.
+
+    ``names`` maps a codec to the FFmpeg decoder preferred for it; when that
+    one is not built in, FFmpeg's default decoder for the codec is used.
+    A codec missing from ``names`` is a :class:`SourceError` (``kind`` names
+    the media kind in its message)."""
+    name = names.get(track.codec)
+    if name is None:
+        raise SourceError(f"no decoder for {kind} codec {track.codec.value}")
+    try:
+        ctx = av.CodecContext.create(name, "r")
+    except av.FFmpegError:
+        ctx = av.CodecContext.create(track.codec.value, "r")
+    if track.extradata:
+        ctx.extradata = track.extradata
+    return ctx
+
+
+def to_av_packet(packet: Packet | None) -> av.Packet | None:
+    """``packet`` as a PyAV packet with its timing (``None`` stays ``None``,
+    the decoders' flush signal)."""
+    if packet is None:
+        return None
+    av_packet = av.Packet(packet.data)
+    av_packet.pts = packet.pts
+    av_packet.dts = packet.dts
+    av_packet.time_base = packet.time_base
+    return av_packet
+
+
+
 class VideoDecoder:
     """Decodes a model video track (AVCC with an ``avcC`` extradata for
     H.264) into frames carrying the source's pts and time base."""
 
     def __init__(self, track: Track) -> None:
-        name = DECODERS.get(track.codec)
-        if name is None:
-            raise SourceError(f"no decoder for video codec {track.codec.value}")
-        try:
-            ctx = av.CodecContext.create(name, "r")
-        except av.FFmpegError:
-            ctx = av.CodecContext.create(track.codec.value, "r")
+        ctx = open_decoder(track, DECODERS, "video")
         assert isinstance(ctx, VideoCodecContext)
         self.ctx = ctx
-        if track.extradata:
-            self.ctx.extradata = track.extradata
         self.ctx.thread_type = "AUTO"
         self.time_base = track.time_base
         self.errors = 0
@@ -53,15 +78,9 @@ class VideoDecoder:
         """Frames for ``packet`` (``None`` flushes). A packet the decoder
         rejects is counted in :attr:`errors` and skipped: one corrupt access
         unit must not end a live stream."""
-        if packet is None:
-            av_packet = None
-        else:
-            av_packet = av.Packet(packet.data)
-            av_packet.pts = packet.pts
-            av_packet.dts = packet.dts
-            av_packet.time_base = packet.time_base
-            if packet.keyframe:
-                av_packet.is_keyframe = True
+        av_packet = to_av_packet(packet)
+        if av_packet is not None and packet is not None and packet.keyframe:
+            av_packet.is_keyframe = True
         try:
             frames = self.ctx.decode(av_packet)
         except av.error.InvalidDataError as exc:

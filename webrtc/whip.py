@@ -23,17 +23,18 @@ import logging
 from collections.abc import Callable
 from fractions import Fraction
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver
 
 from engine.media import Codec, Packet, Track
 from engine.registry import Publisher
 from webrtc.config import WebRtcConfig
-from webrtc.errors import BitstreamError, OfferError
+from webrtc.errors import BitstreamError
 from webrtc.h264 import AnnexBToAvcc, vp8_is_keyframe
 from webrtc.ice import rtc_configuration
 from webrtc.negotiate import AUDIO_CODECS, VIDEO_CODECS, offered_kinds, prefer_codecs
 from webrtc.tap import request_keyframe, tap_receiver
 from webrtc.transcode import AUDIO_TIME_BASE, VIDEO_TIME_BASE, Coded, OpusToAac, VideoToH264
+from webrtc.whep import answer_offer
 
 log = logging.getLogger(__name__)
 
@@ -117,24 +118,9 @@ class WhipSession:
         for kind in offered_kinds(offer_sdp):
             mimes = VIDEO_CODECS if kind == "video" else AUDIO_CODECS
             prefer_codecs(self.pc.addTransceiver(kind, direction="recvonly"), mimes, sender=False)
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
-            raise OfferError(f"unusable SDP offer: {exc}") from exc
-        except Exception as exc:  # aiortc raises its own errors for offers it cannot use
-            if type(exc).__module__.startswith("aiortc"):
-                raise OfferError(f"unusable SDP offer: {exc}") from exc
-            raise
-        negotiated = {t.kind for t in self.pc.getTransceivers() if t.mid is not None}
-        self._has_video = "video" in negotiated
-        self._has_audio = "audio" in negotiated
-        if not (self._has_video or self._has_audio):
-            raise OfferError("the offer has no audio or video section")
-        try:
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
-        except (ValueError, RuntimeError) as exc:
-            raise OfferError(f"cannot answer the offer: {exc}") from exc
+        answer = await answer_offer(self.pc, offer_sdp)
+        self._has_video = "video" in answer.kinds
+        self._has_audio = "audio" in answer.kinds
         if self._has_audio:
             self._opus = OpusToAac(self.config.aac_bitrate)
             self._audio_track = Track(
@@ -151,7 +137,7 @@ class WhipSession:
             self._tasks.append(self._loop.create_task(self._keyframe_requester(), name=f"whip-pli-{self.id}"))
         else:
             self._start_tracks()
-        return str(self.pc.localDescription.sdp)
+        return answer.sdp
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         for transceiver in self.pc.getTransceivers():

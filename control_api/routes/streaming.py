@@ -29,6 +29,16 @@ def register(router: Router, plane: ControlPlane) -> None:
         if me.role not in ("admin", "service") and stream["user_id"] != me.id:
             raise Forbidden("only the stream's creator or an admin may do this")
 
+    async def update_own_stream(ctx: RequestCtx, fields: dict[str, object]) -> Row:
+        """Change ``fields`` of the path's stream for its creator (or an
+        admin); an ended stream can no longer be changed."""
+        me = ctx.user()
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        owner_or_admin(me, stream)
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        return await streams.update_stream(plane.db, actor_of(me, ctx.remote), stream["id"], fields, plane.clock())
+
     @router.op("POST", "/streaming/start", summary="Open a stream session (then publish with the stream key)",
                tag=TAG, roles=ROLES_CREATOR, body=S.START_STREAM, ok=(201, S.ref("LiveStream")), also_ok=(200,))
     async def start_stream(ctx: RequestCtx) -> Reply:
@@ -167,25 +177,13 @@ def register(router: Router, plane: ControlPlane) -> None:
     @router.op("POST", ID_PATH + "/record", summary="Turn recording of the stream on or off", tag=TAG,
                roles=ROLES_CREATOR, body=S.RECORD_BODY, ok=(200, S.ref("LiveStream")), errors=(409,))
     async def record(ctx: RequestCtx) -> Reply:
-        me = ctx.user()
-        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
-        owner_or_admin(me, stream)
-        if stream["status"] == "ended":
-            raise Conflict("this stream has ended", kind="stream-ended")
-        row = await streams.update_stream(plane.db, actor_of(me, ctx.remote), stream["id"],
-                                          {"recording": ctx.body["enabled"]}, plane.clock())
+        row = await update_own_stream(ctx, {"recording": ctx.body["enabled"]})
         return Reply(200, streams.stream_view(row))
 
     @router.op("PUT", ID_PATH + "/effects", summary="Change the stream's effects; a live stream shows them at once",
                tag=TAG, roles=ROLES_CREATOR, body=S.EFFECTS_BODY, ok=(200, S.ref("LiveStream")), errors=(409,))
     async def set_effects(ctx: RequestCtx) -> Reply:
-        me = ctx.user()
-        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
-        owner_or_admin(me, stream)
-        if stream["status"] == "ended":
-            raise Conflict("this stream has ended", kind="stream-ended")
-        row = await streams.update_stream(plane.db, actor_of(me, ctx.remote), stream["id"],
-                                          {"effects": ctx.body["effects"]}, plane.clock())
+        row = await update_own_stream(ctx, {"effects": ctx.body["effects"]})
         plane.apply_settings(streams.stream_view(row))
         return Reply(200, streams.stream_view(row))
 

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 HARNESS_DIR = Path(__file__).resolve().parent
 PLAY_SCRIPT = HARNESS_DIR / "play.mjs"
@@ -205,27 +205,42 @@ def _packages_present(harness_dir: Path) -> bool:
     return all((modules / name / "package.json").is_file() for name in NODE_PACKAGES)
 
 
-def build_command(
-    url: str,
-    *,
-    player: Player = "hlsjs",
-    min_time: float = 5.0,
-    timeout: float = 60.0,
-    low_latency: bool = False,
-    switch_level: bool = False,
-    clearkey: Mapping[str, str] | None = None,
-) -> list[str]:
-    """The play.mjs command line for these options (``clearkey`` maps
-    32-hex-digit key IDs to keys; Shaka only)."""
-    cmd = [_node(), str(PLAY_SCRIPT), "--url", url, "--player", player,
-           "--min-time", repr(float(min_time)), "--timeout", repr(float(timeout))]
-    if low_latency:
+class PlayOptions(TypedDict, total=False):
+    """How :func:`play_hls` plays: ``player`` (default ``"hlsjs"``),
+    ``min_time`` seconds of media to play (5), ``timeout`` seconds in all
+    (60), ``low_latency`` and ``switch_level`` (off), and ``clearkey``
+    mapping 32-hex-digit key IDs to keys (Shaka only)."""
+
+    player: Player
+    min_time: float
+    timeout: float
+    low_latency: bool
+    switch_level: bool
+    clearkey: Mapping[str, str] | None
+
+
+_DEFAULT_MIN_TIME_S = 5.0
+_DEFAULT_TIMEOUT_S = 60.0
+
+
+def build_command(url: str, **options: Unpack[PlayOptions]) -> list[str]:
+    """The play.mjs command line for these options (see :class:`PlayOptions`)."""
+    cmd = [_node(), str(PLAY_SCRIPT), "--url", url, "--player", options.get("player", "hlsjs"),
+           "--min-time", repr(float(options.get("min_time", _DEFAULT_MIN_TIME_S))),
+           "--timeout", repr(float(options.get("timeout", _DEFAULT_TIMEOUT_S)))]
+    if options.get("low_latency", False):
         cmd.append("--low-latency")
-    if switch_level:
+    if options.get("switch_level", False):
         cmd.append("--switch-level")
+    clearkey = options.get("clearkey")
     if clearkey:
         cmd += ["--clearkey", ",".join(f"{kid}:{key}" for kid, key in clearkey.items())]
     return cmd
+
+
+def _process_limit(options: PlayOptions) -> float:
+    """Seconds the node process may run before it is killed."""
+    return options.get("timeout", _DEFAULT_TIMEOUT_S) + _PROCESS_MARGIN_S
 
 
 def _check_exit(cmd: Sequence[str], returncode: int, stdout: str, stderr: str) -> PlaybackReport:
@@ -240,31 +255,23 @@ def _check_exit(cmd: Sequence[str], returncode: int, stdout: str, stderr: str) -
     return report
 
 
-def play_hls(
-    url: str,
-    *,
-    player: Player = "hlsjs",
-    min_time: float = 5.0,
-    timeout: float = 60.0,
-    low_latency: bool = False,
-    switch_level: bool = False,
-    clearkey: Mapping[str, str] | None = None,
-) -> PlaybackReport:
+def play_hls(url: str, **options: Unpack[PlayOptions]) -> PlaybackReport:
     """Plays ``url`` in headless Chromium until ``min_time`` seconds of media
-    have played or ``timeout`` seconds have passed. Blocks: from async code
-    whose loop serves the stream, use :func:`play_hls_async`."""
+    have played or ``timeout`` seconds have passed (see :class:`PlayOptions`).
+    Blocks: from async code whose loop serves the stream, use
+    :func:`play_hls_async`."""
     ensure_browser_deps()
-    cmd = build_command(url, player=player, min_time=min_time, timeout=timeout, low_latency=low_latency,
-                        switch_level=switch_level, clearkey=clearkey)
+    cmd = build_command(url, **options)
+    limit = _process_limit(options)
     # A session of its own, so a timeout can end node and its Chromium together.
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as proc:
         try:
-            stdout, stderr = proc.communicate(timeout=timeout + _PROCESS_MARGIN_S)
+            stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired as exc:
             _kill_group(proc.pid)
             proc.communicate()
-            raise HarnessTimeoutError(f"play.mjs ran past {timeout + _PROCESS_MARGIN_S} s") from exc
+            raise HarnessTimeoutError(f"play.mjs ran past {limit} s") from exc
     return _check_exit(cmd, proc.returncode, stdout, stderr)
 
 
@@ -274,28 +281,19 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def play_hls_async(
-    url: str,
-    *,
-    player: Player = "hlsjs",
-    min_time: float = 5.0,
-    timeout: float = 60.0,
-    low_latency: bool = False,
-    switch_level: bool = False,
-    clearkey: Mapping[str, str] | None = None,
-) -> PlaybackReport:
+async def play_hls_async(url: str, **options: Unpack[PlayOptions]) -> PlaybackReport:
     """:func:`play_hls` for async callers: the event loop keeps running (and
     serving the stream) while the browser plays."""
     await asyncio.to_thread(ensure_browser_deps)
-    cmd = build_command(url, player=player, min_time=min_time, timeout=timeout, low_latency=low_latency,
-                        switch_level=switch_level, clearkey=clearkey)
+    cmd = build_command(url, **options)
+    limit = _process_limit(options)
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout + _PROCESS_MARGIN_S)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), limit)
     except TimeoutError as exc:
-        raise HarnessTimeoutError(f"play.mjs ran past {timeout + _PROCESS_MARGIN_S} s") from exc
+        raise HarnessTimeoutError(f"play.mjs ran past {limit} s") from exc
     finally:
         if proc.returncode is None:
             _kill_group(proc.pid)
