@@ -98,20 +98,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp in (int, float):
+        what = "an integer" if tp is int else "a number"
+        if isinstance(value, bool):  # TOML true is not 1
+            raise ConfigError(f"{where}: expected {what}, got {value!r}")
         try:
-            return int(value)
+            return tp(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
+            raise ConfigError(f"{where}: expected {what}, got {value!r}") from exc
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")

@@ -127,15 +127,21 @@ def register(router: Router, plane: ControlPlane) -> None:
                            "peak": stream["peak_viewers"], "total_views": stream["total_views"],
                            **paged(items, ctx.query)})
 
-    @router.op("POST", ID_PATH + "/join", summary="Join a stream: returns a signed, expiring playback URL",
-               tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409,))
-    async def join(ctx: RequestCtx) -> Reply:
-        me = ctx.user()
+    async def live_stream_for(ctx: RequestCtx, me: Principal) -> tuple[Row, float]:
+        """The stream named in the path, if it has not ended and ``me`` may
+        watch it (subscription, pay-per-view, or free)."""
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
         if stream["status"] == "ended":
             raise Conflict("this stream has ended", kind="stream-ended")
         now = plane.clock()
         await commerce.check_access(plane.db, stream, me.id, me.role, now)
+        return stream, now
+
+    @router.op("POST", ID_PATH + "/join", summary="Join a stream: returns a signed, expiring playback URL",
+               tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409,))
+    async def join(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        stream, now = await live_stream_for(ctx, me)
         session_id = await streams.join(plane.db, stream["id"], me.id, ctx.remote, now)
         url, token, expires = plane.playback_url(stream["playback_id"], me.id)
         stream = await streams.get_stream(plane.db, stream["id"])
@@ -155,11 +161,7 @@ def register(router: Router, plane: ControlPlane) -> None:
                roles=ROLES_ANY_USER, body=S.GIFT_BODY, ok=(201, S.ref("GiftSend")), errors=(409,))
     async def gift(ctx: RequestCtx) -> Reply:
         me = ctx.user()
-        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
-        if stream["status"] == "ended":
-            raise Conflict("this stream has ended", kind="stream-ended")
-        now = plane.clock()
-        await commerce.check_access(plane.db, stream, me.id, me.role, now)
+        stream, now = await live_stream_for(ctx, me)
         row = await commerce.send_gift(plane.db, actor_of(me, ctx.remote), stream["id"], me.id, ctx.body["gift_id"],
                                        ctx.body.get("quantity", 1), ctx.body.get("message", ""), now)
         view = commerce.gift_send_view(row)
