@@ -177,9 +177,13 @@ class StreamOutput:
                 self._add_segment(variant, event)
             elif isinstance(event, SegmentsEnded):
                 variant.playlist.end()
-        self._write_media_playlist(variant)
-        if variant.playlist.segments:
-            self._refresh_multivariant()
+        # Parts are served from memory only; the files on disk (for origins
+        # and inspection) change when a whole segment, an init segment or the
+        # end arrives, which spares a write per part.
+        if any(not isinstance(event, PartReady) for event in events):
+            self._write_media_playlist(variant)
+            if variant.playlist.segments:
+                self._refresh_multivariant()
         if self.variants and all(v.playlist.ended for v in self.variants.values()):
             self.ended = True
         self._notify()
