@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from effects.registry import default_registry
+
 Schema = dict[str, Any]
 
 TIME: Schema = {"type": "number", "description": "seconds since the Unix epoch"}
@@ -87,6 +89,27 @@ RUNG: Schema = obj(
     },
     ["name", "height", "bitrate_kbps"],
 )
+# A stream's effects, in the engine's settings form. Effect names are checked
+# here; each effect's options are checked by the engine, which keeps the
+# previous effects (and logs why) when it cannot build new ones.
+EFFECT_SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "effects": {
+            "type": "array",
+            "maxItems": 16,
+            "items": {
+                "type": "object",
+                "properties": {"effect": {"enum": sorted(info.name for info in default_registry())}},
+                "required": ["effect"],
+                "maxProperties": 16,
+            },
+        },
+        "budget_ms": {"type": "number", "minimum": 1, "maximum": 1000},
+    },
+    "additionalProperties": False,
+}
+
 START_STREAM = obj(
     {
         "title": {"type": "string", "minLength": 1, "maxLength": 140},
@@ -94,13 +117,13 @@ START_STREAM = obj(
         "price_cents": CENTS,
         "recording": {"type": "boolean"},
         "ladder": {"type": "array", "items": RUNG, "maxItems": 6},
-        "effects": {"type": "object", "maxProperties": 32},
+        "effects": EFFECT_SETTINGS,
     },
     ["title"],
 )
 STOP_STREAM = obj({})
 RECORD_BODY = obj({"enabled": {"type": "boolean"}}, ["enabled"])
-EFFECTS_BODY = obj({"effects": {"type": "object", "maxProperties": 32}}, ["effects"])
+EFFECTS_BODY = obj({"effects": EFFECT_SETTINGS}, ["effects"])
 GIFT_BODY = obj(
     {"gift_id": ID, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
      "message": {"type": "string", "maxLength": 200}},

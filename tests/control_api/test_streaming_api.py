@@ -308,3 +308,24 @@ async def test_schedule_record_and_recordings(api: Api) -> None:
     assert stopped["status"] == "ended"
     status, _ = await api.call("POST", "/streaming/stop", creator)
     assert status == 404
+
+
+async def test_effects_are_checked_stored_and_handed_to_the_engine(api: Api) -> None:
+    creator, _key, stream = await creator_with_key(api, "styled")
+    look = {"effects": [{"effect": "watermark", "text": "STAR", "position": "top-left"}]}
+    _, row = await api.call("PUT", f"/streaming/{stream['id']}/effects", creator, json={"effects": look}, expect=200)
+    assert row["effects"] == look
+    assert api.registry.settings(stream["playback_id"])["effects"] == look
+    for bad in (
+        {"effects": [{"effect": "sparkles"}]},  # no such effect
+        {"effects": "watermark"},  # not a list
+        {"effects": [], "colour": "red"},  # not a setting
+        {"effects": [], "budget_ms": 0},
+    ):
+        status, problem = await api.call("PUT", f"/streaming/{stream['id']}/effects", creator, json={"effects": bad})
+        assert status == 422 and "effects" in problem["detail"], problem
+    # A refused change leaves the stored effects as they were.
+    assert api.registry.settings(stream["playback_id"])["effects"] == look
+    other = await api.register("not_styled", "creator")
+    status, _ = await api.call("PUT", f"/streaming/{stream['id']}/effects", other, json={"effects": look})
+    assert status == 403
