@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from effects.options import OptionType
 from effects.registry import default_registry
 
 Schema = dict[str, Any]
@@ -89,6 +90,13 @@ RUNG: Schema = obj(
     },
     ["name", "height", "bitrate_kbps"],
 )
+# Options that name a file on the engine's machine (a PNG, a .cube, a font)
+# are for the operator's config file only: through the API they could make
+# the engine read any file it can see.
+_SERVER_FILE_OPTIONS = sorted(
+    {o.name for info in default_registry() for o in info.options if o.type is OptionType.PATH}
+)
+
 # A stream's effects, in the engine's settings form. Effect names are checked
 # here; each effect's options are checked by the engine, which keeps the
 # previous effects (and logs why) when it cannot build new ones.
@@ -100,7 +108,10 @@ EFFECT_SETTINGS: dict[str, Any] = {
             "maxItems": 16,
             "items": {
                 "type": "object",
-                "properties": {"effect": {"enum": sorted(info.name for info in default_registry())}},
+                "properties": {
+                    "effect": {"enum": sorted(info.name for info in default_registry())},
+                    **{name: {"enum": [""]} for name in _SERVER_FILE_OPTIONS},
+                },
                 "required": ["effect"],
                 "maxProperties": 16,
             },

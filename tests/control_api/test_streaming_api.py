@@ -321,6 +321,7 @@ async def test_effects_are_checked_stored_and_handed_to_the_engine(api: Api) -> 
         {"effects": "watermark"},  # not a list
         {"effects": [], "colour": "red"},  # not a setting
         {"effects": [], "budget_ms": 0},
+        {"effects": [{"effect": "watermark", "image": "/etc/passwd"}]},  # server files: config only
     ):
         status, problem = await api.call("PUT", f"/streaming/{stream['id']}/effects", creator, json={"effects": bad})
         assert status == 422 and "effects" in problem["detail"], problem
