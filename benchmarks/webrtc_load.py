@@ -167,14 +167,18 @@ async def whep_viewer(http: aiohttp.ClientSession, base: str, counter: Counter) 
                 tap_receiver(t.receiver, sink)
 
     pc.on("track", on_track)
+    await exchange_sdp(http, pc, f"{base}/whep/{SOURCE_NAME}", "WHEP")
+    return pc
+
+
+async def exchange_sdp(http: aiohttp.ClientSession, pc: RTCPeerConnection, url: str, what: str) -> None:
+    """POST our offer to a WHIP or WHEP endpoint and apply its answer."""
     await pc.setLocalDescription(await pc.createOffer())
-    async with http.post(f"{base}/whep/{SOURCE_NAME}", data=pc.localDescription.sdp,
-                         headers={"Content-Type": "application/sdp"}) as resp:
+    async with http.post(url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as resp:
         body = await resp.text()
         if resp.status != 201:
-            raise RuntimeError(f"WHEP {resp.status}: {body}")
+            raise RuntimeError(f"{what} {resp.status}: {body}")
     await pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
-    return pc
 
 
 class PacketTrack(MediaStreamTrack):
@@ -235,13 +239,7 @@ async def whip_publisher(http: aiohttp.ClientSession, base: str, key: str, media
     assert caps is not None
     vt.setCodecPreferences([c for c in caps.codecs if c.mimeType == "video/H264"])
     pc.addTransceiver(PacketTrack("audio", audio, fractions.Fraction(1, 48_000), a_span), direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    async with http.post(f"{base}/whip/{key}", data=pc.localDescription.sdp,
-                         headers={"Content-Type": "application/sdp"}) as resp:
-        body = await resp.text()
-        if resp.status != 201:
-            raise RuntimeError(f"WHIP {resp.status}: {body}")
-    await pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+    await exchange_sdp(http, pc, f"{base}/whip/{key}", "WHIP")
     return pc
 
 
