@@ -19,7 +19,7 @@ from control_api.app import run_api
 from control_api.bootstrap import create_admin
 from control_api.config import ApiConfig
 from control_api.errors import ControlApiError
-from engine.config import load_config
+from engine.app.config import load_config
 from engine.errors import ConfigError
 
 

@@ -1,5 +1,5 @@
 """``python -m engine`` runs the ``fanz-media`` command."""
 
-from engine.cli import main
+from engine.app.cli import main
 
 raise SystemExit(main())

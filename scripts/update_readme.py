@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from engine.config import settings_markdown
+from engine.app.config import settings_markdown
 
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 

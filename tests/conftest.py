@@ -102,8 +102,8 @@ from collections.abc import AsyncIterator  # noqa: E402
 
 async def start_engine(data_dir: Path, **sections: dict[str, object]):  # type: ignore[no-untyped-def]
     """Start an engine in this event loop on OS-chosen loopback ports."""
-    from engine.config import load_config
-    from engine.serve import Engine
+    from engine.app.config import load_config
+    from engine.app.serve import Engine
 
     base: dict[str, dict[str, object]] = {
         "server": {"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},

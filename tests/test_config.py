@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config, settings
+from engine.app.config import load_config, settings
 from engine.errors import ConfigError
 from packager.hls.config import SegmentFormat
 

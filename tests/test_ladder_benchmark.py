@@ -38,7 +38,7 @@ from benchmarks.ladder_vs_ffmpeg import (
     vod_output_failures,
     x264_stream_args,
 )
-from engine.config import load_config
+from engine.app.config import load_config
 from engine.media import Codec
 from transcode.encoders import SOFTWARE_H264, encoder_options
 from transcode.ladder import LadderConfig, RungConfig, SourceInfo, plan_ladder
@@ -247,7 +247,7 @@ def test_vod_output_check(tmp_path: Path) -> None:
 # --- metrics and verdicts ------------------------------------------------------------
 
 class _EngineLikeCollector:
-    """Exposes the two families the way engine/serve.py builds them."""
+    """Exposes the two families the way engine/app/serve.py builds them."""
 
     def __init__(self, streams: dict[str, tuple[int, int]]) -> None:
         self.streams = streams

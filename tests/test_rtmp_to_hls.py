@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from engine.serve import Engine
+from engine.app.serve import Engine
 from packager.hls.config import SegmentFormat
 from tests.conftest import make_clip, publish, start_engine, wait_for
 from tests.hls_rules import check_media, check_multivariant

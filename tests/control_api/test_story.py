@@ -19,7 +19,7 @@ from control_api.app import API_PREFIX
 from control_api.bootstrap import create_admin
 from control_api.config import ApiConfig
 from control_api.webhooks import SIGNATURE_HEADER, verify_signature
-from engine.serve import Engine
+from engine.app.serve import Engine
 from tests.conftest import free_port, make_clip, publish, wait_for
 from tests.control_api.conftest import PASSWORD
 from tests.control_api.test_streaming_api import Receiver
@@ -46,7 +46,7 @@ class Http:
 @pytest.mark.browser
 @pytest.mark.timeout(240)
 async def test_creator_fan_story(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
-    from engine.config import load_config
+    from engine.app.config import load_config
     from tests.browser.player import play_hls_async
 
     clip = make_clip(ffmpeg, media_dir / "story_h264_aac.flv", seconds=30, size="426x240", bframes=0)

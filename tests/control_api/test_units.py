@@ -197,7 +197,7 @@ def test_config(tmp_path: Path) -> None:
                 {"public_base_url": "ftp://x"}, {"access_token_ttl_s": 0}):
         with pytest.raises(ApiConfigError):
             ApiConfig(data_dir=tmp_path, **bad).check()  # type: ignore[arg-type]
-    from engine.config import load_config
+    from engine.app.config import load_config
 
     env = load_config(None, env={"DATABASE_URL": "postgresql://h/db", "FANZ_API_WEBHOOK_ALLOWED_HOSTS": "a, b:1"}).api
     assert env.database_url == "postgresql://h/db" and env.webhook_allowed_hosts == ("a", "b:1")

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.config import EngineConfig, load_config, settings_markdown
+from engine.app.config import EngineConfig, load_config, settings_markdown
 from engine.errors import ConfigError
 
 # Sub-commands that belong to other packages: name -> (module, help). Each
 # module has ``main(argv) -> int``; imported only when used, so a node that
 # never transcodes never loads the encoders.
 DELEGATED = {
-    "transcode": ("engine.transcode_command", "transcode a file into a VOD HLS ladder"),
+    "transcode": ("engine.app.transcode_command", "transcode a file into a VOD HLS ladder"),
     "effects": ("effects.cli", "list effects, or apply them to a file"),
     "api": ("control_api.cli", "run the control API on its own"),
 }
@@ -75,7 +75,7 @@ def setup_logging(level: str) -> None:
 
 
 def _run_serve(config: EngineConfig) -> int:
-    from engine.serve import run
+    from engine.app.serve import run
 
     if config.server.use_uvloop:
         try:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from engine.config import load_config
+from engine.app.config import load_config
 from engine.errors import ConfigError
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig

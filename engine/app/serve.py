@@ -24,13 +24,13 @@ from control_api.app import API_PREFIX, create_app, get_checks
 from effects.chain import EffectChain
 from effects.errors import EffectsError
 from effects.stage import StageKind
+from engine.app.config import EngineConfig
+from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
-from engine.config import EngineConfig
 from engine.errors import ConfigError
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
-from engine.status import StatusHttp
 from ingest.rtmp.server import RtmpServer
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
