@@ -5,6 +5,7 @@ broken peers next to a healthy one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import shutil
@@ -369,3 +370,23 @@ async def test_digest_handshake_satisfies_a_checking_player(harness: Harness, ff
     assert rc != 0
     assert "validating failed" not in err and "Handshake" not in err
     assert "NetStream.Play.Failed" in err or "this server does not play" in err, err
+
+
+async def test_unauthorized_peers_cannot_make_the_server_hold_large_messages(harness: Harness) -> None:
+    """An unauthenticated connection announcing a 4 MiB message (allowed once
+    a publish is accepted) is closed at once instead of being buffered."""
+    peer = Peer()
+    payload = _raw_connect(peer) + peer.set_chunk_size(1 << 16)
+    payload += peer.message(m.DATA_AMF0, b"\x05" * (4 << 20), 0, csid=5)[: 256 << 10]
+    before = harness.server.protocol_errors
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.server.port)
+    writer.write(C0C1)
+    s = await reader.readexactly(3073)
+    writer.write(c2_for(s) + payload)
+    # The server closes while our bytes are still in flight: EOF or a reset.
+    with contextlib.suppress(ConnectionResetError):
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await wait_for(lambda: harness.server.protocol_errors == before + 1, 10)
+    assert harness.server.connection_count == 0
