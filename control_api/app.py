@@ -20,7 +20,7 @@ from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
 from control_api.errors import ProblemError, StoreError
 from control_api.plane import ControlPlane, NotReady
-from control_api.routes import admin, auth, people, streaming
+from control_api.routes import admin, auth, payments, people, streaming
 from control_api.routing import MAX_BODY_BYTES, Reply, RequestCtx, Router
 from engine.registry import StreamRegistry
 
@@ -64,7 +64,7 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
 
 def build_router(plane: ControlPlane) -> Router:
     router = Router()
-    for module in (auth, streaming, people, admin):
+    for module in (auth, streaming, people, admin, payments):
         module.register(router, plane)
     return router
 

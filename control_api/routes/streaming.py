@@ -157,13 +157,17 @@ def register(router: Router, plane: ControlPlane) -> None:
         stream = await streams.get_stream(plane.db, stream["id"])
         return Reply(200, {"stream_id": stream["id"], "left": left, "concurrent": int(stream["viewers"])})
 
-    @router.op("POST", ID_PATH + "/gift", summary="Send a virtual gift to the creator", tag=TAG,
-               roles=ROLES_ANY_USER, body=S.GIFT_BODY, ok=(201, S.ref("GiftSend")), errors=(409,))
+    @router.op("POST", ID_PATH + "/gift", summary="Record a paid virtual gift (a tip) to the creator (the "
+               "platform's payment service or an admin; processors use /payments/webhook)", tag=TAG,
+               roles=ROLES_PLATFORM, body=S.GIFT_BODY, ok=(201, S.ref("GiftSend")), errors=(409,))
     async def gift(ctx: RequestCtx) -> Reply:
         me = ctx.user()
-        stream, now = await live_stream_for(ctx, me)
-        row = await commerce.send_gift(plane.db, actor_of(me, ctx.remote), stream["id"], me.id, ctx.body["gift_id"],
-                                       ctx.body.get("quantity", 1), ctx.body.get("message", ""), now)
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        row = await commerce.send_gift(plane.db, actor_of(me, ctx.remote), stream["id"], ctx.body["sender_id"],
+                                       ctx.body["gift_id"], ctx.body.get("quantity", 1), ctx.body.get("message", ""),
+                                       plane.clock())
         view = commerce.gift_send_view(row)
         await plane.webhooks.emit("gift.sent", {**view, "creator_id": stream["user_id"]})
         return Reply(201, view)
@@ -207,15 +211,11 @@ def register(router: Router, plane: ControlPlane) -> None:
                                           b["duration_s"], b["size_bytes"])
         return Reply(201, row)
 
-    @router.op("POST", ID_PATH + "/unlock", summary="Record a pay-per-view purchase of the stream", tag=TAG,
-               roles=ROLES_ANY_USER | ROLES_PLATFORM, body=S.UNLOCK, ok=(201, S.ref("Unlock")), errors=(409,))
+    @router.op("POST", ID_PATH + "/unlock", summary="Record a paid pay-per-view purchase of the stream (the "
+               "platform's payment service or an admin; processors use /payments/webhook)", tag=TAG,
+               roles=ROLES_PLATFORM, body=S.UNLOCK, ok=(201, S.ref("Unlock")), errors=(409,))
     async def unlock(ctx: RequestCtx) -> Reply:
         me = ctx.user()
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
-        user_id = ctx.body.get("user_id", me.id)
-        if user_id != me.id and me.role not in ("admin", "service"):
-            raise Forbidden("only a platform service or an admin may unlock for another user")
-        if me.kind == "api_key" and "user_id" not in ctx.body:
-            raise Conflict("a platform service must name the user_id to unlock for")
-        row = await commerce.unlock(plane.db, actor_of(me, ctx.remote), stream, user_id, plane.clock())
+        row = await commerce.unlock(plane.db, actor_of(me, ctx.remote), stream, ctx.body["user_id"], plane.clock())
         return Reply(201, row)
