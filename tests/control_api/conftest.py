@@ -27,6 +27,8 @@ from engine.registry import StreamRegistry
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PASSWORD = "correct horse battery"
+PROCESSOR = "testpay"
+PROCESSOR_SECRET = "whsec_" + "s3cr3t" * 8
 
 
 def _pg_admin(sql: str) -> None:
@@ -84,6 +86,7 @@ def api_config(db_url: str, tmp_path: Path) -> ApiConfig:
         webhook_timeout_s=5,
         auth_rate_per_minute_per_ip=10_000,
         auth_rate_per_minute_per_user=10_000,
+        payment_processors={PROCESSOR: PROCESSOR_SECRET},
     )
 
 
