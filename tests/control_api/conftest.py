@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,9 @@ from control_api.app import API_PREFIX, create_app, get_checks
 from control_api.bootstrap import create_admin
 from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
+from control_api.db import Database
 from control_api.plane import ControlPlane
+from control_api.revocations import RevocationFeed
 from engine.registry import StreamRegistry
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -156,8 +158,10 @@ class Api:
         return await self.login(username)
 
 
-async def serve_api(config: ApiConfig, registry: StreamRegistry) -> tuple[TestClient, web.Application]:
-    app = create_app(config, registry)
+async def serve_api(config: ApiConfig, registry: StreamRegistry,
+                    revocation_feed: Callable[[Database], RevocationFeed] | None = None
+                    ) -> tuple[TestClient, web.Application]:
+    app = create_app(config, registry, revocation_feed)
     root = web.Application()
     root.add_subapp(API_PREFIX, app)
     client = TestClient(TestServer(root, host="127.0.0.1"))

@@ -182,7 +182,7 @@ async def test_signed_but_invalid_events(api: Api) -> None:
 
 
 async def test_ppv_and_tip_events_and_their_refunds(api: Api) -> None:
-    creator, key, ppv = await creator_with_key(api, "ppv_proc", visibility="pay_per_view", price_cents=700)
+    _creator, key, ppv = await creator_with_key(api, "ppv_proc", visibility="pay_per_view", price_cents=700)
     grant, publisher = await publish(api, key)
     fan = await api.register("ppv_buyer")
     processor = FakeProcessor(api)
