@@ -174,11 +174,16 @@ class ControlPlane:
         await self.webhooks.emit("recording.ready", dict(row))
         return row
 
-    def playback_url(self, playback_id: str, viewer_id: str) -> tuple[str, str, int]:
+    def playback_url(self, playback_id: str, viewer_id: str, until: float | None = None) -> tuple[str, str, int]:
         """``(url, token, expires_at)``: the HLS URL under the engine's public
-        base, with a signed token bound to the stream and the viewer."""
-        expires = int(self.clock()) + self.config.playback_token_ttl_s
+        base, with a signed token bound to the stream and the viewer. The
+        token expires after ``playback_token_ttl_s``, or at ``until`` (the end
+        of the paid period) when that comes first."""
+        now = self.clock()
+        expires = int(now) + self.config.playback_token_ttl_s
+        if until is not None:
+            expires = max(int(now) + 1, min(expires, int(until)))
         url = f"{self.config.public_base_url.rstrip('/')}/hls/{playback_id}/index.m3u8"
-        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires, self.clock()))
+        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires, now))
         return f"{url}?token={token}", token, expires
 

@@ -127,23 +127,24 @@ def register(router: Router, plane: ControlPlane) -> None:
                            "peak": stream["peak_viewers"], "total_views": stream["total_views"],
                            **paged(items, ctx.query)})
 
-    async def live_stream_for(ctx: RequestCtx, me: Principal) -> tuple[Row, float]:
+    async def live_stream_for(ctx: RequestCtx, me: Principal) -> tuple[Row, float, float | None]:
         """The stream named in the path, if it has not ended and ``me`` may
-        watch it (subscription, pay-per-view, or free)."""
+        watch it (subscription, pay-per-view, or free), the time now and
+        when that access ends by itself (``None``: it does not)."""
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
         if stream["status"] == "ended":
             raise Conflict("this stream has ended", kind="stream-ended")
         now = plane.clock()
-        await commerce.check_access(plane.db, stream, me.id, me.role, now)
-        return stream, now
+        until = await commerce.check_access(plane.db, stream, me.id, me.role, now)
+        return stream, now, until
 
     @router.op("POST", ID_PATH + "/join", summary="Join a stream: returns a signed, expiring playback URL",
                tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409,))
     async def join(ctx: RequestCtx) -> Reply:
         me = ctx.user()
-        stream, now = await live_stream_for(ctx, me)
+        stream, now, until = await live_stream_for(ctx, me)
         session_id = await streams.join(plane.db, stream["id"], me.id, ctx.remote, now)
-        url, token, expires = plane.playback_url(stream["playback_id"], me.id)
+        url, token, expires = plane.playback_url(stream["playback_id"], me.id, until)
         stream = await streams.get_stream(plane.db, stream["id"])
         return Reply(200, {"playback_url": url, "token": token, "expires_at": expires,
                            "viewer_session_id": session_id, "stream": streams.stream_view(stream)})

@@ -284,28 +284,30 @@ async def list_blocks(db: Database, creator_id: str, limit: int, offset: int) ->
 
 
 # -- the access decision ---------------------------------------------------------------------
-async def check_access(db: Database, stream: Row, user_id: str, role: str, now: float) -> None:
+async def check_access(db: Database, stream: Row, user_id: str, role: str, now: float) -> float | None:
     """Return when the user may watch the stream, raise :class:`Forbidden`
-    with a problem kind that tells the app what to offer (subscribe or buy)."""
+    with a problem kind that tells the app what to offer (subscribe or buy).
+    The value returned is when the access ends by itself (the end of the paid
+    subscription period), ``None`` when it does not."""
     if role == "admin" or stream["user_id"] == user_id:
-        return
+        return None
     blocked = await db.fetchval(
         "SELECT user_id FROM creator_blocks WHERE creator_id = $1 AND user_id = $2", stream["user_id"], user_id
     )
     if blocked is not None:
         raise Forbidden("the creator has blocked you", kind="blocked")
     if stream["visibility"] == "free":
-        return
+        return None
     if stream["visibility"] == "subscribers":
-        found = await db.fetchval(
-            "SELECT id FROM subscriptions WHERE fan_id = $1 AND creator_id = $2 AND status = 'active' "
-            "AND current_period_end > $3 LIMIT 1",
+        until = await db.fetchval(
+            "SELECT MAX(current_period_end) FROM subscriptions WHERE fan_id = $1 AND creator_id = $2 "
+            "AND status = 'active' AND current_period_end > $3",
             user_id, stream["user_id"], now,
         )
-        if found is None:
+        if until is None:
             raise Forbidden("this stream is for subscribers; subscribe to the creator first",
                             kind="subscription-required")
-        return
+        return float(until)
     found = await db.fetchval(
         "SELECT id FROM ppv_unlocks WHERE stream_id = $1 AND user_id = $2 AND refunded_at IS NULL",
         stream["id"], user_id,
@@ -313,3 +315,4 @@ async def check_access(db: Database, stream: Row, user_id: str, role: str, now: 
     if found is None:
         raise Forbidden(f"this stream is pay-per-view ({stream['price_cents']} cents); unlock it first",
                         kind="payment-required")
+    return None

@@ -186,3 +186,21 @@ async def test_old_revocations_are_forgotten(api: Api, ttl: int) -> None:
     await feed.start(seen.append, now)
     await feed.stop()
     assert [r.reason for r in seen if r.user_id == "u"] == ["new"]
+
+
+async def test_token_ends_with_the_paid_period(api: Api) -> None:
+    """A token handed out near the end of a paid period expires with it,
+    not two hours later."""
+    admin = await api.admin()
+    creator, _key, stream = await creator_with_key(api, "period_end", visibility="subscribers")
+    fan = await api.register("last_days")
+    _, sub = await api.call("POST", "/subscriptions", admin, json={"creator_id": creator.id, "fan_id": fan.id},
+                            expect=201)
+    _, joined = await api.call("POST", f"/streaming/{stream['id']}/join", fan, expect=200)
+    assert joined["expires_at"] == pytest.approx(time.time() + api.config.playback_token_ttl_s, abs=5)
+    ends = time.time() + 60
+    await api.plane.db.execute("UPDATE subscriptions SET current_period_end = $2 WHERE id = $1", sub["id"], ends)
+    _, joined = await api.call("POST", f"/streaming/{stream['id']}/join", fan, expect=200)
+    assert joined["expires_at"] <= ends
+    _, own = await api.call("POST", f"/streaming/{stream['id']}/join", creator, expect=200)
+    assert own["expires_at"] == pytest.approx(time.time() + api.config.playback_token_ttl_s, abs=5)
