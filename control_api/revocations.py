@@ -133,6 +133,7 @@ class DatabaseRevocationFeed:
     keeps the latest time)."""
 
     OVERLAP_S = 30.0
+    PRUNE_EVERY_S = 3600.0
 
     def __init__(self, db: Database, poll_s: float, token_ttl_s: float, clock: Callable[[], float]) -> None:
         self._db = db
@@ -172,10 +173,14 @@ class DatabaseRevocationFeed:
         return len(rows)
 
     async def _run(self) -> None:
+        pruned_at = self._clock()
         while True:
             await asyncio.sleep(self._poll_s)
             try:
                 await self.poll()
+                if self._clock() - pruned_at > self.PRUNE_EVERY_S:
+                    pruned_at = self._clock()
+                    await self.prune(pruned_at)
             except Exception:
                 # A database hiccup must not end revocation for good: log it
                 # and try again on the next tick.

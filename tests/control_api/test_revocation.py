@@ -5,7 +5,9 @@ at its next poll (and after a restart)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -148,17 +150,28 @@ async def test_revocations_reach_other_nodes_and_survive_restarts(api: Api, api_
 
     registry = StreamRegistry(grace_s=0)
     client2, app2 = await serve_api(api_config, registry, revocation_feed=by_hand)
+    # A third node polls on its own, often.
+    registry4 = StreamRegistry(grace_s=0)
+    client4, app4 = await serve_api(replace(api_config, revocation_poll_s=0.1), registry4)
     try:
-        node2 = get_checks(app2)
+        node2, node4 = get_checks(app2), get_checks(app4)
         assert await allowed(node2, grant.playback_name, token)
+        assert await allowed(node4, grant.playback_name, token)
         await _ban(api, admin, fan)
         assert not await allowed(api.checks, grant.playback_name, token)
         assert await allowed(node2, grant.playback_name, token)  # not polled yet
         assert await feeds[0].poll() >= 1
         assert not await allowed(node2, grant.playback_name, token)
+        for _ in range(200):
+            if not await allowed(node4, grant.playback_name, token):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the polling node never saw the revocation")
     finally:
-        await client2.close()
-        registry.close()
+        for client, reg in ((client2, registry), (client4, registry4)):
+            await client.close()
+            reg.close()
 
     # A node started now loads the revocation at start.
     registry3 = StreamRegistry(grace_s=0)
