@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control_api.payments import SignatureRefused, check_signature
+from control_api.errors import MalformedRequest, ValidationFailed
+from control_api.payments import EVENT_DATA, SignatureRefused, check_signature, parse_event
 from engine.auth import PlaybackRequest
 from engine.errors import PlaybackDenied
 from tests.control_api.conftest import Api, User
@@ -244,3 +245,22 @@ def test_any_change_to_a_signed_body_is_refused(body: bytes, flip: int, extra: b
     for other in changed:
         with pytest.raises(SignatureRefused):
             check_signature(SECRET, header, other, now, 300)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                   max_size=4), max_leaves=20)
+
+
+@given(st.one_of(st.binary(max_size=300), _JSON.map(lambda v: json.dumps(v).encode()),
+                 st.fixed_dictionaries({"id": _JSON, "type": st.sampled_from(sorted(EVENT_DATA)), "data": _JSON})
+                 .map(lambda v: json.dumps(v).encode())))
+@settings(max_examples=300, deadline=None)
+def test_hostile_event_bodies_are_refused_as_bad_input(body: bytes) -> None:
+    """A body that passed the signature (a processor's bug, or a leaked
+    secret) still cannot crash the parser: it is an event or a 400/422."""
+    try:
+        event = parse_event("p", 0, body)
+    except (MalformedRequest, ValidationFailed):
+        return
+    assert isinstance(event.id, str) and isinstance(event.data, dict)
