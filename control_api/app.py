@@ -18,9 +18,11 @@ from control_api import openapi
 from control_api.authn import authenticator
 from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
+from control_api.db import Database
 from control_api.errors import ProblemError, StoreError
 from control_api.plane import ControlPlane, NotReady
-from control_api.routes import admin, auth, people, streaming
+from control_api.revocations import RevocationFeed
+from control_api.routes import admin, auth, payments, people, streaming
 from control_api.routing import MAX_BODY_BYTES, Reply, RequestCtx, Router
 from engine.registry import StreamRegistry
 
@@ -64,15 +66,18 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
 
 def build_router(plane: ControlPlane) -> Router:
     router = Router()
-    for module in (auth, streaming, people, admin):
+    for module in (auth, streaming, people, admin, payments):
         module.register(router, plane)
     return router
 
 
-def create_app(config: ApiConfig, registry: StreamRegistry | None) -> web.Application:
+def create_app(config: ApiConfig, registry: StreamRegistry | None,
+               revocation_feed: Callable[[Database], RevocationFeed] | None = None) -> web.Application:
     """The control API, to mount at :data:`API_PREFIX`. The database opens on
-    the application's start-up and closes on its clean-up."""
-    plane = ControlPlane(config, registry)
+    the application's start-up and closes on its clean-up.
+    ``revocation_feed`` makes the feed that carries playback revocations
+    between nodes (default: the shared database, polled)."""
+    plane = ControlPlane(config, registry, feed_factory=revocation_feed)
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
     router = build_router(plane)
     document: dict[str, object] = {}

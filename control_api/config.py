@@ -9,6 +9,7 @@ an arbitrary internal address by default).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from control_api.errors import ApiConfigError
 
 SECRET_FILE = "control_api.secret"
+PROCESSOR_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,14 @@ class ApiConfig:
     """Issuer shown by authenticator apps."""
     postgres_pool_size: int = 10
     """Connections in the PostgreSQL pool."""
+    payment_processors: dict[str, str] = field(default_factory=dict)
+    """Payment processors whose signed events /api/v1/payments/webhook/NAME accepts:
+    a table of NAME = signing secret (32+ characters)."""
+    payment_tolerance_s: int = 300
+    """A processor event signed longer ago (or further ahead) than this many seconds is refused as stale."""
+    revocation_poll_s: float = 2.0
+    """How often each node reads the playback revocations (cancellations, bans, refunds,
+    blocks) made on other nodes: the bound on how long a revoked viewer keeps playing there."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'fanz.db').resolve()}"
@@ -83,6 +93,15 @@ class ApiConfig:
             raise ApiConfigError("jwt_secret must be at least 32 characters")
         if not self.public_base_url.startswith(("http://", "https://")):
             raise ApiConfigError("public_base_url must be an http(s) URL")
+        for name, secret in self.payment_processors.items():
+            if not PROCESSOR_NAME.fullmatch(name):
+                raise ApiConfigError(f"payment processor name {name!r} must match {PROCESSOR_NAME.pattern}")
+            if len(secret) < 32:
+                raise ApiConfigError(f"payment_processors.{name}: the signing secret must be at least 32 characters")
+        if self.payment_tolerance_s <= 0:
+            raise ApiConfigError("payment_tolerance_s must be positive")
+        if not 0 < self.revocation_poll_s <= 60:
+            raise ApiConfigError("revocation_poll_s must be above 0 and at most 60")
 
     def with_secret(self) -> ApiConfig:
         """This config with ``jwt_secret`` filled in, reading or creating the

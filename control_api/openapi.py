@@ -26,7 +26,8 @@ _STATUS_TEXT = {
 
 def _operation(op: Operation) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{ID_PATTERN}$"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": op.params.get(name, {"type": "string", "pattern": f"^{ID_PATTERN}$"})}
         for name in re.findall(r"{(\w+)}", op.path)
     ]
     for name, schema in op.query.items():
@@ -37,6 +38,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {"required": body_required(op.body),
                               "content": {"application/json": {"schema": op.body}}}
+    elif op.raw_body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.raw_body}}}
     responses: dict[str, Any] = {}
     if op.ok_schema is None:
         responses[str(op.ok_status)] = {"description": "Done"}
@@ -71,7 +74,8 @@ def build(router: Router, prefix: str) -> dict[str, Any]:
         "info": {
             "title": "Fanz Media Engine control API",
             "version": "1.0.0",
-            "description": "Streams, stream keys, viewers, gifts, subscriptions, pay-per-view and webhooks. "
+            "description": "Streams, stream keys, viewers, gifts, subscriptions, pay-per-view, payment processor "
+            "events and webhooks. "
             "Errors are RFC 9457 problem details. Times are seconds since the Unix epoch; money is in cents.",
         },
         "servers": [{"url": prefix}],

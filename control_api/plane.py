@@ -17,7 +17,9 @@ from typing import Any
 from control_api.config import ApiConfig
 from control_api.db import Database, connect, migrate
 from control_api.errors import ControlApiError
+from control_api.payments import PaymentProcessor, processors_from
 from control_api.ratelimit import RateLimiter
+from control_api.revocations import DatabaseRevocationFeed, Revocation, RevocationFeed, RevocationSet
 from control_api.security import PlaybackClaims, issue_playback_token
 from control_api.store import streams
 from control_api.store.audit import Actor
@@ -33,7 +35,10 @@ class NotReady(ControlApiError):
 
 class ControlPlane:
     def __init__(self, config: ApiConfig, registry: StreamRegistry | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 feed_factory: Callable[[Database], RevocationFeed] | None = None) -> None:
+        """``feed_factory`` makes the feed that carries playback revocations
+        between nodes; by default they travel through the shared database."""
         config.check()
         self.config = config.with_secret()
         self.registry = registry
@@ -42,6 +47,12 @@ class ControlPlane:
         self.user_limiter = RateLimiter(config.auth_rate_per_minute_per_user)
         self._db: Database | None = None
         self._webhooks: WebhookDispatcher | None = None
+        self.processors: dict[str, PaymentProcessor] = processors_from(config.payment_processors,
+                                                                        config.payment_tolerance_s)
+        self.revocations = RevocationSet(config.playback_token_ttl_s)
+        self._feed: RevocationFeed | None = None
+        self._feed_factory = feed_factory
+        self._pruned_at = 0.0
 
     @property
     def secret(self) -> str:
@@ -71,16 +82,47 @@ class ControlPlane:
         if applied:
             log.info("control API: applied migrations %s", applied)
         self._db = db
+        if self._feed_factory is not None:
+            feed = self._feed_factory(db)
+        else:
+            feed = DatabaseRevocationFeed(db, self.config.revocation_poll_s, self.config.playback_token_ttl_s,
+                                          self.clock)
+        await feed.start(self._deliver_revocation, self.clock())
+        self._feed = feed
         self._webhooks = WebhookDispatcher(db, self.config, self.clock)
         await self._webhooks.start()
 
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
+            self._feed = None
         if self._webhooks is not None:
             await self._webhooks.stop()
             self._webhooks = None
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    # -- the end of access ---------------------------------------------------------
+    def _deliver_revocation(self, revocation: Revocation) -> None:
+        self.revocations.add(revocation)
+        now = self.clock()
+        if now - self._pruned_at > 60:
+            self._pruned_at = now
+            self.revocations.prune(now)
+
+    async def revoke(self, revocations: list[Revocation]) -> None:
+        """Stop playback tokens issued before each revocation: on this node
+        at once (the next playlist, segment or part request is refused), on
+        the others through the feed."""
+        for revocation in revocations:
+            self._deliver_revocation(revocation)
+            log.info("control API: playback of %s revoked in %s (%s)", revocation.user_id, revocation.scope,
+                     revocation.reason)
+        if self._feed is None:
+            raise NotReady("the control API is not started yet")
+        for revocation in revocations:
+            await self._feed.publish(revocation)
 
     # -- lifecycle shared by routes and engine checks ---------------------------------
     async def go_live(self, actor: Actor, stream_id: str) -> None:
@@ -132,11 +174,16 @@ class ControlPlane:
         await self.webhooks.emit("recording.ready", dict(row))
         return row
 
-    def playback_url(self, playback_id: str, viewer_id: str) -> tuple[str, str, int]:
+    def playback_url(self, playback_id: str, viewer_id: str, until: float | None = None) -> tuple[str, str, int]:
         """``(url, token, expires_at)``: the HLS URL under the engine's public
-        base, with a signed token bound to the stream and the viewer."""
-        expires = int(self.clock()) + self.config.playback_token_ttl_s
+        base, with a signed token bound to the stream and the viewer. The
+        token expires after ``playback_token_ttl_s``, or at ``until`` (the end
+        of the paid period) when that comes first."""
+        now = self.clock()
+        expires = int(now) + self.config.playback_token_ttl_s
+        if until is not None:
+            expires = max(int(now) + 1, min(expires, int(until)))
         url = f"{self.config.public_base_url.rstrip('/')}/hls/{playback_id}/index.m3u8"
-        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires))
+        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires, now))
         return f"{url}?token={token}", token, expires
 

@@ -24,6 +24,9 @@ PASSWORD: Schema = {"type": "string", "minLength": 8, "maxLength": 256}
 OTP: Schema = {"type": "string", "pattern": "^[0-9]{6}$"}
 CREATOR_STATUS: Schema = {"type": "string", "enum": ["active", "inactive", "warning", "suspended", "top_performer"]}
 ROLE: Schema = {"type": "string", "enum": ["fan", "creator", "admin"]}
+TIER: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
+GIFT_QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
+GIFT_MESSAGE: Schema = {"type": "string", "maxLength": 200}
 EVENTS = ["stream.started", "stream.ended", "recording.ready", "gift.sent"]
 
 
@@ -136,9 +139,8 @@ STOP_STREAM = obj({})
 RECORD_BODY = obj({"enabled": {"type": "boolean"}}, ["enabled"])
 EFFECTS_BODY = obj({"effects": EFFECT_SETTINGS}, ["effects"])
 GIFT_BODY = obj(
-    {"gift_id": ID, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
-     "message": {"type": "string", "maxLength": 200}},
-    ["gift_id"],
+    {"sender_id": ID, "gift_id": ID, "quantity": GIFT_QUANTITY, "message": GIFT_MESSAGE},
+    ["sender_id", "gift_id"],
 )
 SCHEDULE_BODY = obj(
     {
@@ -151,9 +153,18 @@ SCHEDULE_BODY = obj(
     },
     ["title", "starts_at"],
 )
-SUBSCRIBE = obj({"creator_id": ID, "tier": {"type": "string", "minLength": 1, "maxLength": 32}, "fan_id": ID},
-                ["creator_id"])
-UNLOCK = obj({"user_id": ID})
+SUBSCRIBE = obj({"creator_id": ID, "tier": TIER, "fan_id": ID}, ["creator_id", "fan_id"])
+UNLOCK = obj({"user_id": ID}, ["user_id"])
+BLOCK_BODY = obj({"user_id": ID}, ["user_id"])
+PROVIDER: Schema = {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"}
+PAYMENT_EVENT_BODY: Schema = {
+    "type": "object",
+    "description": "A processor event, signed in the Payment-Signature header: "
+    "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' under the processor's secret>.",
+    "properties": {"id": {"type": "string"}, "type": {"type": "string"}, "created": {"type": "integer"},
+                   "data": {"type": "object"}},
+    "required": ["id", "type", "data"],
+}
 RECORDING_BODY = obj(
     {"uri": {"type": "string", "minLength": 1, "maxLength": 1000},
      "duration_s": {"type": "number", "minimum": 0, "maximum": 1e7},
@@ -243,7 +254,8 @@ COMPONENTS: dict[str, Schema] = {
                           "tier": {"type": "string"}, "status": {"type": "string", "enum": ["active", "cancelled"]},
                           "current_period_end": TIME, "created_at": TIME, "cancelled_at": TIME_OR_NULL}),
     "Unlock": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "user_id": {"type": "string"},
-                    "amount_cents": {"type": "integer"}, "created_at": TIME}),
+                    "amount_cents": {"type": "integer"}, "created_at": TIME,
+                    "refunded_at": TIME_OR_NULL}),
     "Recording": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "uri": {"type": "string"},
                        "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME}),
     "Webhook": resp({"id": {"type": "string"}, "url": {"type": "string"},
@@ -259,9 +271,14 @@ COMPONENTS: dict[str, Schema] = {
                    "action": {"type": "string"}, "target_kind": {"type": "string"},
                    "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"},
                    "remote": {"type": "string"}, "created_at": TIME}),
+    "Block": resp({"creator_id": {"type": "string"}, "user_id": {"type": "string"}, "username": {"type": "string"},
+                   "created_at": TIME}),
+    "PaymentReceipt": resp({"event_id": {"type": "string"}, "type": {"type": "string"},
+                            "status": {"type": "string", "enum": ["recorded", "duplicate", "ignored"]},
+                            "grant_kind": {"type": ["string", "null"]}, "grant_id": {"type": ["string", "null"]}}),
     "Kicked": resp({"stream_id": {"type": ["string", "null"]}, "disconnected": {"type": "boolean"}}),
 }
 
 for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "Webhook", "Delivery",
-              "Audit", "ApiKey", "Gift"):
+              "Audit", "ApiKey", "Gift", "Block"):
     COMPONENTS[f"{_name}Page"] = page(_name)

@@ -2,7 +2,10 @@
 
 Every request passes the playback check; a ``token`` query parameter is
 handed to it and, when present, carried into every URI of the playlists the
-viewer receives so that segment requests are authorised too.
+viewer receives so that segment requests are authorised too. A request held
+open (a player early for the first segment, an LL-HLS blocking reload, a
+preload hint) is checked again when it is answered, so access that ends
+while it waits ends for it too.
 
 Only names the packager itself writes are served: stream names and file
 names are matched against strict patterns and the final path is checked to
@@ -112,6 +115,8 @@ class HlsHttp:
             text = output.render_multivariant(rewrite)
         if text is None:
             raise self._not_found("stream has no segments yet")
+        if waited:
+            await self._authorize(request, name)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
 
     def _bad_request(self, why: str) -> web.HTTPBadRequest:
@@ -148,11 +153,15 @@ class HlsHttp:
                 raise self._bad_request("_HLS_msn is more than two segments ahead of the live edge")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 3 * playlist.target_duration
+            held = False
             while not playlist.has(msn, part):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise web.HTTPServiceUnavailable(text="segment not ready in time", headers=self._headers(NO_CACHE))
+                held = True
                 await output.wait_changed(remaining)
+            if held:
+                await self._authorize(request, name)
         skip = request.query.get("_HLS_skip") in ("YES", "v2")
         text = output.render_media(variant, self._rewriter(token), skip=skip)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
@@ -168,14 +177,18 @@ class HlsHttp:
         found = playlist.part(filename)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 3 * playlist.target_duration
+        held = False
         while found is None and filename == playlist.next_part_uri and not playlist.ended:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            held = True
             await output.wait_changed(remaining)
             found = playlist.part(filename)
         if found is None:
             raise self._not_found("no such part")
+        if held:
+            await self._authorize(request, name)
         headers = self._headers(f"public, max-age={self.service.config.segment_cache_s}, immutable")
         return web.Response(body=found.data, content_type=CONTENT_TYPES[Path(filename).suffix], headers=headers)
 
