@@ -20,6 +20,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from engine.codecs import CodecError, avc_packet_from_annexb, extradata_to_avcc
 from engine.media import Codec, Packet, Track
+from transcode.decoders import SOFTWARE_DECODER, DecoderUnavailable, open_hw_decoder
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap
@@ -64,13 +65,30 @@ def to_av_packet(packet: Packet | None) -> av.Packet | None:
 
 class VideoDecoder:
     """Decodes a model video track (AVCC with an ``avcC`` extradata for
-    H.264) into frames carrying the source's pts and time base."""
+    H.264) into frames carrying the source's pts and time base.
 
-    def __init__(self, track: Track) -> None:
-        ctx = open_decoder(track, DECODERS, "video")
+    ``hwaccel`` names a hardware device type (``cuda``, ``qsv``) to decode
+    on, as chosen by :func:`transcode.decoders.probe_decoders`. Its frames
+    are downloaded to system memory (``nv12``), which the rung scalers take
+    like any software frame. When the device cannot decode this particular
+    track (codec or profile it lacks), the track is decoded in software and
+    :attr:`name` says so.
+    """
+
+    def __init__(self, track: Track, hwaccel: str | None = None) -> None:
+        self.name = SOFTWARE_DECODER
+        ctx: CodecContext | None = None
+        if hwaccel is not None:
+            try:
+                ctx = open_hw_decoder(track, hwaccel)
+                self.name = hwaccel
+            except DecoderUnavailable as exc:
+                log.info("%s; decoding in software", exc)
+        if ctx is None:
+            ctx = open_decoder(track, DECODERS, "video")
+            ctx.thread_type = "AUTO"
         assert isinstance(ctx, VideoCodecContext)
         self.ctx = ctx
-        self.ctx.thread_type = "AUTO"
         self.time_base = track.time_base
         self.errors = 0
 
