@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 import pytest
@@ -140,7 +141,7 @@ def test_segment_grid_boundaries_at_least_a_target_apart_and_never_much_more(
         assert marks == [t * tb for t, key in seen if key]
         return
     assert own_from >= 1 and marks[own_from] - marks[own_from - 1] >= target
-    longest_gap = max((b[0] - a[0]) * tb for a, b in zip(seen, seen[1:], strict=False))
+    longest_gap = max((b[0] - a[0]) * tb for a, b in itertools.pairwise(seen))
     own = marks[own_from:]
-    for a, b in zip(own, own[1:], strict=False):
+    for a, b in itertools.pairwise(own):
         assert target <= b - a < target + longest_gap
