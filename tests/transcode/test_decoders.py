@@ -3,6 +3,7 @@ rung scalers fed with the frames a hardware decoder hands back (nv12)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -107,3 +108,13 @@ async def test_engine_refuses_to_start_with_cuda_and_no_gpu(tmp_path: Path) -> N
     with pytest.raises(TranscodeConfigError, match="cuda decoding does not work here"):
         engine = await start_engine(tmp_path / "data", transcode={"enabled": True, "decoder": "cuda"})
         await engine.stop()
+
+
+def test_decoder_probe_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import decoder_probe
+
+    assert decoder_probe.main(["--seconds", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["chosen"] == "software" and "cuda" in report["failures"]
+    (software,) = report["results"]
+    assert software["decoder"] == "software" and software["frames"] == 30 and software["cpu_ms_per_frame"] > 0
