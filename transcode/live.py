@@ -44,7 +44,7 @@ from transcode.decoders import SOFTWARE_DECODER
 from transcode.encoders import EncoderProbe
 from transcode.errors import SourceError, TranscodeConfigError
 from transcode.keyframes import GridMode, KeyframeGrid, SegmentKeyframeGrid, SourceKeyframeGrid
-from transcode.ladder import LadderConfig
+from transcode.ladder import LadderConfig, LadderPlan
 from transcode.worker import DropStats, TranscodeWorker
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class LiveTranscoder:
         self._passthrough_synced = False
         self._hold: collections.deque[Packet] = collections.deque(maxlen=PASSTHROUGH_HOLD)
         self._renditions: dict[str, str] = {}
+        self._previous_tx: StreamTranscoder | None = None
 
     def rendition_stream(self, name: str) -> str:
         return f"{self.source_name}/{name}"
@@ -133,7 +134,7 @@ class LiveTranscoder:
             worker.policy.stats if worker is not None else DropStats(),
             tx.stats if tx is not None else None,
             worker.depth if worker is not None else 0,
-            plan.passthrough_reason if plan is not None else "",
+            _passthrough_reason(plan, grid),
             decoder,
             self.encoder,
             grid.mode.value if isinstance(grid, SegmentKeyframeGrid) else GridMode.SOURCE.value,
@@ -205,11 +206,14 @@ class LiveTranscoder:
 
     def _passthrough_possible(self) -> bool:
         """False once this publish's plan has no passthrough (read from the
-        worker: the plan is an immutable value, replaced whole)."""
+        worker: the transcoder and its plan are replaced whole, never
+        changed in place). The previous publish's transcoder, still in place
+        until the worker takes the new publish's start, does not count."""
         worker = self._worker
         tx = worker.transcoder if worker is not None else None
-        plan = tx.plan if tx is not None else None
-        return plan is None or plan.passthrough
+        if tx is None or tx is self._previous_tx:
+            return True
+        return tx.plan is None or tx.plan.passthrough
 
     async def _read(self, sub: Subscription, worker: TranscodeWorker) -> None:
         async for item in sub:
@@ -221,6 +225,7 @@ class LiveTranscoder:
                 self._passthrough = None
                 self._passthrough_synced = False
                 self._hold.clear()
+                self._previous_tx = worker.transcoder
             elif isinstance(item, Packet) and item.track == self._video_index:
                 self._copy_source_video(item)
             worker.offer(item)
@@ -233,7 +238,7 @@ class LiveTranscoder:
             if self._passthrough_possible():
                 self._hold.append(packet)
             elif self._hold:
-                self._hold.clear()
+                self._passthrough_left_out()
             return
         if not self._passthrough_synced:
             if not packet.keyframe:
@@ -242,6 +247,15 @@ class LiveTranscoder:
         self._passthrough.write(
             Packet(0, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, packet.duration)
         )
+
+    def _passthrough_left_out(self) -> None:
+        """This publish has no passthrough: stop holding source video for it,
+        and end the previous publish's passthrough rendition if any."""
+        self._hold.clear()
+        old = self._publishers.pop(self.ladder.passthrough_name, None)
+        if old is not None:
+            old.kick("the source restarted with keyframes too far apart to pass it through")
+            self._renditions.pop(self.rendition_stream(self.ladder.passthrough_name), None)
 
     def _publish(self, events: list[TranscodeEvent]) -> None:
         i = 0
@@ -293,3 +307,11 @@ class LiveTranscoder:
             pub.kick(reason)
         self._publishers.clear()
         self._passthrough = None
+
+
+def _passthrough_reason(plan: LadderPlan | None, grid: KeyframeGrid | None) -> str:
+    if plan is None:
+        return ""
+    if plan.passthrough and isinstance(grid, SegmentKeyframeGrid) and grid.mode is GridMode.UNDECIDED:
+        return "waiting for the source's first keyframe interval"
+    return plan.passthrough_reason

@@ -135,6 +135,43 @@ async def test_short_source_gop_keeps_passthrough_with_its_audio(clip: Path, pro
     assert any(p.track == 1 and p.dts * p.time_base < Fraction(1, 2) for p in source[:first_late_video])
 
 
+async def test_restart_with_a_long_gop_ends_the_passthrough(
+    clip: Path, long_gop_clip: Path, probe: EncoderProbe
+) -> None:
+    registry = StreamRegistry(grace_s=30)
+    subs = watch_renditions(registry, "cam")
+    live = LiveTranscoder(
+        registry, "cam", small_ladder(), probe, encoder="libx264", queue_size=100_000, segment_target=Fraction(1)
+    )
+    pub = registry.claim("cam")
+    task = None
+    for path in (clip, long_gop_clip):
+        tracks, packets = model_packets(path)
+        pub.start(tracks)
+        if task is None:
+            task = asyncio.create_task(live.run())
+        for i, packet in enumerate(packets):
+            pub.write(packet)
+            if i % 8 == 0:
+                await asyncio.sleep(0.005)
+        if path == clip:
+            # The first publish, 1 s GOPs: passed through.
+            await asyncio.sleep(0.5)
+            assert "cam/source" in live.status.renditions
+            pub.close("reconnecting")
+            pub = registry.claim("cam")
+    pub.kick("done")
+    assert task is not None
+    await asyncio.wait_for(task, 60)
+    source = list(subs["cam/source"].drain())
+    assert isinstance(source[-1], StreamEnded) and "too far apart" in source[-1].reason
+    assert "cam/source" not in live.status.renditions
+    assert live.status.keyframes == "own"
+    rung = [x for x in subs["cam/360p"].drain() if isinstance(x, Packet) and x.track == 0 and x.keyframe]
+    # The second publish's keyframes come from the rungs, every second.
+    assert [p.pts for p in rung][-4:] == [0, 1000, 2000, 3000]
+
+
 async def test_unknown_source_refused(probe: EncoderProbe) -> None:
     live = LiveTranscoder(StreamRegistry(), "nobody", small_ladder(), probe, encoder="libx264")
     with pytest.raises(ValueError):
