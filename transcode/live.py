@@ -279,6 +279,8 @@ class LiveTranscoder:
                     held.append(nxt.packet)
                     i += 1
             self._start_rendition(event, held)
+        if self._passthrough is None and self._hold and not self._passthrough_possible():
+            self._passthrough_left_out()
 
     def _start_rendition(self, event: RenditionStarted, held_audio: list[Packet]) -> None:
         stream_name = self.rendition_stream(event.name)

@@ -77,18 +77,17 @@ class VideoDecoder:
 
     def __init__(self, track: Track, hwaccel: str | None = None) -> None:
         self.name = SOFTWARE_DECODER
-        ctx: CodecContext | None = None
+        ctx: VideoCodecContext | None = None
         if hwaccel is not None:
             try:
-                ctx = open_hw_decoder(track, hwaccel)
+                hw = open_hw_decoder(track, hwaccel)
+                assert isinstance(hw, VideoCodecContext)
+                ctx = hw
                 self.name = hwaccel
             except DecoderUnavailable as exc:
                 log.info("%s; decoding in software", exc)
-        if ctx is None:
-            ctx = open_decoder(track, DECODERS, "video")
-            ctx.thread_type = "AUTO"
-        assert isinstance(ctx, VideoCodecContext)
-        self.ctx = ctx
+        self.ctx = ctx if ctx is not None else _software_decoder(track)
+        self.track = track
         self.time_base = track.time_base
         self.errors = 0
 
@@ -105,6 +104,16 @@ class VideoDecoder:
             self.errors += 1
             log.debug("video decode error %d: %s", self.errors, exc)
             return []
+        except av.FFmpegError as exc:
+            if self.name == SOFTWARE_DECODER:
+                raise
+            # The device opened but cannot decode this stream (a profile or
+            # size NVDEC lacks): software from the next keyframe on.
+            log.warning("%s decode failed (%s); decoding in software", self.name, exc)
+            self.errors += 1
+            self.name = SOFTWARE_DECODER
+            self.ctx = _software_decoder(self.track)
+            return []
         out = []
         for frame in frames:
             assert isinstance(frame, VideoFrame)
@@ -114,6 +123,13 @@ class VideoDecoder:
             frame.time_base = self.time_base
             out.append(frame)
         return out
+
+
+def _software_decoder(track: Track) -> VideoCodecContext:
+    ctx = open_decoder(track, DECODERS, "video")
+    assert isinstance(ctx, VideoCodecContext)
+    ctx.thread_type = "AUTO"
+    return ctx
 
 
 class RungEncoder:
