@@ -236,7 +236,7 @@ class StreamTranscoder:
         self.plan = dataclasses.replace(self.plan, passthrough=False, passthrough_reason=reason)
         self._passthrough_waiting = False
         self._passthrough_held.clear()
-        log.info("rendition %s left out: %s", self.ladder.passthrough_name, reason)
+        log.debug("rendition %s left out: %s", self.ladder.passthrough_name, reason)
 
     def _emit_or_hold(self, packet: Packet, events: list[TranscodeEvent], audio: bool) -> None:
         """Send a source-video (passthrough) or audio packet to the

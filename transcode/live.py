@@ -116,6 +116,7 @@ class LiveTranscoder:
         self._hold: collections.deque[Packet] = collections.deque(maxlen=PASSTHROUGH_HOLD)
         self._renditions: dict[str, str] = {}
         self._previous_tx: StreamTranscoder | None = None
+        self._left_out = False
 
     def rendition_stream(self, name: str) -> str:
         return f"{self.source_name}/{name}"
@@ -226,6 +227,7 @@ class LiveTranscoder:
                 self._passthrough_synced = False
                 self._hold.clear()
                 self._previous_tx = worker.transcoder
+                self._left_out = False
             elif isinstance(item, Packet) and item.track == self._video_index:
                 self._copy_source_video(item)
             worker.offer(item)
@@ -237,7 +239,7 @@ class LiveTranscoder:
         if self._passthrough is None:
             if self._passthrough_possible():
                 self._hold.append(packet)
-            elif self._hold:
+            elif not self._left_out:
                 self._passthrough_left_out()
             return
         if not self._passthrough_synced:
@@ -249,9 +251,15 @@ class LiveTranscoder:
         )
 
     def _passthrough_left_out(self) -> None:
-        """This publish has no passthrough: stop holding source video for it,
-        and end the previous publish's passthrough rendition if any."""
+        """This publish has no passthrough: say why, stop holding source
+        video for it, and end the previous publish's passthrough rendition
+        if any."""
+        self._left_out = True
         self._hold.clear()
+        worker = self._worker
+        tx = worker.transcoder if worker is not None else None
+        reason = tx.plan.passthrough_reason if tx is not None and tx.plan is not None else ""
+        log.info("stream %s: no %s rendition: %s", self.source_name, self.ladder.passthrough_name, reason)
         old = self._publishers.pop(self.ladder.passthrough_name, None)
         if old is not None:
             old.kick("the source restarted with keyframes too far apart to pass it through")
@@ -279,7 +287,7 @@ class LiveTranscoder:
                     held.append(nxt.packet)
                     i += 1
             self._start_rendition(event, held)
-        if self._passthrough is None and self._hold and not self._passthrough_possible():
+        if self._passthrough is None and not self._left_out and not self._passthrough_possible():
             self._passthrough_left_out()
 
     def _start_rendition(self, event: RenditionStarted, held_audio: list[Packet]) -> None:
