@@ -61,20 +61,30 @@ class SourceKeyframeGrid:
         return True
 
 
+SOURCE_INTERVALS_TO_DECIDE = 2
+"""Source keyframe intervals no longer than the segment target that make a
+:class:`SegmentKeyframeGrid` follow the source's keyframes."""
+
+
 class SegmentKeyframeGrid:
     """Live: short segments whatever keyframe interval the publisher uses.
 
     While the source sends a keyframe at least every ``target`` seconds, its
     keyframes are the boundaries (as :class:`SourceKeyframeGrid`), so the
-    passed-through source lines up with the rungs. The first frame at or past
-    ``target`` seconds after the previous boundary decides:
+    passed-through source lines up with the rungs. The source's first
+    keyframe intervals decide:
 
-    - it is a source keyframe (or one came earlier): mode :attr:`GridMode.SOURCE`;
-    - it is not: the source's keyframe interval exceeds the target (OBS sends
-      one every 250 frames by default, 8.3 s at 30 fps), mode
-      :attr:`GridMode.OWN`: from this frame on a boundary falls on the first
-      frame at or past ``target`` seconds after the previous one, whatever the
-      source does.
+    - :data:`SOURCE_INTERVALS_TO_DECIDE` of them in a row are no longer than
+      the target (each next keyframe is at or before the first frame at or
+      past the target): mode :attr:`GridMode.SOURCE`. Two rather than one, so
+      that a scene-cut keyframe early in a long-GOP stream (x264's default,
+      and OBS's) does not pass for a short interval;
+    - the first frame at or past ``target`` seconds after the previous
+      boundary is not a source keyframe: the source's interval exceeds the
+      target (OBS sends a keyframe every 250 frames by default, 8.3 s at
+      30 fps), mode :attr:`GridMode.OWN`: from this frame on a boundary falls
+      on the first frame at or past ``target`` seconds after the previous
+      one, whatever the source does.
 
     Boundaries are measured from the previous boundary, not from a fixed
     origin, so two boundaries are never less than ``target`` apart and a
@@ -94,12 +104,11 @@ class SegmentKeyframeGrid:
         self.target = target
         self.mode = GridMode.UNDECIDED
         self.pinned = False
-        self.source_interval: Fraction | None = None
-        """The gap (seconds) that decided the mode, for the log and status."""
         self._last: Fraction | None = None
+        self._short_intervals = 0
 
     def pin_to_source(self) -> None:
-        """Keep following the source's keyframes from now on."""
+        """In mode SOURCE, keep following the source's keyframes from now on."""
         self.pinned = True
 
     def is_boundary(self, pts: int, time_base: Fraction, source_keyframe: bool) -> bool:
@@ -113,12 +122,12 @@ class SegmentKeyframeGrid:
             boundary = elapsed >= self.target
         elif source_keyframe:
             if self.mode is GridMode.UNDECIDED:
-                self.mode = GridMode.SOURCE
-                self.source_interval = elapsed
+                self._short_intervals += 1
+                if self._short_intervals >= SOURCE_INTERVALS_TO_DECIDE:
+                    self.mode = GridMode.SOURCE
             boundary = True
-        elif elapsed >= self.target and not self.pinned:
+        elif elapsed >= self.target and not (self.pinned and self.mode is GridMode.SOURCE):
             self.mode = GridMode.OWN
-            self.source_interval = elapsed
             boundary = True
         else:
             boundary = False

@@ -12,8 +12,8 @@ Keyframes: with a ``segment_target`` (the HLS target duration), the rungs
 follow the source's keyframes while they come at least that often, and place
 their own on the target grid otherwise (see
 :class:`~transcode.keyframes.SegmentKeyframeGrid`). The passthrough rendition
-is published only once that is known (the source's first keyframe interval,
-at most one target after the first keyframe), and is left out of the ladder
+is published only once that is known (the source's first two keyframe
+intervals, at most two targets after the first keyframe), and is left out of the ladder
 when the rungs place their own keyframes: its segments would be as long as
 the publisher's keyframe interval and would not line up with the rungs'.
 The decision holds for the whole publish: a source whose keyframes later
@@ -70,7 +70,7 @@ class LiveStatus:
     encoder: str = ""
     keyframes: str = GridMode.SOURCE.value
     """Where the rungs' keyframes come from: ``source``, ``own`` (the
-    segment-target grid) or ``undecided`` (first keyframe interval not seen yet)."""
+    segment-target grid) or ``undecided`` (first keyframe intervals not seen yet)."""
 
 
 class LiveTranscoder:
@@ -323,5 +323,5 @@ def _passthrough_reason(plan: LadderPlan | None, grid: KeyframeGrid | None) -> s
     if plan is None:
         return ""
     if plan.passthrough and isinstance(grid, SegmentKeyframeGrid) and grid.mode is GridMode.UNDECIDED:
-        return "waiting for the source's first keyframe interval"
+        return "waiting for the source's first keyframe intervals"
     return plan.passthrough_reason

@@ -87,21 +87,37 @@ def test_segment_grid_decides_at_the_first_frame_past_the_target() -> None:
 def test_pinned_grid_keeps_the_source_keyframes_after_a_long_gap() -> None:
     # 2 s GOPs, then the publisher switches to 8 s ones: with the source
     # passed through, the rungs keep its keyframes (and alignment).
-    frames = [(t, t % 2000 == 0 if t < 4000 else t % 8000 == 0) for t in range(0, 20_000, 100)]
+    frames = [(t, t % 2000 == 0 if t < 6000 else t % 8000 == 0) for t in range(0, 20_000, 100)]
     pinned = SegmentKeyframeGrid(Fraction(2))
     free = SegmentKeyframeGrid(Fraction(2))
     marks_pinned, marks_free = [], []
     for t, key in frames:
         if pinned.is_boundary(t, MS, key):
             marks_pinned.append(t)
-        if t == 2000:
+        if pinned.mode is GridMode.SOURCE:
             pinned.pin_to_source()
         if free.is_boundary(t, MS, key):
             marks_free.append(t)
-    assert marks_pinned == [0, 2000, 8000, 16000]
+    assert marks_pinned == [0, 2000, 4000, 8000, 16000]
     assert pinned.mode is GridMode.SOURCE
     assert marks_free == [0, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 18000]
     assert free.mode is GridMode.OWN
+
+
+def test_an_early_scene_cut_does_not_pass_for_a_short_gop() -> None:
+    # A 250-frame GOP with a scene-cut keyframe half a second in.
+    grid = SegmentKeyframeGrid(Fraction(2))
+    frames = [(t, key or t == 500) for t, key in frames_30fps(10, 250)]
+    marks = [t for t, key in frames if grid.is_boundary(t, MS, key)]
+    assert marks == [0, 500, 2500, 4500, 6500, 8500]
+    assert grid.mode is GridMode.OWN
+
+
+def test_segment_grid_decides_after_two_short_intervals() -> None:
+    grid = SegmentKeyframeGrid(Fraction(2))
+    for t, key in frames_30fps(10, 45):  # 1.5 s GOP
+        grid.is_boundary(t, MS, key)
+        assert grid.mode is (GridMode.SOURCE if t >= 3000 else GridMode.UNDECIDED), t
 
 
 def test_segment_grid_restarts_when_time_goes_backwards() -> None:
