@@ -22,9 +22,9 @@ class TranscodeSettings:
         "auto",
     )
     decoder: str = doc(
-        "Video decoder: auto (a GPU decoder, cuda then qsv, if one decodes a test frame at start-up, else "
-        "software, logged with the reason), software, cuda (NVDEC) or qsv. Naming a GPU decoder that does "
-        "not work here stops the engine at start-up.",
+        "Video decoder of live transcodes: auto (a GPU decoder, cuda then qsv, if one decodes a test "
+        "frame at start-up, else software, logged with the reason), software, cuda (NVDEC) or qsv. "
+        "Naming a GPU decoder that does not work here stops the engine at start-up.",
         "auto",
     )
     queue_frames: int = doc("Frames a stream's transcoder may fall behind before it drops (counted).", 256)
