@@ -118,3 +118,17 @@ def test_decoder_probe_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> Non
     assert report["chosen"] == "software" and "cuda" in report["failures"]
     (software,) = report["results"]
     assert software["decoder"] == "software" and software["frames"] == 30 and software["cpu_ms_per_frame"] > 0
+
+
+def test_serve_command_reports_an_unusable_decoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.app.cli import main
+
+    monkeypatch.setenv("FANZ_TRANSCODE_DECODER", "cuda")
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--dev", "--data-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "configuration error: transcode.decoder = cuda, but cuda decoding does not work here" in (
+        capsys.readouterr().err
+    )
