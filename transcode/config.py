@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.settings import doc
+from transcode.decoders import DECODER_CHOICES
 from transcode.errors import TranscodeConfigError
 from transcode.ladder import LadderConfig, builtin_ladders
 
@@ -20,6 +21,12 @@ class TranscodeSettings:
         "(h264_nvenc, h264_qsv, libx264).",
         "auto",
     )
+    decoder: str = doc(
+        "Video decoder of live transcodes: auto (a GPU decoder, cuda then qsv, if one decodes a test "
+        "frame at start-up, else software, logged with the reason), software, cuda (NVDEC) or qsv. "
+        "Naming a GPU decoder that does not work here stops the engine at start-up.",
+        "auto",
+    )
     queue_frames: int = doc("Frames a stream's transcoder may fall behind before it drops (counted).", 256)
     ladders: dict[str, LadderConfig] = doc(
         "Named ladders, added to the built-in ones (default, transcode-only, passthrough, mobile): "
@@ -31,6 +38,8 @@ class TranscodeSettings:
     def __post_init__(self) -> None:
         if self.ladder not in self.all_ladders():
             raise TranscodeConfigError(f"transcode.ladder {self.ladder!r} is not a known ladder")
+        if self.decoder not in DECODER_CHOICES:
+            raise TranscodeConfigError(f"transcode.decoder must be one of {DECODER_CHOICES}")
         if self.queue_frames < 2:
             raise TranscodeConfigError("transcode.queue_frames must be at least 2")
 

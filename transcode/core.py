@@ -7,11 +7,17 @@ worker thread (transcode/live.py); the file path calls it directly.
 
 Every rendition has the same track layout: video at index 0 and, when the
 source has audio, the shared AAC track at index 1.
+
+With a :class:`~transcode.keyframes.SegmentKeyframeGrid` (live), the
+passthrough rendition is announced only once the grid knows whether the
+source's keyframes are close enough for short segments; until then its
+packets are held, and if they are not it is left out of the plan.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +28,8 @@ from av.video.frame import VideoFrame
 from engine.media import MediaKind, Packet, Track
 from transcode.audio import AudioTranscoder
 from transcode.errors import SourceError
-from transcode.keyframes import KeyframeGrid
-from transcode.ladder import LadderConfig, LadderPlan, SourceInfo, plan_ladder
+from transcode.keyframes import GridMode, KeyframeGrid, SegmentKeyframeGrid
+from transcode.ladder import LadderConfig, LadderPlan, SourceInfo, long_gop_reason, plan_ladder
 from transcode.video import RungEncoder, VideoDecoder
 
 log = logging.getLogger(__name__)
@@ -88,6 +94,7 @@ class StreamTranscoder:
         frame_filter: FrameFilter | None = None,
         emit_passthrough_video: bool = True,
         audio_filter: AudioFilter | None = None,
+        decoder_hwaccel: str | None = None,
     ) -> None:
         self.audio_filter = audio_filter
         self.ladder = ladder
@@ -95,6 +102,7 @@ class StreamTranscoder:
         self.grid = grid
         self.frame_filter = frame_filter
         self.emit_passthrough_video = emit_passthrough_video
+        self.decoder_hwaccel = decoder_hwaccel
         self.stats = TranscodeStats()
         self.plan: LadderPlan | None = None
         self.encoders: dict[str, str] = {}
@@ -104,6 +112,8 @@ class StreamTranscoder:
         self._audio_tx: AudioTranscoder | None = None
         self._rungs: list[RungEncoder] = []
         self._pending: collections.deque[tuple[Packet, bool]] = collections.deque()
+        self._passthrough_waiting = False
+        self._passthrough_held: collections.deque[Packet] = collections.deque()
         self._started = False
 
     # -- public ------------------------------------------------------------
@@ -116,7 +126,7 @@ class StreamTranscoder:
         self._audio = next((t for t in tracks if t.kind is MediaKind.AUDIO), None)
         if self._video is None:
             raise SourceError("the source has no video track to transcode")
-        self._decoder = VideoDecoder(self._video)
+        self._decoder = VideoDecoder(self._video, self.decoder_hwaccel)
         if self._audio is not None:
             self._audio_tx = AudioTranscoder(self._audio, self.ladder, audio_filter=self.audio_filter)
         if self._video.width and self._video.height:
@@ -148,6 +158,10 @@ class StreamTranscoder:
             return events
         for frame in self._decoder.decode(None):
             events += self._frame(frame)
+        if self._passthrough_waiting:
+            # The source ended before its keyframe interval was known:
+            # nothing speaks against passing it through.
+            self._publish_passthrough(events)
         for rung in self._rungs:
             events += [RenditionPacket(rung.rung.name, p) for p in rung.flush()]
         if self._audio_tx is not None:
@@ -159,6 +173,11 @@ class StreamTranscoder:
     def started(self) -> bool:
         return self._started
 
+    @property
+    def decoder_name(self) -> str:
+        """``software`` or the hardware device decoding this stream."""
+        return self._decoder.name if self._decoder is not None else "software"
+
     # -- internals ---------------------------------------------------------
     def _open(self, width: int, height: int) -> list[TranscodeEvent]:
         assert self._video is not None
@@ -168,9 +187,10 @@ class StreamTranscoder:
         audio = (self._audio_tx.track,) if self._audio_tx is not None else ()
         events: list[TranscodeEvent] = []
         if self.plan.passthrough:
-            video = self._video.with_changes(index=0, width=width, height=height)
-            events.append(RenditionStarted(self.ladder.passthrough_name, (video, *audio), PASSTHROUGH_ENCODER))
-            self.encoders[self.ladder.passthrough_name] = PASSTHROUGH_ENCODER
+            if isinstance(self.grid, SegmentKeyframeGrid) and self.grid.mode is GridMode.UNDECIDED:
+                self._passthrough_waiting = True
+            else:
+                self._publish_passthrough(events)
         for rung in self._rungs:
             events.append(RenditionStarted(rung.rung.name, (rung.track, *audio), self.encoder))
             self.encoders[rung.rung.name] = self.encoder
@@ -189,6 +209,35 @@ class StreamTranscoder:
             self._emit_or_hold(packet, events, is_audio)
         return events
 
+    def _publish_passthrough(self, events: list[TranscodeEvent]) -> None:
+        """Announce the passthrough rendition, then the packets held for it."""
+        assert self._video is not None and self.plan is not None
+        self._passthrough_waiting = False
+        if isinstance(self.grid, SegmentKeyframeGrid):
+            self.grid.pin_to_source()
+        source = self.plan.source
+        video = self._video.with_changes(index=0, width=source.width, height=source.height)
+        audio = (self._audio_tx.track,) if self._audio_tx is not None else ()
+        name = self.ladder.passthrough_name
+        events.append(RenditionStarted(name, (video, *audio), PASSTHROUGH_ENCODER))
+        self.encoders[name] = PASSTHROUGH_ENCODER
+        held, self._passthrough_held = self._passthrough_held, collections.deque()
+        events += [RenditionPacket(name, p) for p in held]
+
+    def _settle_passthrough(self, events: list[TranscodeEvent]) -> None:
+        """Once the grid has decided, publish the passthrough rendition or
+        leave it out of the plan (its keyframes would not give short,
+        aligned segments)."""
+        assert isinstance(self.grid, SegmentKeyframeGrid) and self.plan is not None
+        if self.grid.mode is GridMode.SOURCE:
+            self._publish_passthrough(events)
+            return
+        reason = long_gop_reason(self.grid.target)
+        self.plan = dataclasses.replace(self.plan, passthrough=False, passthrough_reason=reason)
+        self._passthrough_waiting = False
+        self._passthrough_held.clear()
+        log.debug("rendition %s left out: %s", self.ladder.passthrough_name, reason)
+
     def _emit_or_hold(self, packet: Packet, events: list[TranscodeEvent], audio: bool) -> None:
         """Send a source-video (passthrough) or audio packet to the
         renditions that carry it, or hold it until they have started."""
@@ -198,12 +247,21 @@ class StreamTranscoder:
                 self.stats.pending_dropped += 1
             self._pending.append((packet, audio))
             return
+        waiting = self._passthrough_waiting
+        if waiting and len(self._passthrough_held) >= MAX_PENDING:
+            self._passthrough_held.popleft()
+            self.stats.pending_dropped += 1
         if not audio:
-            if self.plan.passthrough:
+            if waiting:
+                self._passthrough_held.append(_reindex(packet, 0))
+            elif self.plan.passthrough:
                 events.append(RenditionPacket(self.ladder.passthrough_name, _reindex(packet, 0)))
             return
         for name in self.plan.rendition_names:
-            events.append(RenditionPacket(name, packet))
+            if waiting and name == self.ladder.passthrough_name:
+                self._passthrough_held.append(packet)
+            else:
+                events.append(RenditionPacket(name, packet))
 
     def _frame(self, frame: VideoFrame) -> list[TranscodeEvent]:
         assert self._video is not None and frame.pts is not None
@@ -212,6 +270,9 @@ class StreamTranscoder:
         if self.plan is None:
             events += self._open(frame.width, frame.height)
         boundary = self.grid.is_boundary(frame.pts, self._video.time_base, bool(frame.key_frame))
+        if self._passthrough_waiting and isinstance(self.grid, SegmentKeyframeGrid):
+            if self.grid.mode is not GridMode.UNDECIDED:
+                self._settle_passthrough(events)
         if self.frame_filter is not None:
             filtered = self.frame_filter(frame)
             if filtered.pts is None:

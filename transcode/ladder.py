@@ -195,6 +195,16 @@ def passthrough_verdict(ladder: LadderConfig, source: SourceInfo) -> tuple[bool,
     return True, "within limits"
 
 
+def long_gop_reason(target: Fraction) -> str:
+    """Why a live source whose keyframes are further apart than the segment
+    target is not passed through (for the log and the stream status)."""
+    secs = f"{float(target):g} s"
+    return (
+        f"source keyframes are more than {secs} (the segment target) apart: "
+        f"the rungs place their own keyframes every {secs} and the source is not passed through"
+    )
+
+
 def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
     """Resolve ``ladder`` for ``source``.
 

@@ -7,6 +7,17 @@ the source and every rung alike. The passed-through source rendition copies
 video packets on the event loop, straight from the subscription, so an
 overloaded encoder never delays or drops the source's own video; its audio
 is the shared AAC track that every rendition carries.
+
+Keyframes: with a ``segment_target`` (the HLS target duration), the rungs
+follow the source's keyframes while they come at least that often, and place
+their own on the target grid otherwise (see
+:class:`~transcode.keyframes.SegmentKeyframeGrid`). The passthrough rendition
+is published only once that is known (the source's first two keyframe
+intervals, at most two targets after the first keyframe), and is left out of the ladder
+when the rungs place their own keyframes: its segments would be as long as
+the publisher's keyframe interval and would not line up with the rungs'.
+The decision holds for the whole publish: a source whose keyframes later
+come further apart keeps its passthrough, and the rungs keep its keyframes.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from engine.media import MediaKind, Packet, StreamEnded, StreamStarted
 from engine.registry import Publisher, StreamRegistry, Subscription
@@ -28,10 +40,11 @@ from transcode.core import (
     TranscodeEvent,
     TranscodeStats,
 )
+from transcode.decoders import SOFTWARE_DECODER
 from transcode.encoders import EncoderProbe
 from transcode.errors import SourceError, TranscodeConfigError
-from transcode.keyframes import SourceKeyframeGrid
-from transcode.ladder import LadderConfig
+from transcode.keyframes import GridMode, KeyframeGrid, SegmentKeyframeGrid, SourceKeyframeGrid
+from transcode.ladder import LadderConfig, LadderPlan
 from transcode.worker import DropStats, TranscodeWorker
 
 log = logging.getLogger(__name__)
@@ -52,6 +65,12 @@ class LiveStatus:
     transcode: TranscodeStats | None = None
     queue_depth: int = 0
     passthrough_reason: str = ""
+    decoder: str = SOFTWARE_DECODER
+    """The video decoder in use: ``software`` or a device type (``cuda``)."""
+    encoder: str = ""
+    keyframes: str = GridMode.SOURCE.value
+    """Where the rungs' keyframes come from: ``source``, ``own`` (the
+    segment-target grid) or ``undecided`` (first keyframe intervals not seen yet)."""
 
 
 class LiveTranscoder:
@@ -73,11 +92,16 @@ class LiveTranscoder:
         audio_filter: AudioFilter | None = None,
         queue_size: int = 256,
         subscription_size: int = 2048,
+        segment_target: Fraction | None = None,
+        decoder: str = SOFTWARE_DECODER,
     ) -> None:
         self.registry = registry
         self.source_name = source_name
         self.ladder = ladder
         self.encoder = probe.choose(encoder)
+        self.decoder = decoder
+        """Chosen once at start-up (:meth:`transcode.decoders.DecoderProbe.choose`)."""
+        self.segment_target = segment_target
         self.frame_filter = frame_filter
         self.audio_filter = audio_filter
         self._queue_size = queue_size
@@ -91,6 +115,8 @@ class LiveTranscoder:
         self._passthrough_synced = False
         self._hold: collections.deque[Packet] = collections.deque(maxlen=PASSTHROUGH_HOLD)
         self._renditions: dict[str, str] = {}
+        self._previous_tx: StreamTranscoder | None = None
+        self._left_out = False
 
     def rendition_stream(self, name: str) -> str:
         return f"{self.source_name}/{name}"
@@ -99,6 +125,9 @@ class LiveTranscoder:
     def status(self) -> LiveStatus:
         worker = self._worker
         tx = worker.transcoder if worker is not None else None
+        plan = tx.plan if tx is not None else None
+        grid = tx.grid if tx is not None else None
+        decoder = tx.decoder_name if tx is not None else self.decoder
         return LiveStatus(
             self.source_name,
             self.ladder.name,
@@ -106,7 +135,10 @@ class LiveTranscoder:
             worker.policy.stats if worker is not None else DropStats(),
             tx.stats if tx is not None else None,
             worker.depth if worker is not None else 0,
-            tx.plan.passthrough_reason if tx is not None and tx.plan is not None else "",
+            _passthrough_reason(plan, grid),
+            decoder,
+            self.encoder,
+            grid.mode.value if isinstance(grid, SegmentKeyframeGrid) else GridMode.SOURCE.value,
         )
 
     async def run(self) -> None:
@@ -160,14 +192,29 @@ class LiveTranscoder:
 
     # -- internals ---------------------------------------------------------
     def _make_transcoder(self) -> StreamTranscoder:
+        grid: KeyframeGrid = (
+            SourceKeyframeGrid() if self.segment_target is None else SegmentKeyframeGrid(self.segment_target)
+        )
         return StreamTranscoder(
             self.ladder,
             self.encoder,
-            SourceKeyframeGrid(),
+            grid,
             frame_filter=self.frame_filter,
             audio_filter=self.audio_filter,
             emit_passthrough_video=False,
+            decoder_hwaccel=None if self.decoder == SOFTWARE_DECODER else self.decoder,
         )
+
+    def _passthrough_possible(self) -> bool:
+        """False once this publish's plan has no passthrough (read from the
+        worker: the transcoder and its plan are replaced whole, never
+        changed in place). The previous publish's transcoder, still in place
+        until the worker takes the new publish's start, does not count."""
+        worker = self._worker
+        tx = worker.transcoder if worker is not None else None
+        if tx is None or tx is self._previous_tx:
+            return True
+        return tx.plan is None or tx.plan.passthrough
 
     async def _read(self, sub: Subscription, worker: TranscodeWorker) -> None:
         async for item in sub:
@@ -179,6 +226,8 @@ class LiveTranscoder:
                 self._passthrough = None
                 self._passthrough_synced = False
                 self._hold.clear()
+                self._previous_tx = worker.transcoder
+                self._left_out = False
             elif isinstance(item, Packet) and item.track == self._video_index:
                 self._copy_source_video(item)
             worker.offer(item)
@@ -188,7 +237,10 @@ class LiveTranscoder:
 
     def _copy_source_video(self, packet: Packet) -> None:
         if self._passthrough is None:
-            self._hold.append(packet)
+            if self._passthrough_possible():
+                self._hold.append(packet)
+            elif not self._left_out:
+                self._passthrough_left_out()
             return
         if not self._passthrough_synced:
             if not packet.keyframe:
@@ -198,16 +250,47 @@ class LiveTranscoder:
             Packet(0, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, packet.duration)
         )
 
+    def _passthrough_left_out(self) -> None:
+        """This publish has no passthrough: say why, stop holding source
+        video for it, and end the previous publish's passthrough rendition
+        if any."""
+        self._left_out = True
+        self._hold.clear()
+        worker = self._worker
+        tx = worker.transcoder if worker is not None else None
+        reason = tx.plan.passthrough_reason if tx is not None and tx.plan is not None else ""
+        log.info("stream %s: no %s rendition: %s", self.source_name, self.ladder.passthrough_name, reason)
+        old = self._publishers.pop(self.ladder.passthrough_name, None)
+        if old is not None:
+            old.kick("the source restarted with keyframes too far apart to pass it through")
+            self._renditions.pop(self.rendition_stream(self.ladder.passthrough_name), None)
+
     def _publish(self, events: list[TranscodeEvent]) -> None:
-        for event in events:
+        i = 0
+        while i < len(events):
+            event = events[i]
+            i += 1
             if isinstance(event, RenditionPacket):
                 pub = self._publishers.get(event.name)
                 if pub is not None:
                     pub.write(event.packet)
-            else:
-                self._start_rendition(event)
+                continue
+            # A passthrough announced after its start was held back comes
+            # with the audio held for it: written with the held source
+            # video in timestamp order, so its first segment has both.
+            held: list[Packet] = []
+            if event.encoder == PASSTHROUGH_ENCODER:
+                while i < len(events):
+                    nxt = events[i]
+                    if not (isinstance(nxt, RenditionPacket) and nxt.name == event.name):
+                        break
+                    held.append(nxt.packet)
+                    i += 1
+            self._start_rendition(event, held)
+        if self._passthrough is None and not self._left_out and not self._passthrough_possible():
+            self._passthrough_left_out()
 
-    def _start_rendition(self, event: RenditionStarted) -> None:
+    def _start_rendition(self, event: RenditionStarted, held_audio: list[Packet]) -> None:
         stream_name = self.rendition_stream(event.name)
         old = self._publishers.pop(event.name, None)
         if old is not None:
@@ -220,13 +303,25 @@ class LiveTranscoder:
         self._renditions[stream_name] = event.encoder
         if event.encoder == PASSTHROUGH_ENCODER:
             self._passthrough = pub
-            held = list(self._hold)
+            merged = [(p.dts * p.time_base, True, p) for p in self._hold]
+            merged += [(p.dts * p.time_base, False, p) for p in held_audio]
             self._hold.clear()
-            for packet in held:
-                self._copy_source_video(packet)
+            for _, is_video, packet in sorted(merged, key=lambda m: m[0]):
+                if is_video:
+                    self._copy_source_video(packet)
+                else:
+                    pub.write(packet)
 
     def _end_renditions(self, reason: str) -> None:
         for pub in self._publishers.values():
             pub.kick(reason)
         self._publishers.clear()
         self._passthrough = None
+
+
+def _passthrough_reason(plan: LadderPlan | None, grid: KeyframeGrid | None) -> str:
+    if plan is None:
+        return ""
+    if plan.passthrough and isinstance(grid, SegmentKeyframeGrid) and grid.mode is GridMode.UNDECIDED:
+        return "waiting for the source's first keyframe intervals"
+    return plan.passthrough_reason

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.app.config import EngineConfig, load_config, settings_markdown
 from engine.errors import ConfigError
+from transcode.errors import TranscodeConfigError
 
 # Sub-commands that belong to other packages: name -> (module, help). Each
 # module has ``main(argv) -> int``; imported only when used, so a node that
@@ -110,3 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_serve(config)
     except KeyboardInterrupt:
         return 0
+    except TranscodeConfigError as exc:
+        # Found at start-up, e.g. a GPU decoder named in the config that
+        # does not work on this machine.
+        parser.exit(2, f"fanz-media: configuration error: {exc}\n")

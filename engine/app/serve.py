@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
+from transcode.decoders import HARDWARE_DECODERS, SOFTWARE_DECODER, probe_decoders
 from transcode.encoders import EncoderProbe, probe_encoders
 from transcode.errors import TranscodeConfigError
 from transcode.ladder import LadderConfig, RungConfig
@@ -75,6 +77,8 @@ class Engine:
             self.webrtc = WebRtcHttp(self.registry, self.publish_check, self.playback_check, config.webrtc)
             self.metrics.add_source(self._webrtc_metrics)
         self.encoders: EncoderProbe | None = None
+        self.decoder = SOFTWARE_DECODER
+        """The video decoder every live transcode uses (chosen at start-up)."""
         self.transcoders: dict[str, LiveTranscoder] = {}
         self._transcode_tasks: set[asyncio.Task[None]] = set()
         self.effect_chains: dict[str, EffectChain] = {}
@@ -144,7 +148,12 @@ class Engine:
             frame_filter=chain.process_video if chain is not None else None,
             audio_filter=chain.process_audio if chain is not None else None,
             queue_size=settings.queue_frames,
+            # Rungs cut keyframes where HLS cuts segments when the
+            # publisher's keyframes are further apart than that.
+            segment_target=Fraction(self.config.hls.target_duration_s),
+            decoder=self.decoder,
         )
+        log.info("stream %s: decoding with %s, encoding with %s", stream.name, self.decoder, transcoder.encoder)
         self.transcoders[stream.name] = transcoder
         task = asyncio.get_running_loop().create_task(self._run_transcoder(transcoder), name=f"tx:{stream.name}")
         self._transcode_tasks.add(task)
@@ -217,6 +226,9 @@ class Engine:
             "dropped_frames": status.drops.total,
             "queue_depth": status.queue_depth,
             "passthrough": status.passthrough_reason or "on",
+            "keyframes": status.keyframes,
+            "decoder": status.decoder,
+            "encoder": status.encoder,
         }
 
     def _hls_status(self, name: str) -> dict[str, object]:
@@ -239,13 +251,18 @@ class Engine:
             labels=["stream"],
         )
         queue = GaugeMetricFamily("fanz_transcode_queue_depth", "Frames waiting for the encoder.", labels=["stream"])
+        codecs = GaugeMetricFamily(
+            "fanz_transcode_stream_info", "Each transcoded stream's video decoder and encoder.",
+            labels=["stream", "decoder", "encoder"],
+        )
         for name, transcoder in self.transcoders.items():
             status = transcoder.status
+            codecs.add_metric([name, status.decoder, status.encoder], 1)
             for rendition, encoder in status.renditions.items():
                 encoders.add_metric([name, rendition, encoder], 1)
             dropped.add_metric([name], status.drops.total)
             queue.add_metric([name], status.queue_depth)
-        return [encoders, dropped, queue]
+        return [encoders, dropped, queue, codecs]
 
     def _effects_metrics(self) -> Iterable[Metric]:
         labels = ["stream", "position", "effect"]
@@ -333,6 +350,13 @@ class Engine:
             # Opening each hardware encoder takes a moment: off the loop.
             self.encoders = await asyncio.get_running_loop().run_in_executor(None, probe_encoders)
             log.info("H.264 encoders available: %s", ", ".join(self.encoders.available))
+            wanted = self.config.transcode.decoder
+            candidates = () if wanted == SOFTWARE_DECODER else HARDWARE_DECODERS if wanted == "auto" else (wanted,)
+            decoders = await asyncio.get_running_loop().run_in_executor(None, probe_decoders, candidates)
+            # A GPU decoder named in the config that does not work stops the
+            # start here (TranscodeConfigError), before any stream is taken.
+            self.decoder = decoders.choose(wanted)
+            log.info("video decoder: %s", self.decoder)
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from engine import transcode_command as cli
+from engine.app import transcode_command as cli
 from engine.media import Packet
 from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
 from transcode.file import TranscodeProgress, transcode_file

@@ -13,6 +13,7 @@ import pytest
 from engine.codecs import join_avcc
 from engine.media import Codec, Packet, StreamEnded, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
+from tests.conftest import make_clip
 from transcode.encoders import EncoderProbe
 from transcode.live import LiveTranscoder
 from transcode.worker import DropPolicy
@@ -92,6 +93,83 @@ async def test_overrun_drops_whole_gops_and_counts(clip: Path, probe: EncoderPro
     # The passed-through source is copied on the event loop: nothing lost.
     source_video = [x for x in items["source"] if isinstance(x, Packet) and x.track == 0]
     assert len(source_video) == total_video
+
+
+@pytest.fixture(scope="module")
+def long_gop_clip(ffmpeg: str, media_dir: Path) -> Path:
+    """4 s of 640x360 30 fps H.264 with a single keyframe (a 300-frame GOP)."""
+    return make_clip(ffmpeg, media_dir / "tc_640x360_4s_gop300.mp4", seconds=4, gop_seconds=10)
+
+
+async def test_long_source_gop_rungs_place_their_own_keyframes(long_gop_clip: Path, probe: EncoderProbe) -> None:
+    live, items, packets = await run_live(long_gop_clip, probe, queue_size=100_000, segment_target=Fraction(1))
+    assert sorted(p.pts for p in packets if p.track == 0 and p.keyframe) == [0]
+    # The passthrough rendition is never published: its one keyframe would
+    # make one 4 s segment that lines up with nothing.
+    assert sorted(items) == ["240p", "360p"]
+    for name, got in items.items():
+        keys = sorted(x.pts for x in got if isinstance(x, Packet) and x.track == 0 and x.keyframe)
+        assert keys == [0, 1000, 2000, 3000], name
+        assert any(isinstance(x, Packet) and x.track == 1 for x in got)
+    status = live.status
+    assert status.keyframes == "own"
+    assert "more than 1 s" in status.passthrough_reason and "not passed through" in status.passthrough_reason
+    assert status.renditions == {"cam/360p": "libx264", "cam/240p": "libx264"}
+    assert status.decoder == "software" and status.encoder == "libx264"
+
+
+async def test_short_source_gop_keeps_passthrough_with_its_audio(clip: Path, probe: EncoderProbe) -> None:
+    live, items, packets = await run_live(clip, probe, queue_size=100_000, segment_target=Fraction(2))
+    assert sorted(items) == ["240p", "360p", "source"]
+    assert live.status.keyframes == "source"
+    source_keys = sorted(p.pts for p in packets if p.track == 0 and p.keyframe)
+    for name, got in items.items():
+        keys = sorted(x.pts for x in got if isinstance(x, Packet) and x.track == 0 and x.keyframe)
+        assert keys == source_keys, name
+    # The source rendition was announced only after the first keyframe
+    # interval was seen; what was held for it comes in timestamp order, so
+    # its start has audio as well as video.
+    source = [x for x in items["source"] if isinstance(x, Packet)]
+    assert [p.data for p in source if p.track == 0] == [p.data for p in packets if p.track == 0]
+    first_late_video = next(i for i, p in enumerate(source) if p.track == 0 and p.dts * p.time_base >= 1)
+    assert any(p.track == 1 and p.dts * p.time_base < Fraction(1, 2) for p in source[:first_late_video])
+
+
+async def test_restart_with_a_long_gop_ends_the_passthrough(
+    clip: Path, long_gop_clip: Path, probe: EncoderProbe
+) -> None:
+    registry = StreamRegistry(grace_s=30)
+    subs = watch_renditions(registry, "cam")
+    live = LiveTranscoder(
+        registry, "cam", small_ladder(), probe, encoder="libx264", queue_size=100_000, segment_target=Fraction(1)
+    )
+    pub = registry.claim("cam")
+    task = None
+    for path in (clip, long_gop_clip):
+        tracks, packets = model_packets(path)
+        pub.start(tracks)
+        if task is None:
+            task = asyncio.create_task(live.run())
+        for i, packet in enumerate(packets):
+            pub.write(packet)
+            if i % 8 == 0:
+                await asyncio.sleep(0.005)
+        if path == clip:
+            # The first publish, 1 s GOPs: passed through.
+            await asyncio.sleep(0.5)
+            assert "cam/source" in live.status.renditions
+            pub.close("reconnecting")
+            pub = registry.claim("cam")
+    pub.kick("done")
+    assert task is not None
+    await asyncio.wait_for(task, 60)
+    source = list(subs["cam/source"].drain())
+    assert isinstance(source[-1], StreamEnded) and "too far apart" in source[-1].reason
+    assert "cam/source" not in live.status.renditions
+    assert live.status.keyframes == "own"
+    rung = [x for x in subs["cam/360p"].drain() if isinstance(x, Packet) and x.track == 0 and x.keyframe]
+    # The second publish's keyframes come from the rungs, every second.
+    assert [p.pts for p in rung][-4:] == [0, 1000, 2000, 3000]
 
 
 async def test_unknown_source_refused(probe: EncoderProbe) -> None:
