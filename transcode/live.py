@@ -2,8 +2,8 @@
 
 :class:`LiveTranscoder` subscribes to ``source`` in the registry, feeds a
 :class:`TranscodeWorker` thread and publishes each rendition as the stream
-``f"{source}/{name}"`` (a rendition is a stream too), so the packager treats
-the source and every rung alike. The passed-through source rendition copies
+``RenditionId(source, rung)`` (a rendition is a stream too, linked to its
+source by that id), so the packager treats the source and every rung alike. The passed-through source rendition copies
 video packets on the event loop, straight from the subscription, so an
 overloaded encoder never delays or drops the source's own video; its audio
 is the shared AAC track that every rendition carries.
@@ -16,7 +16,7 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
-from engine.media import MediaKind, Packet, StreamEnded, StreamStarted
+from engine.media import MediaKind, Packet, RenditionId, StreamEnded, StreamStarted
 from engine.registry import Publisher, StreamRegistry, Subscription
 from transcode.core import (
     PASSTHROUGH_ENCODER,
@@ -92,8 +92,8 @@ class LiveTranscoder:
         self._hold: collections.deque[Packet] = collections.deque(maxlen=PASSTHROUGH_HOLD)
         self._renditions: dict[str, str] = {}
 
-    def rendition_stream(self, name: str) -> str:
-        return f"{self.source_name}/{name}"
+    def rendition_stream(self, name: str) -> RenditionId:
+        return RenditionId(self.source_name, name)
 
     @property
     def status(self) -> LiveStatus:
@@ -217,7 +217,7 @@ class LiveTranscoder:
         pub = self.registry.claim(stream_name)
         pub.start(event.tracks)
         self._publishers[event.name] = pub
-        self._renditions[stream_name] = event.encoder
+        self._renditions[str(stream_name)] = event.encoder
         if event.encoder == PASSTHROUGH_ENCODER:
             self._passthrough = pub
             held = list(self._hold)

@@ -120,7 +120,7 @@ class Engine:
 
     # -- transcoding --------------------------------------------------------
     def _start_transcoder(self, stream: LiveStream) -> None:
-        if "/" in stream.name:
+        if stream.rendition is not None:
             return  # a rendition, not a source
         if self.encoders is None:
             log.error("stream %s: encoders were not probed; not transcoding", stream.name)

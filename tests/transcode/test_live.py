@@ -27,8 +27,8 @@ def watch_renditions(registry: StreamRegistry, source: str) -> dict[str, Subscri
     subs: dict[str, Subscription] = {}
 
     def created(stream: LiveStream) -> None:
-        if stream.name.startswith(source + "/"):
-            subs[stream.name] = stream.subscribe("test", maxsize=100_000)
+        if stream.rendition is not None and stream.rendition.source == source:
+            subs[stream.rendition.rung] = stream.subscribe("test", maxsize=100_000)
 
     registry.on_stream_created(created)
     return subs
@@ -52,7 +52,7 @@ async def run_live(
             await asyncio.sleep(0.005)
     pub.close("done")
     await asyncio.wait_for(task, 60)
-    items = {name.split("/", 1)[1]: list(sub.drain()) for name, sub in subs.items()}
+    items = {rung: list(sub.drain()) for rung, sub in subs.items()}
     return live, items, packets
 
 
