@@ -24,7 +24,6 @@ from fractions import Fraction
 
 from engine.errors import StreamNameError
 
-
 STREAM_NAME_RULE = "1 to 64 characters, each a letter A-Z or a-z, a digit, '_' or '-'"
 """What a stream name (and a rendition's rung name) may be. Names become URL
 path segments and folder names, so they never hold '/', '.', or anything a

@@ -300,16 +300,27 @@ class Publisher:
         self.on_kick: Callable[[str], None] | None = None
         self._started = False
 
-    def start(self, tracks: tuple[Track, ...], clock_continues: bool = False) -> None:
-        """Announce the track set. ``clock_continues`` says that a changed
-        set keeps the previous one's timestamps (codec parameters changed
-        mid-publish) rather than starting a new clock."""
+    def start(self, tracks: tuple[Track, ...]) -> None:
         if self.closed:
             return
         tracks = tuple(_described(t) for t in tracks)
         if not self._started or tracks != self.stream.tracks:
-            self.stream._start(tracks, clock_continues=clock_continues and self._started)
+            self.stream._start(tracks)
         self._started = True
+
+    def restart(self, tracks: tuple[Track, ...]) -> None:
+        """Begin a new run of this publish on the same clock: consumers see
+        ``StreamStarted(discontinuity=True, clock_continues=True)`` even when
+        ``tracks`` did not change, and outputs cut and mark a discontinuity
+        here. A transcoder does this to every rendition at the moment one of
+        them changes codec parameters, so that all renditions keep matching
+        segments and discontinuities."""
+        if self.closed:
+            return
+        if not self._started:
+            self.start(tracks)
+            return
+        self.stream._start(tuple(_described(t) for t in tracks), clock_continues=True)
 
     def write(self, packet: Packet) -> None:
         if not self.closed:

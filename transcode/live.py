@@ -7,6 +7,16 @@ source by that id), so the packager treats the source and every rung alike. The 
 video packets on the event loop, straight from the subscription, so an
 overloaded encoder never delays or drops the source's own video; its audio
 is the shared AAC track that every rendition carries.
+
+A copy cannot carry effects drawn on decoded pictures. When a video effect
+is switched on while live, :meth:`LiveTranscoder.seal_passthrough` makes the
+passthrough rendition an encoded one at the source's size from the next
+source keyframe on (the copy stops exactly before that keyframe, the
+encoded picture starts on it), and it stays encoded for the rest of the
+broadcast, reconnects included: switching an effect off never brings the
+copied picture back. Every rendition restarts on the same clock at that
+keyframe, so the packager writes a new initialisation segment and an
+``EXT-X-DISCONTINUITY`` at the same moment in each of them.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 from dataclasses import dataclass, field
 
 from engine.media import MediaKind, Packet, RenditionId, StreamEnded, StreamStarted
@@ -54,6 +65,32 @@ class LiveStatus:
     passthrough_reason: str = ""
 
 
+class PassthroughSeal:
+    """Where the passthrough rendition stops being a copy: the publish
+    (counted from 1) and the decode time of the source keyframe. Set once on
+    the event loop, read by the transcode thread; later publishes of the
+    same broadcast are covered from their start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at: tuple[int, int] | None = None
+
+    @property
+    def sealed(self) -> bool:
+        with self._lock:
+            return self._at is not None
+
+    def seal(self, publish: int, dts: int) -> None:
+        with self._lock:
+            if self._at is None:
+                self._at = (publish, dts)
+
+    def covers(self, publish: int, dts: int) -> bool:
+        with self._lock:
+            at = self._at
+        return at is not None and (publish > at[0] or (publish == at[0] and dts >= at[1]))
+
+
 class LiveTranscoder:
     """Transcodes the live stream ``source_name`` along ``ladder``.
 
@@ -91,6 +128,22 @@ class LiveTranscoder:
         self._passthrough_synced = False
         self._hold: collections.deque[Packet] = collections.deque(maxlen=PASSTHROUGH_HOLD)
         self._renditions: dict[str, str] = {}
+        self._seal = PassthroughSeal()
+        self._seal_requested = False
+        self._publishes = 0  # publishes read on the event loop
+        self._transcoders_made = 0  # the same count, on the transcode thread
+
+    def seal_passthrough(self, reason: str) -> None:
+        """Encode the passthrough rendition from the next source keyframe
+        on, for the rest of this broadcast (a video effect is on)."""
+        if not self._seal_requested:
+            log.info("stream %s: the source rendition is encoded from the next keyframe on (%s)",
+                     self.source_name, reason)
+        self._seal_requested = True
+
+    @property
+    def passthrough_sealed(self) -> bool:
+        return self._seal.sealed
 
     def rendition_stream(self, name: str) -> RenditionId:
         return RenditionId(self.source_name, name)
@@ -160,6 +213,11 @@ class LiveTranscoder:
 
     # -- internals ---------------------------------------------------------
     def _make_transcoder(self) -> StreamTranscoder:
+        # Called on the transcode thread once per StreamStarted, in the
+        # order _read saw them: this count names the same publish as
+        # self._publishes did there.
+        self._transcoders_made += 1
+        publish, seal = self._transcoders_made, self._seal
         return StreamTranscoder(
             self.ladder,
             self.encoder,
@@ -167,6 +225,7 @@ class LiveTranscoder:
             frame_filter=self.frame_filter,
             audio_filter=self.audio_filter,
             emit_passthrough_video=False,
+            passthrough_switch=lambda packet: seal.covers(publish, packet.dts),
         )
 
     async def _read(self, sub: Subscription, worker: TranscodeWorker) -> None:
@@ -176,6 +235,7 @@ class LiveTranscoder:
                 if video is None:
                     raise SourceError(f"stream {self.source_name} has no video to transcode")
                 self._video_index = video.index
+                self._publishes += 1
                 self._passthrough = None
                 self._passthrough_synced = False
                 self._hold.clear()
@@ -187,6 +247,12 @@ class LiveTranscoder:
         worker.stop()
 
     def _copy_source_video(self, packet: Packet) -> None:
+        if self._seal_requested and packet.keyframe and not self._seal.sealed:
+            # Sealed before this keyframe reaches the transcode thread: it
+            # encodes the passthrough from this very picture on.
+            self._seal.seal(self._publishes, packet.dts)
+        if self._seal.covers(self._publishes, packet.dts):
+            return
         if self._passthrough is None:
             self._hold.append(packet)
             return
@@ -209,6 +275,13 @@ class LiveTranscoder:
 
     def _start_rendition(self, event: RenditionStarted) -> None:
         stream_name = self.rendition_stream(event.name)
+        running = self._publishers.get(event.name)
+        if event.clock_continues and running is not None:
+            running.restart(event.tracks)
+            self._renditions[str(stream_name)] = event.encoder
+            if running is self._passthrough and event.encoder != PASSTHROUGH_ENCODER:
+                self._passthrough = None
+            return
         old = self._publishers.pop(event.name, None)
         if old is not None:
             # A new publish of the source: end this publish of the rendition
