@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import datetime
 from pathlib import Path
 
 import av
@@ -119,6 +121,126 @@ async def test_voice_changer_on_live_audio(tmp_path: Path, ffmpeg: str, media_di
         assert abs(peak - 880) < 10, peak
         # No drift: the audio lasts as long as the video (within a frame or two).
         assert abs(len(samples) / rate - video_frames / 30) < 0.15, (len(samples) / rate, video_frames / 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()
+
+
+def face_regions_detail(
+    variant_dir: Path, box: tuple[float, float, float, float], source_width: int
+) -> list[tuple[float, float]]:
+    """Each segment of a variant, decoded from its own initialisation
+    segment (renditions may change codec record mid-stream): its
+    program date time and the face region's detail (variance of the
+    Laplacian, mean over its frames)."""
+    import cv2
+
+    lines = (variant_dir / "media.m3u8").read_text().splitlines()
+    init = b""
+    pdt = 0.0  # the next segment's start (a tag sets it, durations advance it)
+    duration = 0.0
+    out = []
+    for line in lines:
+        if line.startswith("#EXT-X-MAP:"):
+            init = (variant_dir / line.split('URI="', 1)[1].rstrip('"')).read_bytes()
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            pdt = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
+        elif line.startswith("#EXTINF:"):
+            duration = float(line.split(":", 1)[1].split(",")[0])
+        elif line and not line.startswith("#"):
+            joined = variant_dir / f".decode-{line}.mp4"
+            joined.write_bytes(init + (variant_dir / line).read_bytes())
+            with av.open(str(joined)) as container:
+                grays = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+            scale = grays[0].shape[1] / source_width
+            x, y, w, h = (round(v * scale) for v in box)
+            detail = [float(cv2.Laplacian(g[y : y + h, x : x + w], cv2.CV_64F).var()) for g in grays]
+            out.append((pdt, sum(detail) / len(detail)))
+            pdt += duration
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
+    tmp_path: Path, ffmpeg: str, media_dir: Path
+) -> None:
+    """Started without effects (the source passes through), face_privacy is
+    switched on while live: within a segment every rendition, the source
+    included, shows the face without its detail; switched off again, the
+    source rendition stays encoded (the copy never comes back)."""
+    import subprocess
+    import time
+
+    import cv2
+
+    from effects.faces import FaceDetector
+    from effects.models import ModelStore
+    from engine.settings import coerce
+    from transcode.ladder import LadderConfig
+
+    data = pytest.importorskip("skimage.data")
+    photo = media_dir / "astronaut_live.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    clip = media_dir / "face_live.flv"
+    if not clip.exists():
+        subprocess.run(
+            [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-loop", "1", "-framerate", "15", "-i", str(photo),
+             "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000:duration=14",
+             "-filter_complex", "color=c=0x405060:s=640x360:r=15:d=14[bg];[0:v]scale=360:360[fg];"
+             "[bg][fg]overlay=x=140:y=0:shortest=1,format=yuv420p[v]",
+             "-map", "[v]", "-map", "1:a", "-t", "14", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+             "-g", "15", "-keyint_min", "15", "-sc_threshold", "0", "-bf", "0",
+             "-c:a", "aac", "-ar", "48000", "-ac", "2", str(clip)],
+            check=True, timeout=120,
+        )
+    ladders = coerce(
+        {"fp": {"rungs": [{"name": "180p", "height": 180, "bitrate": 300_000}], "x264_preset": "ultrafast"}},
+        dict[str, LadderConfig],
+        "test",
+    )
+    engine = await start_engine(
+        tmp_path / "data",
+        transcode={"enabled": True, "ladder": "fp", "ladders": ladders},
+        hls={"target_duration_s": 1.0, "window_segments": 40, "low_latency": False},
+        streams={"reconnect_grace_s": 0.5},
+    )
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fp")  # type: ignore[union-attr]
+    try:
+        await wait_for(lambda: "fp" in engine.hls.outputs and engine.hls.outputs["fp"].segments_written >= 6, 60)
+        transcoder = engine.transcoders["fp"]
+        assert transcoder.status.renditions["fp/source"] == "copy"
+        switched_on = time.time()
+        engine.registry.configure("fp", "effects", {"effects": [{"effect": "face_privacy", "strength": 1.0}]})
+        await asyncio.sleep(5)
+        switched_off = time.time()
+        engine.registry.configure("fp", "effects", {"effects": []})
+        await engine.effect_updates.idle()
+        await asyncio.sleep(1)
+        assert transcoder.status.renditions["fp/source"] == "libx264"  # still encoded
+        rc = await asyncio.wait_for(proc.wait(), 60)
+        assert rc == 0
+        await wait_for(lambda: engine.hls.outputs["fp"].ended, 60)
+        output = engine.hls.outputs["fp"]
+        assert set(output.variants) == {"source", "180p"}
+        first = cv2.imread(str(photo))
+        canvas = np.full((360, 640, 3), (0x60, 0x50, 0x40), np.uint8)
+        canvas[:, 140:500] = cv2.resize(first, (360, 360))
+        face = FaceDetector(ModelStore()).detect(canvas)[0]
+        box = face.box
+        for name, variant in output.variants.items():
+            text = (variant.directory / "media.m3u8").read_text()
+            # One switch: one discontinuity with a new initialisation segment, in every variant alike.
+            assert text.count("#EXT-X-DISCONTINUITY\n") == 1, (name, text)
+            assert len(set(re.findall(r'#EXT-X-MAP:URI="([^"]+)"', text))) == 2, name
+            segments = face_regions_detail(variant.directory, box, 640)
+            before = [d for t, d in segments if t < switched_on - 0.5]
+            during = [d for t, d in segments if switched_on + 1.5 <= t and t + 1.0 <= switched_off]
+            assert before and during, (name, segments, switched_on, switched_off)
+            # The face lost its detail in every segment from one segment after the switch on.
+            assert max(during) < 0.3 * min(before), (name, before, during)
     finally:
         if proc.returncode is None:
             proc.kill()
