@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -172,7 +173,6 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
     included, shows the face without its detail; switched off again, the
     source rendition stays encoded (the copy never comes back)."""
     import subprocess
-    import time
 
     import cv2
 
@@ -245,4 +245,74 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await engine.stop()
+
+
+def slow_build_registry() -> object:
+    """A registry with one extra effect, ``hold``, whose stage takes
+    ``build_s`` seconds to build (like a model load) and raises when asked
+    to (``fail=1``): a bug inside a stage's construction, not bad input."""
+    from effects.options import Option, OptionType
+    from effects.registry import EffectRegistry, default_registry
+    from effects.stage import EffectInfo, StageKind
+
+    class Hold:
+        def process(self, image: object) -> object:
+            return image
+
+    def build(options: dict[str, object], context: object) -> Hold:
+        time.sleep(float(options["build_s"]))  # type: ignore[arg-type]
+        if options["fail"]:
+            raise RuntimeError("stage construction broke")
+        return Hold()
+
+    hold = EffectInfo(
+        "hold", StageKind.VIDEO, "test stage", (
+            Option("build_s", OptionType.FLOAT, 0.0, "build time", 0.0, 5.0),
+            Option("fail", OptionType.INT, 0, "raise while building", 0, 1),
+        ), build,  # type: ignore[arg-type]
+    )
+    return EffectRegistry((*default_registry(), hold))
+
+
+async def test_live_effect_updates_apply_in_order_last_wins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two quick updates: a slow one, then a fast one. The fast one, sent
+    last, is what stays in force; a burst behind a slow update is coalesced
+    to its last; a failure that is not a refused setting is logged with the
+    stream's name."""
+    from effects.chain import EffectChain
+
+    engine = await start_engine(tmp_path / "data", transcode={"enabled": True})
+    try:
+        chain = EffectChain((), registry=slow_build_registry())  # type: ignore[arg-type]
+        engine.effect_chains["cam"] = chain
+        slow = {"effects": [{"effect": "hold", "build_s": 0.6}]}
+        fast = {"effects": [{"effect": "color", "preset": "mono"}]}
+        engine.registry.configure("cam", "effects", slow)
+        await asyncio.sleep(0.05)
+        engine.registry.configure("cam", "effects", fast)
+        await engine.effect_updates.idle()
+        assert [s.name for s in chain.specs] == ["color"]
+        # A burst while one is applying: only the last of the waiting ones runs.
+        applied = engine.effect_updates.applied_count
+        engine.registry.configure("cam", "effects", slow)
+        await asyncio.sleep(0.05)
+        for preset in ("warm", "cool", "mono"):
+            engine.registry.configure("cam", "effects", {"effects": [{"effect": "color", "preset": preset}]})
+        await engine.effect_updates.idle()
+        assert engine.effect_updates.applied_count == applied + 2
+        assert chain.specs[0].options()["preset"] == "mono"
+        # A failure is logged with the stream's name; the chain is unchanged.
+        engine.registry.configure("cam", "effects", {"effects": [{"effect": "hold", "fail": 1}]})
+        await engine.effect_updates.idle()
+        assert [s.name for s in chain.specs] == ["color"]
+        failed = [r for r in caplog.records if "stream cam: effects update failed" in r.getMessage()]
+        assert failed and failed[0].exc_info is not None
+        # A refused setting is logged as refused.
+        engine.registry.configure("cam", "effects", {"effects": [{"effect": "nope"}]})
+        await engine.effect_updates.idle()
+        assert any("stream cam: effects update refused" in r.getMessage() for r in caplog.records)
+    finally:
         await engine.stop()
