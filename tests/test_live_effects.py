@@ -41,7 +41,7 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
         effects={"default": ["color:preset=mono", f"watermark:image={logo},position=top-left,opacity=1,scale=0.2"]},
         streams={"reconnect_grace_s": 0.5},
     )
-    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx")  # type: ignore[union-attr]
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx")
     try:
         await wait_for(lambda: "fx" in engine.hls.outputs and engine.hls.outputs["fx"].segments_written > 0, 60)
         # Per-stage timing is in /metrics while the stream is live.
@@ -104,7 +104,7 @@ async def test_voice_changer_on_live_audio(tmp_path: Path, ffmpeg: str, media_di
         effects={"default": ["voice:pitch=2"]},
         streams={"reconnect_grace_s": 0.5},
     )
-    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/vc")  # type: ignore[union-attr]
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/vc")
     try:
         await asyncio.wait_for(proc.wait(), 60)
         await wait_for(lambda: "vc" in engine.hls.outputs and engine.hls.outputs["vc"].ended, 60)
@@ -163,23 +163,14 @@ def face_regions_detail(
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
-    tmp_path: Path, ffmpeg: str, media_dir: Path
-) -> None:
-    """Started without effects (the source passes through), face_privacy is
-    switched on while live: within a segment every rendition, the source
-    included, shows the face without its detail; switched off again, the
-    source rendition stays encoded (the copy never comes back)."""
+@pytest.fixture(scope="session")
+def face_live(ffmpeg: str, media_dir: Path) -> tuple[Path, Path]:
+    """14 s of scikit-image's astronaut photo (a real face) still in a
+    640x360 frame at 15 fps, a keyframe every second, with a tone; and the
+    photo."""
     import subprocess
 
     import cv2
-
-    from effects.faces import FaceDetector
-    from effects.models import ModelStore
-    from engine.settings import coerce
-    from transcode.ladder import LadderConfig
 
     data = pytest.importorskip("skimage.data")
     photo = media_dir / "astronaut_live.png"
@@ -196,6 +187,26 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
              "-c:a", "aac", "-ar", "48000", "-ac", "2", str(clip)],
             check=True, timeout=120,
         )
+    return clip, photo
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
+    tmp_path: Path, ffmpeg: str, face_live: tuple[Path, Path]
+) -> None:
+    """Started without effects (the source passes through), face_privacy is
+    switched on while live: within a segment every rendition, the source
+    included, shows the face without its detail; switched off again, the
+    source rendition stays encoded (the copy never comes back)."""
+    import cv2
+
+    from effects.faces import FaceDetector
+    from effects.models import ModelStore
+    from engine.settings import coerce
+    from transcode.ladder import LadderConfig
+
+    clip, photo = face_live
     ladders = coerce(
         {"fp": {"rungs": [{"name": "180p", "height": 180, "bitrate": 300_000}], "x264_preset": "ultrafast"}},
         dict[str, LadderConfig],
@@ -207,7 +218,7 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
         hls={"target_duration_s": 1.0, "window_segments": 40, "low_latency": False},
         streams={"reconnect_grace_s": 0.5},
     )
-    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fp")  # type: ignore[union-attr]
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fp")
     try:
         await wait_for(lambda: "fp" in engine.hls.outputs and engine.hls.outputs["fp"].segments_written >= 6, 60)
         transcoder = engine.transcoders["fp"]
@@ -226,6 +237,7 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
         output = engine.hls.outputs["fp"]
         assert set(output.variants) == {"source", "180p"}
         first = cv2.imread(str(photo))
+        assert first is not None
         canvas = np.full((360, 640, 3), (0x60, 0x50, 0x40), np.uint8)
         canvas[:, 140:500] = cv2.resize(first, (360, 360))
         face = FaceDetector(ModelStore()).detect(canvas)[0]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from fractions import Fraction
-
 import re
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine.errors import StreamBusyError, StreamNameError
 from engine.media import Codec, Packet, RenditionId, StreamEnded, StreamStarted, Track, check_stream_name
-from engine.registry import StreamRegistry, StreamState
+from engine.registry import LiveStream, StreamRegistry, StreamState
 
 TB = Fraction(1, 1000)
 TRACKS = (
@@ -165,7 +164,7 @@ async def test_claim_refuses_names_outside_the_rule(name: str) -> None:
 
 async def test_a_rendition_is_linked_to_its_source_by_structure() -> None:
     reg = StreamRegistry(grace_s=0)
-    created = []
+    created: list[LiveStream] = []
     reg.on_stream_created(created.append)
     source = reg.claim("cam")
     rid = RenditionId("cam", "360p")
