@@ -159,8 +159,15 @@ class LiveTranscoder:
             worker.policy.stats if worker is not None else DropStats(),
             tx.stats if tx is not None else None,
             worker.depth if worker is not None else 0,
-            tx.plan.passthrough_reason if tx is not None and tx.plan is not None else "",
+            self._passthrough_reason(tx),
         )
+
+    def _passthrough_reason(self, tx: StreamTranscoder | None) -> str:
+        if tx is None or tx.plan is None:
+            return ""
+        if tx.plan.passthrough and self._seal.sealed:
+            return "encoded since a video effect was switched on"
+        return tx.plan.passthrough_reason
 
     async def run(self) -> None:
         stream = self.registry.get(self.source_name)

@@ -194,22 +194,25 @@ class Engine:
         encoded picture at the next source keyframe, before the new stages
         are even built, and stays encoded for the rest of the broadcast (see
         :meth:`LiveTranscoder.seal_passthrough`)."""
-        if key != "effects" or name not in self.effect_chains or not isinstance(value, (dict, list)):
+        chain = self.effect_chains.get(name)
+        if key != "effects" or chain is None or not isinstance(value, (dict, list)):
             return
         transcoder = self.transcoders.get(name)
         if transcoder is not None and _names_video_effect(value):
             transcoder.seal_passthrough("a video effect was switched on")
-        self.effect_updates.submit(name, value)
+        # The chain travels with the update: the worker thread never reads
+        # the engine's dicts, which the event loop changes.
+        self.effect_updates.submit(name, (chain, value))
 
-    def _apply_effects(self, name: str, value: object) -> None:
+    @staticmethod
+    def _apply_effects(name: str, update: object) -> None:
         """Runs in the stream's effects worker thread."""
-        chain = self.effect_chains.get(name)
-        if chain is None:
-            return  # the stream ended meanwhile
-        assert isinstance(value, (dict, list))
+        assert isinstance(update, tuple)
+        chain, value = update
+        assert isinstance(chain, EffectChain)
         chain.update(value)
 
-    def _effects_applied(self, name: str, value: object) -> None:
+    def _effects_applied(self, name: str, update: object) -> None:
         chain = self.effect_chains.get(name)
         transcoder = self.transcoders.get(name)
         if chain is not None and transcoder is not None and chain.has(StageKind.VIDEO):
