@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_clip, publish, start_engine, wait_for
+from tests.hls_rules import check_media, check_multivariant
 
 
 def red_square(path: Path) -> Path:
@@ -215,7 +216,7 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
     engine = await start_engine(
         tmp_path / "data",
         transcode={"enabled": True, "ladder": "fp", "ladders": ladders},
-        hls={"target_duration_s": 1.0, "window_segments": 40, "low_latency": False},
+        hls={"target_duration_s": 1.0, "window_segments": 40, "low_latency": True, "part_target_s": 0.5},
         streams={"reconnect_grace_s": 0.5},
     )
     proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fp")
@@ -242,8 +243,12 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
         canvas[:, 140:500] = cv2.resize(first, (360, 360))
         face = FaceDetector(ModelStore()).detect(canvas)[0]
         box = face.box
+        check_multivariant((output.directory / "index.m3u8").read_text())
+        switch_msn = set()
         for name, variant in output.variants.items():
             text = (variant.directory / "media.m3u8").read_text()
+            view = check_media(text, fmp4=True)
+            switch_msn.add(next(seg.msn for seg in view.segments if seg.discontinuity))
             # One switch: one discontinuity with a new initialisation segment, in every variant alike.
             assert text.count("#EXT-X-DISCONTINUITY\n") == 1, (name, text)
             assert len(set(re.findall(r'#EXT-X-MAP:URI="([^"]+)"', text))) == 2, name
@@ -253,6 +258,8 @@ async def test_face_privacy_switched_on_live_reaches_the_source_rendition(
             assert before and during, (name, segments, switched_on, switched_off)
             # The face lost its detail in every segment from one segment after the switch on.
             assert max(during) < 0.3 * min(before), (name, before, during)
+        # The switch is the same segment, by number, in every rendition.
+        assert len(switch_msn) == 1, switch_msn
     finally:
         if proc.returncode is None:
             proc.kill()
