@@ -41,6 +41,7 @@ def test_toml_then_environment_wins(tmp_path: Path) -> None:
         ("[hls]\nwindow_segments = 1\n", {}, "at least 3"),
         ("", {"FANZ_SERVER_DEV": "maybe"}, "true or false"),
         ("not toml = = 1", {}, "not valid TOML"),
+        ("[streams.keys]\nk1 = 'victim/evil'\n", {}, "streams.keys: playback name 'victim/evil' is not allowed"),
     ],
 )
 def test_clear_errors(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -245,3 +245,33 @@ async def test_sliding_window_removes_old_segments(tmp_path: Path, ffmpeg: str, 
         assert output.segments_written == 12
     finally:
         await engine.stop()
+
+
+async def test_a_key_with_a_slash_cannot_add_a_variant_to_another_stream(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
+) -> None:
+    """Sent as OBS sends it (server rtmp://HOST/live, key victim/evil) while
+    victim is live: refused with the reason, and victim's playlists list
+    only its own renditions."""
+    engine = await start_engine(tmp_path / "data", transcode={"enabled": True, "ladder": "passthrough"})
+    victim = await publish(ffmpeg, h264_aac_flv, rtmp_url(engine, "victim"))
+    try:
+        await wait_for(lambda: "victim" in engine.hls.outputs and engine.hls.outputs["victim"].segments_written, 30)
+        intruder = await publish(
+            ffmpeg, h264_aac_flv, rtmp_url(engine, "ignored"),
+            extra=["-rtmp_app", "live", "-rtmp_playpath", "victim/evil"],
+        )
+        _, err = await asyncio.wait_for(intruder.communicate(), 30)
+        assert intruder.returncode != 0 and b"is not allowed" in err
+        status, text, _ = await get_text(hls_url(engine, "victim"))
+        assert status == 200 and "evil" not in text
+        status, _, _ = await get_text(hls_url(engine, "victim", "evil/media.m3u8"))
+        assert status == 404
+        assert set(engine.hls.outputs["victim"].variants) == {"source"}
+        _, err = await asyncio.wait_for(victim.communicate(), 30)
+        assert victim.returncode == 0, err
+    finally:
+        if victim.returncode is None:
+            victim.kill()
+            await victim.wait()
+        await engine.stop()

@@ -29,13 +29,24 @@ from engine.media import MediaKind, Packet, Track
 from transcode.audio import AudioTranscoder
 from transcode.errors import SourceError
 from transcode.keyframes import GridMode, KeyframeGrid, SegmentKeyframeGrid
-from transcode.ladder import LadderConfig, LadderPlan, SourceInfo, long_gop_reason, plan_ladder
+from transcode.ladder import (
+    LadderConfig,
+    LadderPlan,
+    PlannedRung,
+    RungConfig,
+    SourceInfo,
+    long_gop_reason,
+    plan_ladder,
+)
 from transcode.video import RungEncoder, VideoDecoder
 
 log = logging.getLogger(__name__)
 
 FrameFilter = Callable[[VideoFrame], VideoFrame]
 AudioFilter = Callable[[AudioFrame], AudioFrame]
+PassthroughSwitch = Callable[[Packet], bool]
+"""Whether the passthrough rendition is encoded, not copied, from this
+source video packet on (see :meth:`StreamTranscoder.push`)."""
 PASSTHROUGH_ENCODER = "copy"
 MAX_PENDING = 1024
 """Packets held while the video size is still unknown (no width/height in
@@ -45,11 +56,16 @@ the track and no frame decoded yet)."""
 @dataclass(frozen=True, slots=True)
 class RenditionStarted:
     """A rendition's track set is known; ``encoder`` is the video encoder
-    name (``copy`` for the passed-through source)."""
+    name (``copy`` for the passed-through source). With ``clock_continues``
+    the rendition already runs and starts a new run here on the same clock
+    (the passthrough rendition switched to an encoded picture: every
+    rendition gets one at that moment, so their segments and
+    discontinuities stay aligned)."""
 
     name: str
     tracks: tuple[Track, ...]
     encoder: str
+    clock_continues: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +100,14 @@ class StreamTranscoder:
     copying of source video packets to the caller (the live path does it on
     the event loop so an overloaded transcode never delays the source
     rendition); the passthrough rendition's start event is still emitted.
+
+    ``passthrough_switch`` is asked about each source video packet; once it
+    says yes, the passthrough rendition stops being a copy and is encoded
+    at the source's size from that packet's picture on, through the frame
+    filter like every rung (a video effect switched on while live must reach
+    it). That picture is forced to be a keyframe in every rung, and each
+    rendition gets a ``RenditionStarted(clock_continues=True)`` just before
+    its first packet from there, so all of them cut a segment there.
     """
 
     def __init__(
@@ -95,7 +119,13 @@ class StreamTranscoder:
         emit_passthrough_video: bool = True,
         audio_filter: AudioFilter | None = None,
         decoder_hwaccel: str | None = None,
+        passthrough_switch: PassthroughSwitch | None = None,
     ) -> None:
+        self.passthrough_switch = passthrough_switch
+        self._source_rung: RungEncoder | None = None
+        self._switch_from: int | None = None
+        self._switch_keyframe_due = False
+        self._restart_due: dict[str, RenditionStarted] = {}
         self.audio_filter = audio_filter
         self.ladder = ladder
         self.encoder = encoder
@@ -139,6 +169,14 @@ class StreamTranscoder:
         events: list[TranscodeEvent] = []
         if packet.track == self._video.index:
             self.stats.video_packets_in += 1
+            if (
+                self._switch_from is None
+                and self.passthrough_switch is not None
+                and self.plan is not None
+                and self.plan.passthrough
+                and self.passthrough_switch(packet)
+            ):
+                self._begin_switch(packet.pts)
             if self.emit_passthrough_video and (self.plan is None or self.plan.passthrough):
                 self._emit_or_hold(packet, events, audio=False)
             for frame in self._decoder.decode(packet):
@@ -163,7 +201,9 @@ class StreamTranscoder:
             # nothing speaks against passing it through.
             self._publish_passthrough(events)
         for rung in self._rungs:
-            events += [RenditionPacket(rung.rung.name, p) for p in rung.flush()]
+            self._emit_rung(rung.rung.name, rung.flush(), events)
+        if self._source_rung is not None:
+            self._emit_rung(self.ladder.passthrough_name, self._source_rung.flush(), events)
         if self._audio_tx is not None:
             for out in self._audio_tx.push(None):
                 self._emit_or_hold(out, events, audio=True)
@@ -254,7 +294,7 @@ class StreamTranscoder:
         if not audio:
             if waiting:
                 self._passthrough_held.append(_reindex(packet, 0))
-            elif self.plan.passthrough:
+            elif self.plan.passthrough and self._switch_from is None:
                 events.append(RenditionPacket(self.ladder.passthrough_name, _reindex(packet, 0)))
             return
         for name in self.plan.rendition_names:
@@ -273,16 +313,73 @@ class StreamTranscoder:
         if self._passthrough_waiting and isinstance(self.grid, SegmentKeyframeGrid):
             if self.grid.mode is not GridMode.UNDECIDED:
                 self._settle_passthrough(events)
+        switching = self._switch_from is not None and frame.pts >= self._switch_from
+        if switching and self._switch_keyframe_due:
+            boundary = True
+            self._switch_keyframe_due = False
         if self.frame_filter is not None:
             filtered = self.frame_filter(frame)
             if filtered.pts is None:
                 filtered.pts = frame.pts
             frame = filtered
         for rung in self._rungs:
-            events += [RenditionPacket(rung.rung.name, p) for p in rung.encode(frame, boundary)]
+            self._emit_rung(rung.rung.name, rung.encode(frame, boundary), events)
             self.stats.frames_encoded[rung.rung.name] = rung.frames_encoded
             self.stats.frames_rate_capped[rung.rung.name] = rung.frames_skipped
+        if switching and self._source_rung is not None:
+            name = self.ladder.passthrough_name
+            self._emit_rung(name, self._source_rung.encode(frame, boundary), events)
+            self.stats.frames_encoded[name] = self._source_rung.frames_encoded
         return events
+
+    def _emit_rung(self, name: str, packets: list[Packet], events: list[TranscodeEvent]) -> None:
+        """Events for one rendition's encoded packets, with its pending
+        restart placed just before its first packet from the switch on."""
+        for packet in packets:
+            due = self._restart_due.get(name)
+            if due is not None and self._switch_from is not None and packet.pts >= self._switch_from:
+                del self._restart_due[name]
+                events.append(due)
+            events.append(RenditionPacket(name, packet))
+
+    def _begin_switch(self, pts: int) -> None:
+        """Encode the passthrough rendition from the picture at ``pts`` on."""
+        assert self.plan is not None and self._video is not None
+        source = self.plan.source
+        width, height = max(2, source.width - source.width % 2), max(2, source.height - source.height % 2)
+        name = self.ladder.passthrough_name
+        config = RungConfig(
+            name, max(16, height), _encoded_source_bitrate(self.ladder, source), max_frame_rate=None
+        )
+        self._source_rung = RungEncoder(
+            PlannedRung(config, width, height, source.frame_rate, None), self.ladder, self.encoder,
+            self._video.time_base,
+        )
+        self._switch_from = pts
+        self._switch_keyframe_due = True
+        audio = (self._audio_tx.track,) if self._audio_tx is not None else ()
+        self._restart_due = {
+            rung.rung.name: RenditionStarted(rung.rung.name, (rung.track, *audio), self.encoder, True)
+            for rung in self._rungs
+        }
+        self._restart_due[name] = RenditionStarted(name, (self._source_rung.track, *audio), self.encoder, True)
+        self.encoders[name] = self.encoder
+        self.stats.frames_encoded[name] = 0
+        log.info("passthrough rendition %s: encoded at %dx%d from here on", name, width, height)
+
+
+def _encoded_source_bitrate(ladder: LadderConfig, source: SourceInfo) -> int:
+    """The bit rate for the source's picture once it is encoded rather than
+    copied: the publisher's declared rate when known, else about 0.1 bit
+    per pixel per frame; never above the passthrough limit."""
+    rate = source.bitrate
+    if not rate:
+        fps = float(source.frame_rate) if source.frame_rate else 30.0
+        rate = int(source.width * source.height * fps * 0.1)
+    limit = ladder.passthrough_limits.max_bitrate
+    if limit is not None:
+        rate = min(rate, limit)
+    return max(100_000, rate)
 
 
 def _reindex(packet: Packet, track: int) -> Packet:

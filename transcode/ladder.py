@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from engine.media import Codec
+from engine.errors import StreamNameError
+from engine.media import Codec, check_stream_name
 from transcode.errors import SourceError, TranscodeConfigError
 
 RATE_CONTROLS = ("vbr", "cbr")
@@ -41,8 +42,7 @@ class RungConfig:
     buffer_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise TranscodeConfigError(f"rung name {self.name!r} must be non-empty and contain no '/'")
+        _check_rendition_name(self.name)
         if self.height < 16 or self.height % 2:
             raise TranscodeConfigError(f"rung {self.name}: height must be even and at least 16")
         if self.bitrate <= 0:
@@ -94,6 +94,7 @@ class LadderConfig:
     audio_channels: int = 2
 
     def __post_init__(self) -> None:
+        _check_rendition_name(self.passthrough_name)
         names = [r.name for r in self.rungs]
         if self.passthrough:
             names.append(self.passthrough_name)
@@ -113,6 +114,15 @@ class LadderConfig:
             raise TranscodeConfigError(f"ladder {self.name}: durations must be positive")
         if self.audio_channels not in (1, 2):
             raise TranscodeConfigError(f"ladder {self.name}: audio_channels must be 1 or 2")
+
+
+def _check_rendition_name(name: str) -> None:
+    """Rendition names become URL path segments and folders: the stream
+    name rule applies to them too."""
+    try:
+        check_stream_name(name, "rendition name")
+    except StreamNameError as exc:
+        raise TranscodeConfigError(str(exc)) from None
 
 
 def builtin_ladders() -> dict[str, LadderConfig]:

@@ -2,8 +2,8 @@
 
 :class:`LiveTranscoder` subscribes to ``source`` in the registry, feeds a
 :class:`TranscodeWorker` thread and publishes each rendition as the stream
-``f"{source}/{name}"`` (a rendition is a stream too), so the packager treats
-the source and every rung alike. The passed-through source rendition copies
+``RenditionId(source, rung)`` (a rendition is a stream too, linked to its
+source by that id), so the packager treats the source and every rung alike. The passed-through source rendition copies
 video packets on the event loop, straight from the subscription, so an
 overloaded encoder never delays or drops the source's own video; its audio
 is the shared AAC track that every rendition carries.
@@ -18,6 +18,16 @@ when the rungs place their own keyframes: its segments would be as long as
 the publisher's keyframe interval and would not line up with the rungs'.
 The decision holds for the whole publish: a source whose keyframes later
 come further apart keeps its passthrough, and the rungs keep its keyframes.
+
+A copy cannot carry effects drawn on decoded pictures. When a video effect
+is switched on while live, :meth:`LiveTranscoder.seal_passthrough` makes the
+passthrough rendition an encoded one at the source's size from the next
+source keyframe on (the copy stops exactly before that keyframe, the
+encoded picture starts on it), and it stays encoded for the rest of the
+broadcast, reconnects included: switching an effect off never brings the
+copied picture back. Every rendition restarts on the same clock at that
+keyframe, so the packager writes a new initialisation segment and an
+``EXT-X-DISCONTINUITY`` at the same moment in each of them.
 """
 
 from __future__ import annotations
@@ -25,10 +35,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from engine.media import MediaKind, Packet, StreamEnded, StreamStarted
+from engine.media import MediaKind, Packet, RenditionId, StreamEnded, StreamStarted
 from engine.registry import Publisher, StreamRegistry, Subscription
 from transcode.core import (
     PASSTHROUGH_ENCODER,
@@ -71,6 +82,32 @@ class LiveStatus:
     keyframes: str = GridMode.SOURCE.value
     """Where the rungs' keyframes come from: ``source``, ``own`` (the
     segment-target grid) or ``undecided`` (first keyframe intervals not seen yet)."""
+
+
+class PassthroughSeal:
+    """Where the passthrough rendition stops being a copy: the publish
+    (counted from 1) and the decode time of the source keyframe. Set once on
+    the event loop, read by the transcode thread; later publishes of the
+    same broadcast are covered from their start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at: tuple[int, int] | None = None
+
+    @property
+    def sealed(self) -> bool:
+        with self._lock:
+            return self._at is not None
+
+    def seal(self, publish: int, dts: int) -> None:
+        with self._lock:
+            if self._at is None:
+                self._at = (publish, dts)
+
+    def covers(self, publish: int, dts: int) -> bool:
+        with self._lock:
+            at = self._at
+        return at is not None and (publish > at[0] or (publish == at[0] and dts >= at[1]))
 
 
 class LiveTranscoder:
@@ -117,9 +154,25 @@ class LiveTranscoder:
         self._renditions: dict[str, str] = {}
         self._previous_tx: StreamTranscoder | None = None
         self._left_out = False
+        self._seal = PassthroughSeal()
+        self._seal_requested = False
+        self._publishes = 0  # publishes read on the event loop
+        self._transcoders_made = 0  # the same count, on the transcode thread
 
-    def rendition_stream(self, name: str) -> str:
-        return f"{self.source_name}/{name}"
+    def seal_passthrough(self, reason: str) -> None:
+        """Encode the passthrough rendition from the next source keyframe
+        on, for the rest of this broadcast (a video effect is on)."""
+        if not self._seal_requested:
+            log.info("stream %s: the source rendition is encoded from the next keyframe on (%s)",
+                     self.source_name, reason)
+        self._seal_requested = True
+
+    @property
+    def passthrough_sealed(self) -> bool:
+        return self._seal.sealed
+
+    def rendition_stream(self, name: str) -> RenditionId:
+        return RenditionId(self.source_name, name)
 
     @property
     def status(self) -> LiveStatus:
@@ -135,11 +188,16 @@ class LiveTranscoder:
             worker.policy.stats if worker is not None else DropStats(),
             tx.stats if tx is not None else None,
             worker.depth if worker is not None else 0,
-            _passthrough_reason(plan, grid),
+            self._passthrough_reason(plan, grid),
             decoder,
             self.encoder,
             grid.mode.value if isinstance(grid, SegmentKeyframeGrid) else GridMode.SOURCE.value,
         )
+
+    def _passthrough_reason(self, plan: LadderPlan | None, grid: KeyframeGrid | None) -> str:
+        if plan is not None and plan.passthrough and self._seal.sealed:
+            return "encoded since a video effect was switched on"
+        return _passthrough_reason(plan, grid)
 
     async def run(self) -> None:
         stream = self.registry.get(self.source_name)
@@ -192,6 +250,11 @@ class LiveTranscoder:
 
     # -- internals ---------------------------------------------------------
     def _make_transcoder(self) -> StreamTranscoder:
+        # Called on the transcode thread once per StreamStarted, in the
+        # order _read saw them: this count names the same publish as
+        # self._publishes did there.
+        self._transcoders_made += 1
+        publish, seal = self._transcoders_made, self._seal
         grid: KeyframeGrid = (
             SourceKeyframeGrid() if self.segment_target is None else SegmentKeyframeGrid(self.segment_target)
         )
@@ -203,6 +266,7 @@ class LiveTranscoder:
             audio_filter=self.audio_filter,
             emit_passthrough_video=False,
             decoder_hwaccel=None if self.decoder == SOFTWARE_DECODER else self.decoder,
+            passthrough_switch=lambda packet: seal.covers(publish, packet.dts),
         )
 
     def _passthrough_possible(self) -> bool:
@@ -223,6 +287,7 @@ class LiveTranscoder:
                 if video is None:
                     raise SourceError(f"stream {self.source_name} has no video to transcode")
                 self._video_index = video.index
+                self._publishes += 1
                 self._passthrough = None
                 self._passthrough_synced = False
                 self._hold.clear()
@@ -236,6 +301,12 @@ class LiveTranscoder:
         worker.stop()
 
     def _copy_source_video(self, packet: Packet) -> None:
+        if self._seal_requested and packet.keyframe and not self._seal.sealed:
+            # Sealed before this keyframe reaches the transcode thread: it
+            # encodes the passthrough from this very picture on.
+            self._seal.seal(self._publishes, packet.dts)
+        if self._seal.covers(self._publishes, packet.dts):
+            return
         if self._passthrough is None:
             if self._passthrough_possible():
                 self._hold.append(packet)
@@ -263,7 +334,7 @@ class LiveTranscoder:
         old = self._publishers.pop(self.ladder.passthrough_name, None)
         if old is not None:
             old.kick("the source restarted with keyframes too far apart to pass it through")
-            self._renditions.pop(self.rendition_stream(self.ladder.passthrough_name), None)
+            self._renditions.pop(str(self.rendition_stream(self.ladder.passthrough_name)), None)
 
     def _publish(self, events: list[TranscodeEvent]) -> None:
         i = 0
@@ -292,6 +363,13 @@ class LiveTranscoder:
 
     def _start_rendition(self, event: RenditionStarted, held_audio: list[Packet]) -> None:
         stream_name = self.rendition_stream(event.name)
+        running = self._publishers.get(event.name)
+        if event.clock_continues and running is not None:
+            running.restart(event.tracks)
+            self._renditions[str(stream_name)] = event.encoder
+            if running is self._passthrough and event.encoder != PASSTHROUGH_ENCODER:
+                self._passthrough = None
+            return
         old = self._publishers.pop(event.name, None)
         if old is not None:
             # A new publish of the source: end this publish of the rendition
@@ -300,7 +378,7 @@ class LiveTranscoder:
         pub = self.registry.claim(stream_name)
         pub.start(event.tracks)
         self._publishers[event.name] = pub
-        self._renditions[stream_name] = event.encoder
+        self._renditions[str(stream_name)] = event.encoder
         if event.encoder == PASSTHROUGH_ENCODER:
             self._passthrough = pub
             merged = [(p.dts * p.time_base, True, p) for p in self._hold]

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest
-from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError
+from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import StreamRegistry, StreamState
 from webrtc.config import WebRtcConfig
 from webrtc.errors import OfferError, SessionLimitError
@@ -191,6 +191,9 @@ class WebRtcHttp:
             publisher = self.registry.claim(grant.playback_name)
         except SessionLimitError as exc:
             return self._error(503, str(exc), {"Retry-After": "10"})
+        except StreamNameError as exc:
+            log.warning("whip from %s: publish refused: %s", remote, exc)
+            return self._error(400, f"publish refused: {exc}")
         except StreamBusyError:
             return self._error(409, f"stream {grant.playback_name!r} is already being published")
         record = self.table.open(SessionKind.WHIP, grant.playback_name, asyncio.get_running_loop().time())

@@ -17,7 +17,8 @@ from typing import Any
 
 from control_api.config import ApiConfig
 from effects.config import EffectsSettings
-from engine.errors import ConfigError
+from engine.errors import ConfigError, StreamNameError
+from engine.media import check_stream_name
 from engine.settings import SettingInfo, build, describe, doc
 from ingest.rtmp.limits import RtmpLimits
 from packager.hls.config import HlsConfig
@@ -69,9 +70,17 @@ class StreamsConfig:
     gop_cache_packets: int = doc("Most packets kept of the current GOP for viewers that join mid-stream.", 2048)
     ended_retention_s: float = doc("How long an ended stream's HLS stays available.", 600.0)
     keys: dict[str, str] = doc(
-        "Static stream keys when the control API is off: a table of secret key = playback name.",
+        "Static stream keys when the control API is off: a table of secret key = playback name "
+        "(playback names follow the stream name rule: 1-64 of A-Z a-z 0-9 _ -).",
         factory=dict,
     )
+
+    def __post_init__(self) -> None:
+        for name in self.keys.values():
+            try:
+                check_stream_name(name, "playback name")
+            except StreamNameError as exc:
+                raise ValueError(f"streams.keys: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from control_api.app import API_PREFIX, create_app, get_checks
 from effects.chain import EffectChain
 from effects.errors import EffectsError
+from effects.registry import default_registry
 from effects.stage import StageKind
 from engine.app.config import EngineConfig
+from engine.app.live_effects import EffectUpdates
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
@@ -82,6 +84,7 @@ class Engine:
         self.transcoders: dict[str, LiveTranscoder] = {}
         self._transcode_tasks: set[asyncio.Task[None]] = set()
         self.effect_chains: dict[str, EffectChain] = {}
+        self.effect_updates = EffectUpdates(self._apply_effects, self._effects_applied)
         if config.transcode.enabled:
             self.registry.on_stream_created(self._start_transcoder)
             self.registry.on_settings_changed(self._settings_changed)
@@ -124,7 +127,7 @@ class Engine:
 
     # -- transcoding --------------------------------------------------------
     def _start_transcoder(self, stream: LiveStream) -> None:
-        if "/" in stream.name:
+        if stream.rendition is not None:
             return  # a rendition, not a source
         if self.encoders is None:
             log.error("stream %s: encoders were not probed; not transcoding", stream.name)
@@ -191,19 +194,38 @@ class Engine:
         return chain
 
     def _settings_changed(self, name: str, key: str, value: object) -> None:
-        """Effects changed while live: rebuild the stages off the event loop
-        (models load there); the next decoded frame uses them."""
+        """Effects changed while live: queue the rebuild on the stream's
+        ordered queue (stages build off the event loop, where models load;
+        the next decoded frame uses them).
+
+        A video effect must also reach the passed-through source rendition,
+        which carries the publisher's own pictures: it is switched to an
+        encoded picture at the next source keyframe, before the new stages
+        are even built, and stays encoded for the rest of the broadcast (see
+        :meth:`LiveTranscoder.seal_passthrough`)."""
         chain = self.effect_chains.get(name)
         if key != "effects" or chain is None or not isinstance(value, (dict, list)):
             return
+        transcoder = self.transcoders.get(name)
+        if transcoder is not None and _names_video_effect(value):
+            transcoder.seal_passthrough("a video effect was switched on")
+        # The chain travels with the update: the worker thread never reads
+        # the engine's dicts, which the event loop changes.
+        self.effect_updates.submit(name, (chain, value))
 
-        def apply() -> None:
-            try:
-                chain.update(value)
-            except EffectsError as exc:
-                log.error("stream %s: effects update refused: %s", name, exc)
+    @staticmethod
+    def _apply_effects(name: str, update: object) -> None:
+        """Runs in the stream's effects worker thread."""
+        assert isinstance(update, tuple)
+        chain, value = update
+        assert isinstance(chain, EffectChain)
+        chain.update(value)
 
-        asyncio.get_running_loop().run_in_executor(None, apply)
+    def _effects_applied(self, name: str, update: object) -> None:
+        chain = self.effect_chains.get(name)
+        transcoder = self.transcoders.get(name)
+        if chain is not None and transcoder is not None and chain.has(StageKind.VIDEO):
+            transcoder.seal_passthrough("a video effect is on")
 
     async def _run_transcoder(self, transcoder: LiveTranscoder) -> None:
         try:
@@ -396,6 +418,7 @@ class Engine:
             await self.webrtc.close()
         self.registry.close()
         await self.registry.drain()
+        await self.effect_updates.close()
         for transcoder in tuple(self.transcoders.values()):
             transcoder.stop()
         for task in tuple(self._transcode_tasks):
@@ -406,6 +429,24 @@ class Engine:
             await cleanup()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+
+
+def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
+    """Whether effect settings (the control API's JSON form) name a video
+    effect. Anything that cannot be read as effect names counts as one: the
+    cost of a needless switch is encoding, the cost of a missed one is a
+    face shown."""
+    effects = value.get("effects", []) if isinstance(value, dict) else value
+    if not isinstance(effects, list):
+        return True
+    registry = default_registry()
+    for item in effects:
+        name = item.get("effect") if isinstance(item, dict) else None
+        if not isinstance(name, str) or name not in registry:
+            return True
+        if registry.get(name).kind is StageKind.VIDEO:
+            return True
+    return False
 
 
 async def run(config: EngineConfig) -> None:

@@ -31,8 +31,9 @@ SOURCE_VARIANT = "src"
 class HlsService:
     """Every stream's HLS output under ``root``.
 
-    A stream named ``NAME/RUNG`` is a rendition of ``NAME`` (the transcoder
-    publishes them) and becomes the variant ``RUNG`` of ``NAME``'s output.
+    A rendition (a stream whose :attr:`~engine.registry.LiveStream.rendition`
+    is set; the transcoder publishes them) becomes the variant named by its
+    rung in its source's output.
     With ``package_source`` off, the source itself is not a variant: the
     transcoder's renditions (its passed-through copy included) are.
 
@@ -64,13 +65,13 @@ class HlsService:
 
     def attach(self, stream: LiveStream) -> None:
         """Start packaging ``stream`` (called by the registry)."""
-        parent, sep, rung = stream.name.partition("/")
-        if sep:
-            existing = self.outputs.get(parent)
+        rendition = stream.rendition
+        if rendition is not None:
+            existing = self.outputs.get(rendition.source)
             if existing is None or existing.ended:
                 log.warning("rendition %s has no live source output; not packaged", stream.name)
                 return
-            output, variant_name = existing, rung
+            output, variant_name = existing, rendition.rung
         else:
             timer = self._expiry.pop(stream.name, None)
             if timer is not None:
