@@ -62,6 +62,18 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
         return _problem(request, 500, "store-error", "Internal error", "the database failed; see the server log")
 
 
+async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and its version in ``Server`` on every response;
+    that tells an attacker which advisories to try and a client nothing."""
+    response.headers.popall("Server", None)
+
+
+def hide_server_header(app: web.Application) -> None:
+    """Strip ``Server`` from every response that ``app`` (and any
+    application mounted in it) sends."""
+    app.on_response_prepare.append(_drop_server_header)
+
+
 def build_router(plane: ControlPlane) -> Router:
     router = Router()
     for module in (auth, streaming, people, admin):
@@ -74,6 +86,7 @@ def create_app(config: ApiConfig, registry: StreamRegistry | None) -> web.Applic
     the application's start-up and closes on its clean-up."""
     plane = ControlPlane(config, registry)
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    hide_server_header(app)
     router = build_router(plane)
     document: dict[str, object] = {}
 
@@ -107,6 +120,7 @@ def root_app(config: ApiConfig, registry: StreamRegistry | None = None) -> web.A
     """A root application with the API under :data:`API_PREFIX` and a
     ``/health`` probe: what ``fanz-media api`` serves."""
     root = web.Application()
+    hide_server_header(root)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

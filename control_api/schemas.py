@@ -161,7 +161,7 @@ RECORDING_BODY = obj(
     ["uri", "duration_s", "size_bytes"],
 )
 WEBHOOK_BODY = obj(
-    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://"},
+    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://\\S+$"},
      "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": 4}},
     ["url"],
 )

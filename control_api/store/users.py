@@ -54,12 +54,19 @@ async def find_by_username(db: Database, username: str) -> Row | None:
     return await db.fetchrow("SELECT * FROM users WHERE username = $1", username)
 
 
-async def list_users(db: Database, limit: int, offset: int, role: str | None = None) -> list[Row]:
-    if role is None:
-        return await db.fetch("SELECT * FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
-    return await db.fetch(
-        "SELECT * FROM users WHERE role = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3", role, limit, offset
-    )
+async def list_users(db: Database, limit: int, offset: int, role: str | None = None,
+                     include_admins: bool = True) -> list[Row]:
+    """Users in creation order, of one ``role`` when given; admin accounts
+    only with ``include_admins``."""
+    if role is not None:
+        return await db.fetch(
+            "SELECT * FROM users WHERE role = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3", role, limit, offset
+        )
+    if not include_admins:
+        return await db.fetch(
+            "SELECT * FROM users WHERE role <> 'admin' ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
+        )
+    return await db.fetch("SELECT * FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
 
 
 async def update_user(db: Database, actor: Actor, user_id: str, changes: dict[str, Any], now: float) -> Row:

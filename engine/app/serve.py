@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from control_api.app import API_PREFIX, create_app, get_checks
+from control_api.app import API_PREFIX, create_app, get_checks, hide_server_header
 from effects.chain import EffectChain
 from effects.errors import EffectsError
 from effects.stage import StageKind
@@ -285,6 +285,7 @@ class Engine:
     # -- HTTP ---------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
+        hide_server_header(app)
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
