@@ -19,6 +19,7 @@ from control_api.authn import authenticator
 from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
 from control_api.errors import ProblemError, StoreError
+from control_api.forwarded import forwarded_middleware, networks
 from control_api.plane import ControlPlane, NotReady
 from control_api.routes import admin, auth, people, streaming
 from control_api.routing import MAX_BODY_BYTES, Reply, RequestCtx, Router
@@ -85,7 +86,9 @@ def create_app(config: ApiConfig, registry: StreamRegistry | None) -> web.Applic
     """The control API, to mount at :data:`API_PREFIX`. The database opens on
     the application's start-up and closes on its clean-up."""
     plane = ControlPlane(config, registry)
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    trusted = networks(config.trusted_proxies)
+    app = web.Application(middlewares=[problem_middleware, forwarded_middleware(trusted)],
+                          client_max_size=MAX_BODY_BYTES)
     hide_server_header(app)
     router = build_router(plane)
     document: dict[str, object] = {}

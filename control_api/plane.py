@@ -17,7 +17,7 @@ from typing import Any
 from control_api.config import ApiConfig
 from control_api.db import Database, connect, migrate
 from control_api.errors import ControlApiError
-from control_api.ratelimit import RateLimiter
+from control_api.ratelimit import AuthLimits
 from control_api.security import PlaybackClaims, issue_playback_token
 from control_api.store import streams
 from control_api.store.audit import Actor
@@ -38,8 +38,8 @@ class ControlPlane:
         self.config = config.with_secret()
         self.registry = registry
         self.clock = clock
-        self.ip_limiter = RateLimiter(config.auth_rate_per_minute_per_ip)
-        self.user_limiter = RateLimiter(config.auth_rate_per_minute_per_user)
+        self.auth_limits = AuthLimits(config.auth_rate_per_minute_per_ip, config.auth_failures_per_user_address,
+                                      config.auth_failures_per_user)
         self._db: Database | None = None
         self._webhooks: WebhookDispatcher | None = None
 
@@ -132,11 +132,14 @@ class ControlPlane:
         await self.webhooks.emit("recording.ready", dict(row))
         return row
 
-    def playback_url(self, playback_id: str, viewer_id: str) -> tuple[str, str, int]:
+    def playback_url(self, playback_id: str, viewer_id: str, origin: str) -> tuple[str, str, int]:
         """``(url, token, expires_at)``: the HLS URL under the engine's public
-        base, with a signed token bound to the stream and the viewer."""
+        base (``origin``, the one the viewer's request came in on, unless
+        ``public_base_url`` is configured), with a signed token bound to the
+        stream and the viewer."""
         expires = int(self.clock()) + self.config.playback_token_ttl_s
-        url = f"{self.config.public_base_url.rstrip('/')}/hls/{playback_id}/index.m3u8"
+        base = self.config.public_base_url or origin
+        url = f"{base.rstrip('/')}/hls/{playback_id}/index.m3u8"
         token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires))
         return f"{url}?token={token}", token, expires
 
