@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from control_api.errors import ApiConfigError
+from drm.keystore import make_private_dir
 
 SECRET_FILE = "control_api.secret"
 
@@ -33,6 +34,8 @@ class ApiConfig:
 
     data_dir: Path = field(default=Path("data"), metadata={"internal": True})
     """Set from ``server.data_dir`` by the engine: where the SQLite file and the secret live."""
+    master_key_file: Path | None = field(default=None, metadata={"internal": True})
+    """Set from ``server.master_key_file`` by the engine: the master key that seals secrets at rest."""
     database_url: str | None = None
     """sqlite:///PATH or postgresql://USER@HOST/DB. Empty: SQLite in the data directory. DATABASE_URL also sets it."""
     jwt_secret: str | None = None
@@ -103,7 +106,7 @@ class ApiConfig:
         persisted secret file (mode 0600) in ``data_dir``."""
         if self.jwt_secret is not None:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
         path = self.data_dir / SECRET_FILE
         if path.exists():
             secret = path.read_text().strip()

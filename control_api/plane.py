@@ -19,9 +19,11 @@ from control_api.db import Database, connect, migrate
 from control_api.errors import ControlApiError
 from control_api.ratelimit import AuthLimits
 from control_api.security import PlaybackClaims, issue_playback_token
-from control_api.store import streams
+from control_api.store import streams, users
+from control_api.store import webhooks as webhook_store
 from control_api.store.audit import Actor
 from control_api.webhooks import WebhookDispatcher
+from drm.keystore import KeyStore
 from engine.registry import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class ControlPlane:
                  clock: Callable[[], float] = time.time) -> None:
         config.check()
         self.config = config.with_secret()
+        # Secrets at rest (TOTP seeds, webhook signing secrets) are sealed
+        # with a key derived from the engine's master key.
+        self.keys = KeyStore.load(self.config.data_dir, self.config.master_key_file)
+        self.sealer = self.keys.sealer("control_api.secrets")
         self.registry = registry
         self.clock = clock
         self.auth_limits = AuthLimits(config.auth_rate_per_minute_per_ip, config.auth_failures_per_user_address,
@@ -70,8 +76,16 @@ class ControlPlane:
             raise
         if applied:
             log.info("control API: applied migrations %s", applied)
+        try:
+            sealed = await users.seal_clear_totp(db, self.sealer) + await webhook_store.seal_clear_secrets(
+                db, self.sealer)
+        except BaseException:
+            await db.close()
+            raise
+        if sealed:
+            log.info("control API: sealed %d secrets that earlier versions stored in clear", sealed)
         self._db = db
-        self._webhooks = WebhookDispatcher(db, self.config, self.clock)
+        self._webhooks = WebhookDispatcher(db, self.config, self.sealer, self.clock)
         await self._webhooks.start()
 
     async def close(self) -> None:

@@ -70,7 +70,8 @@ def register(router: Router, plane: ControlPlane) -> None:
     async def check_otp(user: Row, code: str | None, remote: str) -> None:
         if code is None:
             raise Unauthenticated("this account needs a TOTP code in 'otp'", kind="otp-required")
-        step = totp_match(user["totp_secret"], code, plane.clock(), int(user["totp_last_step"]))
+        secret = users.totp_secret(user, plane.sealer)
+        step = None if secret is None else totp_match(secret, code, plane.clock(), int(user["totp_last_step"]))
         if step is None or not await users.use_totp_step(plane.db, user["id"], step):
             auth_failed(plane, remote, str(user["username"]))
             raise Unauthenticated("wrong or already used TOTP code", kind="otp-invalid")
@@ -110,7 +111,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         if user["totp_enabled"]:
             raise Conflict("two-factor authentication is already on; disable it first")
         secret = new_totp_secret()
-        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, secret, False, plane.clock())
+        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, secret, False, plane.clock(), plane.sealer)
         return Reply(200, {"secret": secret, "otpauth_uri": totp_uri(secret, me.username, cfg.totp_issuer)})
 
     @router.op("POST", "/auth/2fa/verify", summary="Confirm TOTP enrolment with a first code", tag=TAG,
@@ -122,7 +123,8 @@ def register(router: Router, plane: ControlPlane) -> None:
         if user["totp_secret"] is None or user["totp_enabled"]:
             raise Conflict("no TOTP enrolment is waiting; call /auth/2fa/enable first")
         await check_otp(user, ctx.body["code"], ctx.remote)
-        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, user["totp_secret"], True, plane.clock())
+        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, users.totp_secret(user, plane.sealer), True,
+                             plane.clock(), plane.sealer)
         return Reply(200, {"totp_enabled": True})
 
     @router.op("POST", "/auth/2fa/disable", summary="Turn TOTP off (needs a current code)", tag=TAG,
@@ -134,7 +136,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         if not user["totp_enabled"]:
             raise Conflict("two-factor authentication is not on")
         await check_otp(user, ctx.body["code"], ctx.remote)
-        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, None, False, plane.clock())
+        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, None, False, plane.clock(), plane.sealer)
         return Reply(200, {"totp_enabled": False})
 
     @router.op("POST", "/auth/api-keys", summary="Create an API key for a platform service", tag=TAG,

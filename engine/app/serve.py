@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control_api.app import API_PREFIX, create_app, get_checks, hide_server_header
+from drm.keystore import make_private_dir
 from effects.chain import EffectChain
 from effects.errors import EffectsError
 from effects.stage import StageKind
@@ -49,12 +50,14 @@ class Engine:
     def __init__(self, config: EngineConfig, checks: tuple[PublishCheck, PlaybackCheck] | None = None) -> None:
         self.config = config
         self.data_dir = Path(config.server.data_dir)
+        make_private_dir(self.data_dir)
         self.registry = StreamRegistry(
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
         self.api_app: web.Application | None = None
         if config.http.api:
-            api_config = replace(config.api, data_dir=self.data_dir)
+            key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
+            api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
             self.api_app = create_app(api_config, self.registry)
         if checks is None:
             checks = self._default_checks()
