@@ -64,6 +64,8 @@ class ApiConfig:
     """Wrong passwords or TOTP codes for one user from one address; refilled at this many an hour."""
     auth_failures_per_user: int = 100
     """Wrong passwords or TOTP codes for one user from all addresses together, refilled at this many an hour."""
+    reconcile_on_start: bool = True
+    """On start, end streams the store lists as live but this engine is not serving. Off: engines share one database."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or CIDR ranges of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed. Empty: none."""
     scrypt_n: int = 2**14

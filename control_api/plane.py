@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from control_api.config import ApiConfig
@@ -113,6 +113,24 @@ class ControlPlane:
             ended = await streams.get_stream(self.db, stream_id)
             await self.webhooks.emit("stream.ended", streams.stream_view(ended))
         return before is not None
+
+    async def reconcile(self, live: Collection[str], reason: str = "engine restarted") -> list[str]:
+        """Make the store agree with the engine after a start: every stream
+        listed as live whose playback id is not in ``live`` (the engine's
+        own streams) is ended, with ``stream.ended`` sent, and viewer
+        sessions left open on streams that are not live are closed. Returns
+        the playback ids ended. For an engine that is the store's only one
+        (``api.reconcile_on_start``)."""
+        ended = []
+        for row in await streams.live_streams(self.db):
+            if row["playback_id"] not in live:
+                await self.end_stream(Actor("system", None), str(row["id"]), reason, kick=False)
+                ended.append(str(row["playback_id"]))
+        closed = await streams.close_stale_viewers(self.db, self.clock())
+        if ended or closed:
+            log.warning("control API: ended %d streams left live by an earlier run (%s); closed %d viewer sessions",
+                        len(ended), ", ".join(ended) or "none", closed)
+        return ended
 
     def apply_settings(self, row: Mapping[str, Any]) -> None:
         """Hand a stream record's media settings (its ladder and effects) to

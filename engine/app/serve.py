@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import ssl
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from control_api.app import API_PREFIX, create_app, get_checks, hide_server_header
+from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
 from drm.keystore import make_private_dir
 from effects.chain import EffectChain
 from effects.errors import EffectsError
@@ -340,6 +341,7 @@ class Engine:
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
+        await self._reconcile()
         site = web.TCPSite(self.http_runner, host, self.config.http.port, reuse_address=True)
         await site.start()
         server = getattr(site, "_server", None)
@@ -364,6 +366,20 @@ class Engine:
             self.http_port,
         )
 
+    async def _reconcile(self) -> None:
+        """Before any publisher can connect: forget what an earlier run left
+        behind when it died without stopping (``kill -9``, a power cut). Its
+        HLS folders are deleted (this run serves none of them), and the
+        control API's store stops listing its streams as live."""
+        live = {stream.name for stream in self.registry.streams()}
+        stale = await asyncio.get_running_loop().run_in_executor(
+            None, remove_stale_outputs, self.hls.root, live | set(self.hls.outputs)
+        )
+        if stale:
+            log.warning("removed HLS output of %d streams left by an earlier run: %s", len(stale), ", ".join(stale))
+        if self.api_app is not None and self.config.api.reconcile_on_start:
+            await self.api_app[PLANE].reconcile(live)
+
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         self._cleanups.append(cleanup)
 
@@ -386,6 +402,23 @@ class Engine:
             await cleanup()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+
+
+def remove_stale_outputs(root: Path, keep: set[str]) -> list[str]:
+    """Delete every entry under the HLS root except the folders named in
+    ``keep``; returns the names deleted. Runs off the event loop."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for entry in sorted(root.iterdir()):
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
 
 
 async def run(config: EngineConfig) -> None:
