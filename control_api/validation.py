@@ -4,7 +4,8 @@ publishes, so the document and the checks cannot drift apart.
 Supports the subset the API's schemas use: ``type`` (one or a list),
 ``properties``, ``required``, ``additionalProperties: false``, ``enum``,
 ``minLength``/``maxLength``/``pattern``, ``minimum``/``maximum``,
-``items``/``maxItems``, ``maxProperties``; ``format: date-time`` is not checked here (the
+``items``/``maxItems``, ``maxProperties``, ``propertyNames`` and ``additionalProperties`` (``false`` or a
+schema); ``format: date-time`` is not checked here (the
 schemas use numbers for times). Errors carry a JSON-pointer-like path.
 
 A ``pattern`` must match the whole string (:func:`re.fullmatch`): with a
@@ -85,11 +86,17 @@ def errors_for(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[
         for name in schema.get("required", []):
             if name not in value:
                 out.append({"path": f"{path}/{name}", "message": "is required"})
+        extra = schema.get("additionalProperties")
+        names = schema.get("propertyNames")
         for name, item in value.items():
+            if names is not None and isinstance(name, str):
+                out.extend(errors_for(name, {"type": "string", **names}, f"{path}/{name}"))
             if name in props:
                 out.extend(errors_for(item, props[name], f"{path}/{name}"))
-            elif schema.get("additionalProperties") is False:
+            elif extra is False:
                 out.append({"path": f"{path}/{name}", "message": "is not a known field"})
+            elif isinstance(extra, dict):
+                out.extend(errors_for(item, extra, f"{path}/{name}"))
     return out
 
 

@@ -157,3 +157,18 @@ def test_nesting_limit(depth: int, opener: str) -> None:
         assert min(depth, 500) <= MAX_JSON_DEPTH
     except MalformedRequest:
         assert min(depth, 500) > MAX_JSON_DEPTH
+
+
+async def test_document_states_what_is_refused(api: Api) -> None:
+    _, doc = await api.call("GET", "/openapi.json", expect=200)
+    register = doc["paths"]["/auth/register"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert register["properties"]["display_name"]["pattern"] == "^[^\\u0000]*$"
+    assert register["properties"]["username"]["pattern"] == "^[a-z0-9_]+$"  # its own pattern stands
+    assert "no NUL" in doc["info"]["description"]
+    # Effect options are plain values named like identifiers.
+    creator = await api.register("options_creator", "creator")
+    _, stream = await api.call("POST", "/streaming/start", creator, json={"title": "opts"}, expect=201)
+    for options in ({"text": ["a"]}, {"text": {"a": 1}}, {"Text": "a"}, {"te xt": "a"}):
+        status, problem = await api.call("PUT", f"/streaming/{stream['id']}/effects", creator,
+                                         json={"effects": {"effects": [{"effect": "watermark", **options}]}})
+        assert status == 422, (options, problem)
