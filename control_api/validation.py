@@ -87,10 +87,10 @@ def errors_for(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[
             if name not in value:
                 out.append({"path": f"{path}/{name}", "message": "is required"})
         extra = schema.get("additionalProperties")
-        names = schema.get("propertyNames")
+        name_schema: dict[str, Any] | None = schema.get("propertyNames")
         for name, item in value.items():
-            if names is not None and isinstance(name, str):
-                out.extend(errors_for(name, {"type": "string", **names}, f"{path}/{name}"))
+            if name_schema is not None and isinstance(name, str):
+                out.extend(errors_for(name, {"type": "string", **name_schema}, f"{path}/{name}"))
             if name in props:
                 out.extend(errors_for(item, props[name], f"{path}/{name}"))
             elif extra is False:
