@@ -172,3 +172,13 @@ async def test_document_states_what_is_refused(api: Api) -> None:
         status, problem = await api.call("PUT", f"/streaming/{stream['id']}/effects", creator,
                                          json={"effects": {"effects": [{"effect": "watermark", **options}]}})
         assert status == 422, (options, problem)
+
+
+async def test_hostile_query_strings(api: Api) -> None:
+    admin = await api.admin()
+    for raw in ("%00", "a%00b", "%ED%A0%80", "%F0%9F", "%FF"):
+        for path in (f"/streaming/schedule?creator_id={raw}", f"/admin/audit?target_id={raw}"):
+            async with api.client.get("/api/v1" + path, headers=admin.headers) as resp:
+                assert resp.status in (200, 400, 422), (path, resp.status, await resp.text())
+                if resp.status >= 400:
+                    assert resp.content_type == "application/problem+json"
