@@ -4,6 +4,7 @@ came from; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -62,6 +63,26 @@ async def test_wrong_passwords_do_not_lock_the_user_out_elsewhere(api_config: Ap
         # Other users are untouched.
         await api.register("bystander")
         assert await login_from(api, attacker, PASSWORD, "bystander") == 200
+
+
+async def test_wrong_totp_codes_count_as_failures(api_config: ApiConfig) -> None:
+    import pyotp
+
+    async with api_with(api_config, auth_rate_per_minute_per_ip=1000, auth_failures_per_user_address=2,
+                        auth_failures_per_user=100, trusted_proxies=("127.0.0.1",)) as api:
+        user = await api.register("victim")
+        _, setup = await api.call("POST", "/auth/2fa/enable", user, expect=200)
+        totp = pyotp.TOTP(setup["secret"])
+        await api.call("POST", "/auth/2fa/verify", user, json={"code": totp.now()}, expect=200)
+        near = {totp.at(time.time() + d) for d in (-60, -30, 0, 30, 60)}
+        wrong = next(c for c in ("000000", "111111", "222222") if c not in near)
+        body = {"username": "victim", "password": PASSWORD, "otp": wrong}
+        guesser = {"X-Forwarded-For": "203.0.113.9"}
+        statuses = [(await api.call("POST", "/auth/login", json=body, headers=guesser))[0] for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        body["otp"] = totp.at(time.time() + 30)
+        status, _ = await api.call("POST", "/auth/login", json=body, headers={"X-Forwarded-For": "198.51.100.1"})
+        assert status == 200
 
 
 async def test_forwarded_headers_only_from_trusted_proxies(api_config: ApiConfig) -> None:
