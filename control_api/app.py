@@ -20,6 +20,7 @@ from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
 from control_api.db import Database
 from control_api.errors import ProblemError, StoreError
+from control_api.forwarded import forwarded_middleware, networks
 from control_api.plane import ControlPlane, NotReady
 from control_api.revocations import RevocationFeed
 from control_api.routes import admin, auth, payments, people, streaming
@@ -64,6 +65,18 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
         return _problem(request, 500, "store-error", "Internal error", "the database failed; see the server log")
 
 
+async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and its version in ``Server`` on every response;
+    that tells an attacker which advisories to try and a client nothing."""
+    response.headers.popall("Server", None)
+
+
+def hide_server_header(app: web.Application) -> None:
+    """Strip ``Server`` from every response that ``app`` (and any
+    application mounted in it) sends."""
+    app.on_response_prepare.append(_drop_server_header)
+
+
 def build_router(plane: ControlPlane) -> Router:
     router = Router()
     for module in (auth, streaming, people, admin, payments):
@@ -78,7 +91,10 @@ def create_app(config: ApiConfig, registry: StreamRegistry | None,
     ``revocation_feed`` makes the feed that carries playback revocations
     between nodes (default: the shared database, polled)."""
     plane = ControlPlane(config, registry, feed_factory=revocation_feed)
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    trusted = networks(config.trusted_proxies)
+    app = web.Application(middlewares=[problem_middleware, forwarded_middleware(trusted)],
+                          client_max_size=MAX_BODY_BYTES)
+    hide_server_header(app)
     router = build_router(plane)
     document: dict[str, object] = {}
 
@@ -112,6 +128,7 @@ def root_app(config: ApiConfig, registry: StreamRegistry | None = None) -> web.A
     """A root application with the API under :data:`API_PREFIX` and a
     ``/health`` probe: what ``fanz-media api`` serves."""
     root = web.Application()
+    hide_server_header(root)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

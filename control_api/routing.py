@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from control_api.errors import Forbidden, MalformedRequest, Unauthenticated, ValidationFailed
-from control_api.validation import errors_for, validate
+from control_api.validation import MAX_JSON_DEPTH, check_json_text, errors_for, validate
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -266,10 +266,31 @@ async def _read_json(request: web.Request, required: bool) -> Any:
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise MalformedRequest(f"send the body as application/json, not {ctype!r}")
+    if _nesting(raw) > MAX_JSON_DEPTH:
+        raise MalformedRequest(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_number)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_number)
     except ValueError as e:
         raise MalformedRequest(f"body is not valid JSON: {e}") from e
+    check_json_text(value)
+    return value
+
+
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nesting(raw: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, strings skipped; checked
+    before parsing so a deep body never reaches the recursive parser."""
+    depth = deepest = 0
+    for m in _STRING_OR_BRACKET.finditer(raw):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def _number(text: str) -> float | int:

@@ -117,6 +117,9 @@ EFFECT_SETTINGS: dict[str, Any] = {
                 },
                 "required": ["effect"],
                 "maxProperties": 16,
+                # Options are named like identifiers and hold plain values.
+                "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,31}$"},
+                "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": 256},
             },
         },
         "budget_ms": {"type": "number", "minimum": 1, "maximum": 1000},
@@ -172,7 +175,7 @@ RECORDING_BODY = obj(
     ["uri", "duration_s", "size_bytes"],
 )
 WEBHOOK_BODY = obj(
-    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://"},
+    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://[!-~]+$"},
      "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": 4}},
     ["url"],
 )

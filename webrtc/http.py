@@ -179,7 +179,7 @@ class WebRtcHttp:
         offer = await self._read_offer(request)
         if isinstance(offer, web.Response):
             return offer
-        if not STREAM_KEY.match(key):
+        if not STREAM_KEY.fullmatch(key):
             return self._error(403, "publish refused: malformed stream key")
         remote = request.remote or ""
         try:
@@ -237,7 +237,7 @@ class WebRtcHttp:
         offer = await self._read_offer(request)
         if isinstance(offer, web.Response):
             return offer
-        if not STREAM_NAME.match(name):
+        if not STREAM_NAME.fullmatch(name):
             return self._error(404, "no such stream")
         token = request.query.get("token")
         auth = request.headers.get("Authorization", "")
@@ -330,7 +330,7 @@ class WebRtcHttp:
         return web.FileResponse(STATIC / "publish.html", headers={"Cache-Control": "no-cache"})
 
     async def watch_page(self, request: web.Request) -> web.StreamResponse:
-        if not STREAM_NAME.match(request.match_info["name"]):
+        if not STREAM_NAME.fullmatch(request.match_info["name"]):
             raise web.HTTPNotFound(text="no such stream")
         return web.FileResponse(STATIC / "watch.html", headers={"Cache-Control": "no-cache"})
 

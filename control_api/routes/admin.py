@@ -85,7 +85,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         check_target(ctx.body["url"], plane.config.webhook_allowed_hosts)
         events = sorted(set(ctx.body.get("events") or S.EVENTS))
         row, secret = await hooks.create_endpoint(plane.db, actor_of(ctx.principal, ctx.remote), ctx.body["url"],
-                                                  events, plane.clock())
+                                                  events, plane.clock(), plane.sealer)
         return Reply(201, hooks.endpoint_view(row, secret))
 
     @router.op("GET", "/webhooks", summary="Webhook endpoints", tag="webhooks", roles=ROLES_PLATFORM,

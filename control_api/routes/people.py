@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from control_api import schemas as S
 from control_api.authn import actor_of
+from control_api.errors import Forbidden, NotFound
 from control_api.plane import ControlPlane
 from control_api.revocations import Revocation, creator_scope, subscription_scope
 from control_api.routing import (
@@ -36,15 +37,28 @@ def register(router: Router, plane: ControlPlane) -> None:
                                       plane.clock())
         return Reply(200, users.me_view(row))
 
-    @router.op("GET", "/users", summary="Public profiles, optionally of one role", tag=TAG, roles=None,
-               query={**S.PAGE_QUERY, "role": S.ROLE}, ok=(200, S.ref("UserPage")))
+    def is_admin(ctx: RequestCtx) -> bool:
+        return ctx.principal is not None and ctx.principal.role == "admin"
+
+    @router.op("GET", "/users", summary="Public profiles of fans and creators, optionally of one role "
+               "(admin accounts are listed to admins only)", tag=TAG, roles=None,
+               query={**S.PAGE_QUERY, "role": S.ROLE}, ok=(200, S.ref("UserPage")), errors=(403,))
     async def list_users(ctx: RequestCtx) -> Reply:
-        rows = await users.list_users(plane.db, ctx.query["limit"], ctx.query["offset"], ctx.query.get("role"))
+        # Who the admins are is of use to an attacker and to nobody else.
+        role = ctx.query.get("role")
+        if role == "admin" and not is_admin(ctx):
+            raise Forbidden("only an admin may list admin accounts")
+        rows = await users.list_users(plane.db, ctx.query["limit"], ctx.query["offset"], role,
+                                      include_admins=is_admin(ctx))
         return Reply(200, paged([users.user_view(r) for r in rows], ctx.query))
 
-    @router.op("GET", "/users/{user_id}", summary="A public profile", tag=TAG, roles=None, ok=(200, S.ref("User")))
+    @router.op("GET", "/users/{user_id}", summary="A public profile (of an admin: to admins only)", tag=TAG,
+               roles=None, ok=(200, S.ref("User")))
     async def get_user(ctx: RequestCtx) -> Reply:
-        return Reply(200, users.user_view(await users.get_user(plane.db, ctx.param("user_id"))))
+        row = await users.get_user(plane.db, ctx.param("user_id"))
+        if row["role"] == "admin" and not is_admin(ctx):
+            raise NotFound(f"no user {ctx.param('user_id')!r}")
+        return Reply(200, users.user_view(row))
 
     @router.op("POST", "/subscriptions", summary="Record a paid subscription period of a fan to a creator "
                "(the platform's payment service or an admin; processors use /payments/webhook)",

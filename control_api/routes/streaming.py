@@ -7,6 +7,7 @@ from control_api import schemas as S
 from control_api.authn import actor_of
 from control_api.db import Row
 from control_api.errors import Conflict, Forbidden, NotFound
+from control_api.forwarded import request_origin
 from control_api.plane import ControlPlane
 from control_api.routing import (
     ROLES_ANY_USER,
@@ -144,7 +145,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         me = ctx.user()
         stream, now, until = await live_stream_for(ctx, me)
         session_id = await streams.join(plane.db, stream["id"], me.id, ctx.remote, now)
-        url, token, expires = plane.playback_url(stream["playback_id"], me.id, until)
+        url, token, expires = plane.playback_url(stream["playback_id"], me.id, request_origin(ctx.request), until)
         stream = await streams.get_stream(plane.db, stream["id"])
         return Reply(200, {"playback_url": url, "token": token, "expires_at": expires,
                            "viewer_session_id": session_id, "stream": streams.stream_view(stream)})

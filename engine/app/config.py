@@ -31,7 +31,15 @@ ENV_PREFIX = "FANZ"
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = doc("Address every listener binds to.", "0.0.0.0")
-    data_dir: Path = doc("Where HLS output, recordings and the embedded database live.", Path("data"))
+    data_dir: Path = doc(
+        "Where HLS output, recordings and the embedded database live; kept private (0700) to the engine's user.",
+        Path("data"),
+    )
+    master_key_file: str = doc(
+        "File holding the engine's master key (64 hex digits) that seals secrets at rest. "
+        "Empty: generated once as DATA_DIR/master.key (mode 0600).",
+        "",
+    )
     dev: bool = doc(
         "Development mode: every stream key is accepted and doubles as the playback name. Never in production.",
         False,

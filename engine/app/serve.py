@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import ssl
 import time
@@ -21,7 +22,8 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from control_api.app import API_PREFIX, create_app, get_checks
+from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
+from drm.keystore import make_private_dir
 from effects.chain import EffectChain
 from effects.errors import EffectsError
 from effects.registry import default_registry
@@ -53,12 +55,14 @@ class Engine:
     def __init__(self, config: EngineConfig, checks: tuple[PublishCheck, PlaybackCheck] | None = None) -> None:
         self.config = config
         self.data_dir = Path(config.server.data_dir)
+        make_private_dir(self.data_dir)
         self.registry = StreamRegistry(
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
         self.api_app: web.Application | None = None
         if config.http.api:
-            api_config = replace(config.api, data_dir=self.data_dir)
+            key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
+            api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
             self.api_app = create_app(api_config, self.registry)
         if checks is None:
             checks = self._default_checks()
@@ -324,6 +328,7 @@ class Engine:
     # -- HTTP ---------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
+        hide_server_header(app)
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
@@ -382,6 +387,7 @@ class Engine:
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
+        await self._reconcile()
         site = web.TCPSite(self.http_runner, host, self.config.http.port, reuse_address=True)
         await site.start()
         server = getattr(site, "_server", None)
@@ -405,6 +411,20 @@ class Engine:
             host,
             self.http_port,
         )
+
+    async def _reconcile(self) -> None:
+        """Before any publisher can connect: forget what an earlier run left
+        behind when it died without stopping (``kill -9``, a power cut). Its
+        HLS folders are deleted (this run serves none of them), and the
+        control API's store stops listing its streams as live."""
+        live = {stream.name for stream in self.registry.streams()}
+        stale = await asyncio.get_running_loop().run_in_executor(
+            None, remove_stale_outputs, self.hls.root, live | set(self.hls.outputs)
+        )
+        if stale:
+            log.warning("removed HLS output of %d streams left by an earlier run: %s", len(stale), ", ".join(stale))
+        if self.api_app is not None and self.config.api.reconcile_on_start:
+            await self.api_app[PLANE].reconcile(live)
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         self._cleanups.append(cleanup)
@@ -447,6 +467,23 @@ def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
         if registry.get(name).kind is StageKind.VIDEO:
             return True
     return False
+
+
+def remove_stale_outputs(root: Path, keep: set[str]) -> list[str]:
+    """Delete every entry under the HLS root except the folders named in
+    ``keep``; returns the names deleted. Runs off the event loop."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for entry in sorted(root.iterdir()):
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
 
 
 async def run(config: EngineConfig) -> None:

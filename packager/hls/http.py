@@ -64,7 +64,7 @@ class HlsHttp:
         return web.HTTPNotFound(text=why, headers=self._headers(NO_CACHE))
 
     async def _authorize(self, request: web.Request, name: str) -> str | None:
-        if not STREAM_NAME.match(name):
+        if not STREAM_NAME.fullmatch(name):
             raise self._not_found()
         token = request.query.get("token")
         remote = request.remote or ""
@@ -195,12 +195,12 @@ class HlsHttp:
     async def media_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         variant, filename = request.match_info["variant"], request.match_info["file"]
-        if not VARIANT_NAME.match(variant):
+        if not VARIANT_NAME.fullmatch(variant):
             raise self._not_found("no such file")
-        if PART_FILE.match(filename):
+        if PART_FILE.fullmatch(filename):
             await self._authorize(request, name)
             return await self.part_file(request, name, variant, filename)
-        if not MEDIA_FILE.match(filename):
+        if not MEDIA_FILE.fullmatch(filename):
             raise self._not_found("no such file")
         await self._authorize(request, name)
         path = (self.root / name / variant / filename).resolve()

@@ -87,7 +87,8 @@ def api_config(db_url: str, tmp_path: Path) -> ApiConfig:
         webhook_max_attempts=3,
         webhook_timeout_s=5,
         auth_rate_per_minute_per_ip=10_000,
-        auth_rate_per_minute_per_user=10_000,
+        auth_failures_per_user_address=10_000,
+        auth_failures_per_user=10_000,
         payment_processors={PROCESSOR: PROCESSOR_SECRET},
     )
 

@@ -125,7 +125,7 @@ def test_validation_never_crashes(value: object) -> None:
 
 
 def test_rate_limiter_refills() -> None:
-    limiter = RateLimiter(per_minute=2, max_keys=2)
+    limiter = RateLimiter(2, max_keys=2)
     assert limiter.hit("a", 0) == 0 and limiter.hit("a", 0) == 0
     assert limiter.hit("a", 0) == pytest.approx(30)
     assert limiter.hit("a", 30) == 0
