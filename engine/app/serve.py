@@ -59,7 +59,8 @@ class Engine:
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
-        self.metrics = Metrics()
+        self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
+        self.metrics.combine_by_max("fanz_effect_frame_milliseconds")
         self.metrics.add_source(stream_metrics(self.registry))
         self.hls = HlsService(
             config.hls,
@@ -313,7 +314,10 @@ class Engine:
         return web.json_response({"status": "ready"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+        # The collectors read dicts that only this loop changes: copy their
+        # values here, and let a worker thread do the text formatting.
+        families = self.metrics.snapshot()
+        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render_snapshot, families)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     # -- lifecycle -------------------------------------------------------------
