@@ -32,6 +32,7 @@ from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
+from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
 from transcode.encoders import EncoderProbe, probe_encoders
@@ -46,7 +47,14 @@ log = logging.getLogger(__name__)
 class Engine:
     """Every running part of one node."""
 
-    def __init__(self, config: EngineConfig, checks: tuple[PublishCheck, PlaybackCheck] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        checks: tuple[PublishCheck, PlaybackCheck] | None = None,
+        hls_disk: Disk | None = None,
+    ) -> None:
+        """``hls_disk`` is where HLS files go (the local file system unless
+        given: an object store, or a disk made slow in the tests)."""
         self.config = config
         self.data_dir = Path(config.server.data_dir)
         self.registry = StreamRegistry(
@@ -69,6 +77,7 @@ class Engine:
             fanout_buffer=config.streams.fanout_buffer,
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
+            disk=hls_disk,
         )
         self.metrics.add_source(self._hls_metrics)
         self.webrtc: WebRtcHttp | None = None

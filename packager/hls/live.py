@@ -1,10 +1,13 @@
 """The live HLS packager: reads streams from the registry, writes HLS.
 
 :class:`HlsService` attaches one task per stream when the registry creates
-it. Each task reads the stream through a bounded subscription (a slow disk
-never slows the publisher; it loses packets, counted, and resumes on the next
-keyframe), feeds the sans-I/O :class:`Segmenter`, and lets
-:class:`StreamOutput` write the files.
+it. Each task reads the stream through a bounded subscription and hands what
+it reads to the stream's ordered job queue, where the sans-I/O
+:class:`Segmenter` cuts and muxes it and :class:`StreamOutput` writes the
+files; the event loop only moves packets and publishes playlists. A slow
+disk never slows the publisher or another stream: its stream's queue
+backs up to a bound, then that stream's subscription loses packets, counted,
+and resumes on the next keyframe.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
-from engine.media import StreamEnded
+from engine.media import StreamEnded, StreamItem
 from engine.registry import LiveStream, StreamRegistry, Subscription
+from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
+from packager.hls.disk import Disk, LocalDisk, SerialQueue
 from packager.hls.muxers import muxer_factory
 from packager.hls.output import StreamOutput
 from packager.hls.segmenter import Segmenter
@@ -26,6 +32,8 @@ from packager.hls.segmenter import Segmenter
 log = logging.getLogger(__name__)
 
 SOURCE_VARIANT = "src"
+FLUSH_TIMEOUT_S = 30.0
+"""How long a stream's task waits for its last files when it stops."""
 
 
 class HlsService:
@@ -38,6 +46,11 @@ class HlsService:
 
     Ended streams stay readable (with ``EXT-X-ENDLIST``) for
     ``ended_retention_s`` seconds, then their files are removed.
+
+    Files go through ``disk`` (the local file system unless given), from a
+    pool of ``writer_threads`` threads; each stream's jobs run in order, one
+    at a time, and at most ``fanout_buffer`` of them wait before the stream's
+    task stops reading (and its subscription starts dropping).
     """
 
     def __init__(
@@ -48,8 +61,16 @@ class HlsService:
         fanout_buffer: int = 1024,
         ended_retention_s: float = 600.0,
         package_source: bool = True,
+        disk: Disk | None = None,
+        writer_threads: int = 8,
     ) -> None:
         self.package_source = package_source
+        self.disk: Disk = disk if disk is not None else LocalDisk()
+        self._pool = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hls-writer")
+        # One queue per stream name, kept while an output of that name
+        # exists or its removal is pending, so that a name published again
+        # never races the removal of its previous folder.
+        self._queues: dict[str, SerialQueue] = {}
         self.config = config
         self.root = root
         self.registry = registry
@@ -75,7 +96,10 @@ class HlsService:
             timer = self._expiry.pop(stream.name, None)
             if timer is not None:
                 timer.cancel()
-            output = StreamOutput(stream.name, self.root, self.config)
+            queue = self._queues.get(stream.name)
+            if queue is None:
+                queue = self._queues[stream.name] = SerialQueue(self._pool, stream.name)
+            output = StreamOutput(stream.name, self.root, self.config, queue=queue, disk=self.disk)
             self.outputs[stream.name] = output
             if not self.package_source:
                 return
@@ -102,23 +126,36 @@ class HlsService:
             origin=output.origin,
         )
         self.segmenters[name] = segmenter
+        ended = False
         try:
             async for item in sub:
-                segmenter.feed(item, time.time())
-                # Drain what is already buffered before touching the disk.
-                for more in sub.drain():
-                    segmenter.feed(more, time.time())
+                items: list[StreamItem] = [item]
+                ended = isinstance(item, StreamEnded)
+                # Take what is already buffered in one job.
+                for more in () if ended else sub.drain():
+                    items.append(more)
                     if isinstance(more, StreamEnded):
+                        ended = True
                         break
-                output.apply(variant, segmenter.events())
-                if segmenter.ended:
+                output.feed(variant, segmenter, items, time.time())
+                if ended:
                     break
+                if output.error is not None:
+                    raise PackagerError(f"stream {name}: writing its HLS output failed") from output.error
+                if output.queue.pending > self.fanout_buffer:
+                    await output.flush()
         finally:
             sub.close()
-            if not segmenter.ended:
-                segmenter.feed(StreamEnded("packager stopped"), time.time())
-                output.apply(variant, segmenter.events())
-            self._schedule_expiry(output.name, output)
+            if not ended:
+                output.feed(variant, segmenter, [StreamEnded("packager stopped")], time.time())
+            try:
+                await asyncio.wait_for(output.flush(), FLUSH_TIMEOUT_S)
+            except TimeoutError:
+                log.error("stream %s: HLS output still writing after %.0fs", name, FLUSH_TIMEOUT_S)
+            finally:
+                if self.segmenters.get(name) is segmenter:
+                    del self.segmenters[name]
+                self._schedule_expiry(output.name, output)
 
     def _schedule_expiry(self, name: str, output: StreamOutput) -> None:
         if not output.ended or name in self._expiry:
@@ -131,8 +168,22 @@ class HlsService:
         self._expiry.pop(name, None)
         if self.outputs.get(name) is output:
             del self.outputs[name]
-            self.segmenters.pop(name, None)
             output.remove_files()
+            queue = self._queues.get(name)
+            if queue is not None:
+                loop = asyncio.get_running_loop()
+                removed = queue
+
+                def forget() -> None:
+                    loop.call_soon_threadsafe(self._forget_queue, name, removed)
+
+                queue.submit(forget)
+
+    def _forget_queue(self, name: str, queue: SerialQueue) -> None:
+        """The folder of an expired stream is gone: drop its queue unless the
+        name is live again (its new output uses the same queue)."""
+        if name not in self.outputs and self._queues.get(name) is queue:
+            del self._queues[name]
 
     async def close(self) -> None:
         for task in tuple(self._tasks):
@@ -143,3 +194,4 @@ class HlsService:
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
+        self._pool.shutdown(wait=False)
