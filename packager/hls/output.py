@@ -196,7 +196,6 @@ class StreamOutput:
 
     def add_variant(self, name: str) -> VariantOutput:
         directory = self.directory / name
-        directory.mkdir(parents=True, exist_ok=True)
         target = ceil_seconds(self.config.target_duration_s)
         playlist = MediaPlaylist(
             target_duration=target, window=self.config.window_segments, version=self.version,
