@@ -9,6 +9,7 @@ import contextlib
 import gc
 import os
 import re
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -148,3 +149,44 @@ async def test_settings_end_with_their_stream() -> None:
     assert registry.settings("s") == {"effects": {"effects": []}}
     publisher.close()
     assert registry.settings("s") == {}
+
+
+async def test_metrics_scraped_while_streams_churn(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    """Many streams live and others starting and ending all the while: every
+    scrape answers 200 (the collectors never iterate a dict being changed)."""
+    clip = make_clip(ffmpeg, media_dir / "soak.flv", seconds=2, size="320x180", gop_seconds=1)
+    tracks = tuple(demux(clip)[0])
+    engine = await start_engine(
+        tmp_path / "data",
+        rtmp={"enabled": False},
+        streams={"reconnect_grace_s": 0, "ended_retention_s": 0},
+        http={"metrics_stream_labels": True},
+    )
+    live = []
+    for i in range(300):
+        publisher = engine.registry.claim(f"live{i}")
+        publisher.start(tracks)
+        live.append(publisher)
+    scrapes: list[int] = []
+    scraper = asyncio.get_running_loop().create_task(
+        scrape_forever(f"http://127.0.0.1:{engine.http_port}/metrics", scrapes)
+    )
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        i = 0
+        while len(scrapes) < 30 and not scraper.done():
+            publisher = engine.registry.claim(f"churn{i}")
+            publisher.start(tracks)
+            publisher.close()
+            i += 1
+            await asyncio.sleep(0)
+        assert not scraper.done(), scraper.exception()
+    finally:
+        sys.setswitchinterval(interval)
+        scraper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scraper
+        for publisher in live:
+            publisher.close()
+        await engine.stop()

@@ -14,7 +14,9 @@ other streams' queues keep moving.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import logging
 import os
 import shutil
@@ -22,7 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +138,25 @@ class JobQueue(Protocol):
 
     @property
     def pending(self) -> int: ...
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Schedule ``callback`` on ``loop`` from a worker thread. A loop that
+    has already closed (the process is shutting down) has nobody left to
+    tell, so the call is dropped."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+async def drained(queue: JobQueue) -> None:
+    """Wait until every job queued on ``queue`` so far has run, and every
+    callback those jobs scheduled on this loop has run too."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    queue.submit(lambda: call_on_loop(loop, resolve))
+    await done

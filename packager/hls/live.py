@@ -24,7 +24,7 @@ from engine.media import StreamEnded, StreamItem
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
-from packager.hls.disk import Disk, LocalDisk, SerialQueue
+from packager.hls.disk import Disk, LocalDisk, SerialQueue, call_on_loop, drained
 from packager.hls.muxers import muxer_factory
 from packager.hls.output import StreamOutput
 from packager.hls.segmenter import Segmenter
@@ -174,10 +174,7 @@ class HlsService:
                 loop = asyncio.get_running_loop()
                 removed = queue
 
-                def forget() -> None:
-                    loop.call_soon_threadsafe(self._forget_queue, name, removed)
-
-                queue.submit(forget)
+                queue.submit(lambda: call_on_loop(loop, self._forget_queue, name, removed))
 
     def _forget_queue(self, name: str, queue: SerialQueue) -> None:
         """The folder of an expired stream is gone: drop its queue unless the
@@ -194,4 +191,11 @@ class HlsService:
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
+        # Let the files already queued be written (bounded): a stream's last
+        # playlist says it ended.
+        busy = [asyncio.ensure_future(drained(q)) for q in self._queues.values() if q.pending]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=FLUSH_TIMEOUT_S)
+            for future in late:
+                future.cancel()
         self._pool.shutdown(wait=False)

@@ -28,7 +28,7 @@ from pathlib import Path
 from engine.codecs import codec_string, describe_track
 from engine.media import MediaKind, StreamItem, Track
 from packager.hls.config import HlsConfig, SegmentFormat
-from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, write_atomic
+from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, call_on_loop, drained, write_atomic
 from packager.hls.playlist import (
     MediaPlaylist,
     PartEntry,
@@ -243,25 +243,14 @@ class StreamOutput:
             events = segmenter.events()
             if events:
                 ready = self._prepare(variant, events)
-                loop.call_soon_threadsafe(self._publish, variant, ready)
+                call_on_loop(loop, self._publish, variant, ready)
 
         self._submit(job)
 
     async def flush(self) -> None:
         """Wait until every job queued so far has run and what it wrote is
         published."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def signal() -> None:
-            loop.call_soon_threadsafe(resolve)
-
-        self.queue.submit(signal)
-        await done
+        await drained(self.queue)
 
     # -- in the job queue --------------------------------------------------------
     def _prepare(self, variant: VariantOutput, events: Sequence[SegmenterEvent]) -> list[_Ready]:
