@@ -18,7 +18,7 @@ from control_api.plane import ControlPlane, NotReady
 from control_api.security import PlaybackTokenInvalid, read_playback_token
 from control_api.store import streams
 from control_api.store.audit import Actor
-from engine.auth import PlaybackRequest, PublishGrant, PublishRequest
+from engine.auth import PlaybackGrant, PlaybackRequest, PublishGrant, PublishRequest
 from engine.errors import PlaybackDenied, PublishDenied
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,20 @@ class StoreChecks:
             return
         await self._plane.end_stream(Actor("system", None), grant.stream_id, "publisher ended", kick=False)
 
-    async def authorize_playback(self, request: PlaybackRequest) -> None:
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
         plane = self._plane
         visibility = await self._visibility_of(request.playback_name)
         if visibility is None:
             raise PlaybackDenied("no such stream")
         if visibility == "free":
-            return
+            return PlaybackGrant(public=True)
         if not request.token:
             raise PlaybackDenied("this stream needs a playback token; join it first")
         try:
             read_playback_token(plane.secret, request.token, request.playback_name, plane.clock())
         except PlaybackTokenInvalid as e:
             raise PlaybackDenied(str(e)) from e
+        return PlaybackGrant(public=False)
 
     async def _visibility_of(self, playback_id: str) -> str | None:
         now = self._plane.clock()

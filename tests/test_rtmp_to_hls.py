@@ -173,7 +173,7 @@ async def test_http_refuses_traversal_and_unknown_files(engine: Engine, ffmpeg: 
             async with session.get(hls_url(engine, "safe", f"src/{segment}")) as resp:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == "video/iso.segment"
-                assert "max-age=86400" in resp.headers["Cache-Control"]
+                assert resp.headers["Cache-Control"] == "public, max-age=86400, immutable"
             async with session.get(base + "/metrics") as resp:
                 metrics = await resp.text()
                 # By default no series names a stream (http.metrics_stream_labels).
