@@ -39,7 +39,11 @@ class HlsConfig:
         "How long a request for a live stream's playlist waits for the first segment before 404.", 8.0
     )
     cors_origin: str = doc("Access-Control-Allow-Origin sent with every HLS response.", "*")
-    segment_cache_s: int = doc("Cache-Control max-age of media segments, in seconds.", 86400)
+    segment_cache_s: int = doc(
+        "Cache-Control max-age of media segments and parts, in seconds (public for free streams, private for "
+        "streams that need a playback token).",
+        86400,
+    )
 
     def __post_init__(self) -> None:
         if self.target_duration_s <= 0:
