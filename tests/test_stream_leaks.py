@@ -97,7 +97,8 @@ async def test_200_streams_leave_memory_files_and_metrics_flat(tmp_path: Path, f
         assert not scraper.done(), scraper.exception()
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - memory_before
-        assert open_files() <= files_before
+        # (a file or two may be open for a moment: an HTTP connection, a pipe)
+        assert open_files() <= files_before + 2
         assert series(engine.metrics.render().decode()) == series_before
         assert all(engine.registry.settings(f"soak{i}") == {} for i in range(SOAK_STREAMS))
         # 180 more streams in: what any of them kept would show (each one
@@ -123,7 +124,7 @@ async def test_published_streams_leave_metrics_and_state_flat(
     try:
         assert engine.rtmp is not None
         counts = []
-        for i in range(4):
+        for i in range(6):
             name = f"pub{i}"
             engine.registry.configure(name, "ladder", "default")
             proc = await publish(
@@ -137,7 +138,9 @@ async def test_published_streams_leave_metrics_and_state_flat(
             text = engine.metrics.render().decode()
             assert not re.search(r'stream="pub', text), text
             counts.append((series(text), open_files()))
-        assert len(set(counts)) == 1, counts
+        assert len({series for series, _ in counts}) == 1, counts
+        # One file more or less is a connection closing; one per stream would be a leak.
+        assert counts[-1][1] <= counts[0][1] + 1, counts
     finally:
         await engine.stop()
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
-from engine.media import StreamEnded, StreamItem
+from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
@@ -127,17 +127,28 @@ class HlsService:
         )
         self.segmenters[name] = segmenter
         ended = False
+        # Packets that cannot end a part or a segment (audio, when there is
+        # video) wait for the next one that can: each job woken in a worker
+        # thread costs more than the packet itself.
+        pending: list[StreamItem] = []
+        video: int | None = None
         try:
             async for item in sub:
-                items: list[StreamItem] = [item]
+                pending.append(item)
                 ended = isinstance(item, StreamEnded)
                 # Take what is already buffered in one job.
                 for more in () if ended else sub.drain():
-                    items.append(more)
+                    pending.append(more)
                     if isinstance(more, StreamEnded):
                         ended = True
                         break
-                output.feed(variant, segmenter, items, time.time())
+                last = pending[-1]
+                if isinstance(last, StreamStarted):
+                    video = next((t.index for t in last.tracks if t.kind is MediaKind.VIDEO), None)
+                if isinstance(last, Packet) and video is not None and last.track != video:
+                    continue
+                output.feed(variant, segmenter, pending, time.time())
+                pending = []
                 if ended:
                     break
                 if output.error is not None:
@@ -147,7 +158,8 @@ class HlsService:
         finally:
             sub.close()
             if not ended:
-                output.feed(variant, segmenter, [StreamEnded("packager stopped")], time.time())
+                pending.append(StreamEnded("packager stopped"))
+                output.feed(variant, segmenter, pending, time.time())
             try:
                 await asyncio.wait_for(output.flush(), FLUSH_TIMEOUT_S)
             except TimeoutError:
