@@ -138,7 +138,7 @@ async def test_published_streams_leave_metrics_and_state_flat(
             text = engine.metrics.render().decode()
             assert not re.search(r'stream="pub', text), text
             counts.append((series(text), open_files()))
-        assert len({series for series, _ in counts}) == 1, counts
+        assert len({n for n, _ in counts}) == 1, counts
         # One file more or less is a connection closing; one per stream would be a leak.
         assert counts[-1][1] <= counts[0][1] + 1, counts
     finally:
