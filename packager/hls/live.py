@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 SOURCE_VARIANT = "src"
 FLUSH_TIMEOUT_S = 30.0
 """How long a stream's task waits for its last files when it stops."""
+MAX_HELD = 64
+"""Most packets held back for the next video packet (a stream that declared
+video and sends only audio still reaches the packager)."""
 
 
 class HlsService:
@@ -134,18 +138,16 @@ class HlsService:
         video: int | None = None
         try:
             async for item in sub:
-                pending.append(item)
-                ended = isinstance(item, StreamEnded)
-                # Take what is already buffered in one job.
-                for more in () if ended else sub.drain():
-                    pending.append(more)
-                    if isinstance(more, StreamEnded):
+                # Take what is already buffered in the same job.
+                for taken in itertools.chain((item,), sub.drain()):
+                    pending.append(taken)
+                    if isinstance(taken, StreamStarted):
+                        video = next((t.index for t in taken.tracks if t.kind is MediaKind.VIDEO), None)
+                    elif isinstance(taken, StreamEnded):
                         ended = True
                         break
                 last = pending[-1]
-                if isinstance(last, StreamStarted):
-                    video = next((t.index for t in last.tracks if t.kind is MediaKind.VIDEO), None)
-                if isinstance(last, Packet) and video is not None and last.track != video:
+                if isinstance(last, Packet) and video not in (None, last.track) and len(pending) < MAX_HELD:
                     continue
                 output.feed(variant, segmenter, pending, time.time())
                 pending = []
