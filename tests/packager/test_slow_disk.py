@@ -60,6 +60,12 @@ async def test_stuck_disk_of_one_stream_delays_no_other(tmp_path: Path, ffmpeg: 
         base = f"rtmp://127.0.0.1:{engine.rtmp.port}/live"
         procs = [await publish(ffmpeg, h264_aac_flv, f"{base}/{name}") for name in ("slow", "fast")]
         await wait_for(disk.waiting.is_set, 30)
+        # The stuck stream's publisher is still read (and acknowledged, on
+        # the same path) while its files wait.
+        slow_stream = engine.registry.get("slow")
+        assert slow_stream is not None
+        seen = slow_stream.stats.packets_in
+        await wait_for(lambda: slow_stream.stats.packets_in > seen + 60, 30)
 
         # The other stream's playlists come out while the disk is stuck.
         await wait_for(lambda: "fast" in engine.hls.outputs and engine.hls.outputs["fast"].multivariant, 30)
