@@ -167,6 +167,8 @@ class HlsService:
             except TimeoutError:
                 log.error("stream %s: HLS output still writing after %.0fs", name, FLUSH_TIMEOUT_S)
             finally:
+                if output.error is not None:
+                    output.abandon(variant)
                 if self.segmenters.get(name) is segmenter:
                     del self.segmenters[name]
                 self._schedule_expiry(output.name, output)

@@ -302,6 +302,15 @@ class StreamOutput:
             self.ended = True
         self._notify()
 
+    def abandon(self, variant: VariantOutput) -> None:
+        """End ``variant``'s playlist where it stands (its files could not be
+        written), so that players stop waiting and the output can expire."""
+        if not variant.playlist.ended:
+            variant.playlist.end()
+        if all(v.playlist.ended for v in self.variants.values()):
+            self.ended = True
+        self._notify()
+
     def _aligned(self, variant: VariantOutput, sequence: int, start: Fraction) -> int:
         """Number ``variant``'s segments like the other variants' segments
         that start at the same media time, so that one sequence number means

@@ -12,8 +12,12 @@ import aiohttp
 
 from engine.app.config import load_config
 from engine.app.serve import Engine
+from engine.registry import StreamRegistry
+from packager.hls.config import HlsConfig
 from packager.hls.disk import LocalDisk
-from tests.conftest import publish, wait_for
+from packager.hls.live import HlsService
+from tests.conftest import make_clip, publish, wait_for
+from tests.packager.test_fmp4 import demux
 
 STUCK_LIMIT_S = 120.0
 
@@ -132,3 +136,42 @@ async def test_playlist_never_names_a_segment_not_yet_written(
         await asyncio.wait_for(proc.wait(), 30)
     finally:
         await engine.stop()
+
+
+class BrokenDisk(LocalDisk):
+    """The local disk, except that writes under one stream's folder fail
+    (a full or failing volume)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+
+    def write(self, path: Path, data: bytes) -> None:
+        if self.stream in path.parts and path.suffix == ".m4s":
+            raise OSError(28, "No space left on device")
+        super().write(path, data)
+
+
+async def test_a_failing_disk_ends_only_its_stream(tmp_path: Path, ffmpeg: str, media_dir: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    clip = make_clip(ffmpeg, media_dir / "soak.flv", seconds=2, size="320x180", gop_seconds=1)
+    track_list, packets = demux(clip)
+    registry = StreamRegistry(grace_s=0)
+    hls = HlsService(HlsConfig(), tmp_path / "hls", registry, ended_retention_s=0.2, disk=BrokenDisk("broken"))
+    try:
+        publishers = {name: registry.claim(name) for name in ("broken", "fine")}
+        for publisher in publishers.values():
+            publisher.start(tuple(track_list))
+        for packet in packets:
+            for publisher in publishers.values():
+                publisher.write(packet)
+            await asyncio.sleep(0)
+        for publisher in publishers.values():
+            publisher.close()
+        await wait_for(lambda: "fine" in hls.outputs and hls.outputs["fine"].ended, 30)
+        assert hls.outputs["fine"].variants["src"].playlist.segments
+        # The failing stream's playlist ended where it stood, named nothing
+        # unwritten, and its output expired like any ended stream's.
+        await wait_for(lambda: "broken" not in hls.outputs, 30)
+        assert "HLS output broken: a disk job failed" in caplog.text
+        assert "No space left on device" in caplog.text
+    finally:
+        await hls.close()
