@@ -52,7 +52,7 @@ class HlsService:
     ``ended_retention_s`` seconds, then their files are removed.
 
     Files go through ``disk`` (the local file system unless given), from a
-    pool of ``writer_threads`` threads; each stream's jobs run in order, one
+    pool of ``config.writer_threads`` threads; each stream's jobs run in order, one
     at a time, and at most ``fanout_buffer`` of them wait before the stream's
     task stops reading (and its subscription starts dropping).
     """
@@ -66,11 +66,10 @@ class HlsService:
         ended_retention_s: float = 600.0,
         package_source: bool = True,
         disk: Disk | None = None,
-        writer_threads: int = 8,
     ) -> None:
         self.package_source = package_source
         self.disk: Disk = disk if disk is not None else LocalDisk()
-        self._pool = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hls-writer")
+        self._pool = ThreadPoolExecutor(max_workers=config.writer_threads, thread_name_prefix="hls-writer")
         # One queue per stream name, kept while an output of that name
         # exists or its removal is pending, so that a name published again
         # never races the removal of its previous folder.
