@@ -28,7 +28,7 @@ from pathlib import Path
 from engine.codecs import codec_string, describe_track
 from engine.media import MediaKind, StreamItem, Track
 from packager.hls.config import HlsConfig, SegmentFormat
-from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, call_on_loop, drained, write_atomic
+from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, call_on_loop, drained
 from packager.hls.playlist import (
     MediaPlaylist,
     PartEntry,
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 MULTIVARIANT = "index.m3u8"
 MEDIA_PLAYLIST = "media.m3u8"
-
-__all__ = ["MEDIA_PLAYLIST", "MULTIVARIANT", "StreamOutput", "VariantOutput", "VariantStats", "write_atomic"]
 
 
 @dataclass(frozen=True, slots=True)
