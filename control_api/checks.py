@@ -22,7 +22,7 @@ from control_api.revocations import scopes_for
 from control_api.security import PlaybackTokenInvalid, read_playback_token
 from control_api.store import streams
 from control_api.store.audit import Actor
-from engine.auth import PlaybackRequest, PublishGrant, PublishRequest
+from engine.auth import PlaybackGrant, PlaybackRequest, PublishGrant, PublishRequest
 from engine.errors import PlaybackDenied, PublishDenied
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,14 @@ class StoreChecks:
             return
         await self._plane.end_stream(Actor("system", None), grant.stream_id, "publisher ended", kick=False)
 
-    async def authorize_playback(self, request: PlaybackRequest) -> None:
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
         plane = self._plane
         found = await self._visibility_of(request.playback_name)
         if found is None:
             raise PlaybackDenied("no such stream")
         visibility, scopes = found
         if visibility == "free":
-            return
+            return PlaybackGrant(public=True)
         if not request.token:
             raise PlaybackDenied("this stream needs a playback token; join it first")
         try:
@@ -87,6 +87,7 @@ class StoreChecks:
             raise PlaybackDenied(str(e)) from e
         if plane.revocations.revoked(claims.viewer_id, scopes, claims.issued_at):
             raise PlaybackDenied("access to this stream has ended for this viewer")
+        return PlaybackGrant(public=False)
 
     async def _visibility_of(self, playback_id: str) -> tuple[str, tuple[str, ...]] | None:
         now = self._plane.clock()

@@ -473,6 +473,10 @@ class StreamRegistry:
         if stream is None:
             return
         stream._end(reason)
+        # Its settings were for this broadcast: a later one of the same name
+        # is configured again when it is authorised. Renditions have none.
+        if isinstance(name, str):
+            self._settings.pop(name, None)
         log.info("stream %s ended: %s", name, reason)
         callbacks, stream._end_callbacks = stream._end_callbacks, {}
         loop = asyncio.get_running_loop()

@@ -41,6 +41,7 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
         transcode={"enabled": True, "ladder": "fx", "ladders": ladders},
         effects={"default": ["color:preset=mono", f"watermark:image={logo},position=top-left,opacity=1,scale=0.2"]},
         streams={"reconnect_grace_s": 0.5},
+        http={"metrics_stream_labels": True},
     )
     proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx")
     try:

@@ -67,6 +67,11 @@ class HttpConfig:
         "(unless --dev).",
         True,
     )
+    metrics_stream_labels: bool = doc(
+        "Label /metrics series with stream and rendition names. Off: those series are summed over streams, "
+        "so the endpoint names no playback id (paid ones included) to whoever can reach it.",
+        False,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
+from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
 from transcode.decoders import HARDWARE_DECODERS, SOFTWARE_DECODER, probe_decoders
@@ -52,7 +53,14 @@ log = logging.getLogger(__name__)
 class Engine:
     """Every running part of one node."""
 
-    def __init__(self, config: EngineConfig, checks: tuple[PublishCheck, PlaybackCheck] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        checks: tuple[PublishCheck, PlaybackCheck] | None = None,
+        hls_disk: Disk | None = None,
+    ) -> None:
+        """``hls_disk`` is where HLS files go (the local file system unless
+        given: an object store, or a disk made slow in the tests)."""
         self.config = config
         self.data_dir = Path(config.server.data_dir)
         make_private_dir(self.data_dir)
@@ -67,7 +75,8 @@ class Engine:
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
-        self.metrics = Metrics()
+        self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
+        self.metrics.combine_by_max("fanz_effect_frame_milliseconds")
         self.metrics.add_source(stream_metrics(self.registry))
         self.hls = HlsService(
             config.hls,
@@ -76,6 +85,7 @@ class Engine:
             fanout_buffer=config.streams.fanout_buffer,
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
+            disk=hls_disk,
         )
         self.metrics.add_source(self._hls_metrics)
         self.webrtc: WebRtcHttp | None = None
@@ -357,7 +367,10 @@ class Engine:
         return web.json_response({"status": "ready"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+        # The collectors read dicts that only this loop changes: copy their
+        # values here, and let a worker thread do the text formatting.
+        families = self.metrics.snapshot()
+        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render_snapshot, families)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     # -- lifecycle -------------------------------------------------------------
