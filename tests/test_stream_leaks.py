@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from engine.app.serve import Engine
-from engine.media import Packet, Track
+from engine.media import Packet, RenditionId, Track
 from engine.registry import StreamRegistry
 from tests.conftest import make_clip, publish, start_engine, wait_for
 from tests.packager.test_fmp4 import demux
@@ -48,7 +48,7 @@ def one_stream(engine: Engine, name: str, tracks: tuple[Track, ...], packets: li
     engine.registry.configure(name, "ladder", "default")
     source = engine.registry.claim(name)
     source.start(tracks)
-    rendition = engine.registry.claim(f"{name}/low")
+    rendition = engine.registry.claim(RenditionId(name, "low"))
     rendition.start(tracks)
     for packet in packets:
         source.write(packet)
