@@ -78,7 +78,8 @@ async def test_paid_media_is_private_and_free_media_public(tmp_path: Path, ffmpe
                 await wait_for(lambda n=name: n in engine.hls.outputs and engine.hls.outputs[n].multivariant, 30)
 
             plane = engine.api_app[PLANE]
-            token = issue_playback_token(plane.secret, PlaybackClaims(paid, "viewer1", int(time.time()) + 600, time.time()))
+            now = time.time()
+            token = issue_playback_token(plane.secret, PlaybackClaims(paid, "viewer1", int(now) + 600, now))
             segment, part = await media_headers(session, f"{base}/hls/{paid}/src/media.m3u8?token={token}")
             for headers in (segment, part):
                 cache = headers["Cache-Control"]
