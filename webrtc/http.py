@@ -209,6 +209,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_publisher(record.id, "unusable offer")
             return self._error(400, str(exc))
+        except Exception:
+            log.exception("whip %s: answering the offer failed", record.id)
+            await self._end_publisher(record.id, "internal error")
+            return self._error(500, "internal error while answering the offer")
         publisher.stream.on_ended("publish-check", functools.partial(self.publish_check.publish_ended, grant))
         self.stats.whip_sessions += 1
         log.info("whip %s: publishing %s from %s", record.id, grant.playback_name, remote)
@@ -272,6 +276,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_viewer(record.id, "unusable offer")
             return self._error(400, str(exc))
+        except Exception:
+            log.exception("whep %s: answering the offer failed", record.id)
+            await self._end_viewer(record.id, "internal error")
+            return self._error(500, "internal error while answering the offer")
         self.stats.whep_sessions += 1
         return self._created(answer, f"/whep/resource/{record.id}")
 

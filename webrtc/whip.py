@@ -32,9 +32,9 @@ from webrtc.errors import BitstreamError
 from webrtc.h264 import AnnexBToAvcc, vp8_is_keyframe
 from webrtc.ice import rtc_configuration
 from webrtc.negotiate import AUDIO_CODECS, VIDEO_CODECS, offered_kinds, prefer_codecs
+from webrtc.sdp import answer_offer
 from webrtc.tap import request_keyframe, tap_receiver
 from webrtc.transcode import AUDIO_TIME_BASE, VIDEO_TIME_BASE, Coded, OpusToAac, VideoToH264
-from webrtc.whep import answer_offer
 
 log = logging.getLogger(__name__)
 
