@@ -11,6 +11,7 @@ from the cache). An ICE or DTLS failure ends only this viewer.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from fractions import Fraction
@@ -21,15 +22,25 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import AnyRtcpPacket
 
 from webrtc.config import WebRtcConfig
+from webrtc.errors import WebRtcUsageError
 from webrtc.feed import Lane, ViewerFeed
 from webrtc.hub import StreamHub
-from webrtc.ice import rtc_configuration
+from webrtc.ice import HostAddresses, rtc_configuration
 from webrtc.negotiate import AUDIO_CODECS, WHEP_VIDEO_CODECS, offered_kinds, prefer_codecs
 from webrtc.sdp import answer_offer
 
 log = logging.getLogger(__name__)
 
 TIME_BASES = {Lane.VIDEO: Fraction(1, 90_000), Lane.AUDIO: Fraction(1, 48_000)}
+
+
+def check_library() -> None:
+    """Raise :class:`WebRtcUsageError` unless aiortc's sender still handles
+    each RTCP packet in ``_handle_rtcp_packet(packet)`` (the viewer's
+    liveness comes from there: aiortc has no public RTCP event)."""
+    handler = getattr(RTCRtpSender, "_handle_rtcp_packet", None)
+    if not inspect.iscoroutinefunction(handler) or list(inspect.signature(handler).parameters) != ["self", "packet"]:
+        raise WebRtcUsageError("this aiortc version's RTCRtpSender has no _handle_rtcp_packet(packet): not supported")
 
 
 class FeedTrack(MediaStreamTrack):
@@ -95,7 +106,8 @@ class WhepSession:
             transceiver = self.pc.addTransceiver(FeedTrack(self.feed, lane), direction="sendonly")
             prefer_codecs(transceiver, mimes, sender=True)
             self._watch_rtcp(transceiver.sender)
-        answer = await answer_offer(self.pc, offer_sdp)
+        with HostAddresses.from_config(self.config).applied():
+            answer = await answer_offer(self.pc, offer_sdp)
         self.hub.add(self.feed)
         return answer.sdp
 

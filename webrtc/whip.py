@@ -30,7 +30,7 @@ from engine.registry import Publisher
 from webrtc.config import WebRtcConfig
 from webrtc.errors import BitstreamError
 from webrtc.h264 import AnnexBToAvcc, vp8_is_keyframe
-from webrtc.ice import rtc_configuration
+from webrtc.ice import HostAddresses, rtc_configuration
 from webrtc.negotiate import AUDIO_CODECS, VIDEO_CODECS, offered_kinds, prefer_codecs
 from webrtc.sdp import answer_offer
 from webrtc.tap import request_keyframe, tap_receiver
@@ -118,7 +118,8 @@ class WhipSession:
         for kind in offered_kinds(offer_sdp):
             mimes = VIDEO_CODECS if kind == "video" else AUDIO_CODECS
             prefer_codecs(self.pc.addTransceiver(kind, direction="recvonly"), mimes, sender=False)
-        answer = await answer_offer(self.pc, offer_sdp)
+        with HostAddresses.from_config(self.config).applied():
+            answer = await answer_offer(self.pc, offer_sdp)
         self._has_video = "video" in answer.kinds
         self._has_audio = "audio" in answer.kinds
         if self._has_audio:
