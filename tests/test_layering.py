@@ -212,3 +212,38 @@ async def test_serve_dev_without_extras_serves_hls_and_says_what_is_off(
     assert "effects: off (cv2 is not installed; install the [effects] extra" in log, log
     assert re.search(r"webrtc: off \((aiortc|aioice) is not installed; install the \[webrtc\] extra", log), log
     assert "Traceback" not in log, log
+
+
+_VIDEO_CODECS = {"libx264", "h264", "hevc", "vp8", "vp9", "libdav1d", "av1", "h264_nvenc", "h264_qsv"}
+
+
+def test_video_is_decoded_and_encoded_only_by_the_transcoder() -> None:
+    """One decode/encode pipeline: outside ``transcode/`` no module opens a
+    video codec context of its own (the effects CLI writes files; it is
+    the one exception)."""
+    offenders = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] not in PROJECT_PACKAGES - {"transcode", "benchmarks"} or rel == Path("effects/cli.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "create"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in _VIDEO_CODECS
+            ):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []
+
+
+def test_one_gop_cache() -> None:
+    """The registry's :class:`GopCache` is the only cache of a group of
+    pictures: WebRTC keeps its ready-to-send packets in one too."""
+    from engine.registry import GopCache
+
+    source = (ROOT / "webrtc" / "hub.py").read_text()
+    assert "GopCache" in source and "GOP_CACHE_LIMIT" not in source
+    assert GopCache.__module__ == "engine.registry"

@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import StreamBusyError
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
-from engine.registry import StreamRegistry, StreamState
+from engine.registry import GopCache, StreamRegistry, StreamState
 
 TB = Fraction(1, 1000)
 TRACKS = (
@@ -135,3 +135,33 @@ async def test_end_callbacks_run_once_when_the_stream_ends_for_good() -> None:
     await asyncio.sleep(0.1)
     await reg.drain()
     assert calls == ["second"]
+
+
+def test_gop_cache_starts_on_a_keyframe_and_drops_an_overlong_group_whole() -> None:
+    cache: GopCache[str] = GopCache(3)
+    cache.add("before", keyframe=False)
+    assert cache.items() == []  # nothing before the first keyframe
+    cache.add("k1", keyframe=True)
+    cache.add("a", keyframe=False)
+    cache.add("b", keyframe=False)
+    assert cache.items() == ["k1", "a", "b"] and cache.items(2) == ["a", "b"]
+    cache.add("c", keyframe=False)  # one past the limit: the group is of no use
+    assert cache.items() == [] and len(cache) == 0
+    cache.add("d", keyframe=False)
+    assert cache.items() == []
+    cache.add("k2", keyframe=True)
+    assert cache.items() == ["k2"]
+    snapshot = cache.items()
+    cache.clear()
+    assert snapshot == ["k2"] and cache.items() == []
+
+
+async def test_a_streams_gop_cache_is_bounded_by_its_limit() -> None:
+    reg = StreamRegistry(gop_cache_limit=3)
+    pub = reg.claim("bounded")
+    pub.start(TRACKS)
+    assert pub.stream.gop_cache_limit == 3
+    for i in range(5):
+        pub.write(video(i * 33, i == 0))
+    sub = pub.stream.subscribe("late", replay_gop=True)
+    assert [x for x in sub.drain() if isinstance(x, Packet)] == []

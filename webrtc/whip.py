@@ -217,7 +217,7 @@ class WhipSession:
             return
         if self._vp8 is None:
             gop = max(1, round(30 * self.config.transcode_gop_s))
-            self._vp8 = VideoToH264("vp8", VIDEO_TIME_BASE, gop_frames=gop)
+            self._vp8 = VideoToH264(Codec.VP8, VIDEO_TIME_BASE, gop_frames=gop)
             self._tasks.append(self._loop.create_task(self._video_worker(self._vp8), name=f"whip-vp8-{self.id}"))
         if not self._enqueue(self._video_q, data, pts):
             # A dropped VP8 frame breaks every frame after it until the next

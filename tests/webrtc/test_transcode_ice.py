@@ -15,6 +15,7 @@ import pytest
 
 import webrtc.ice as ice_module
 from engine.codecs import parse_asc
+from engine.media import Codec
 from webrtc.config import WebRtcConfig
 from webrtc.errors import BitstreamError
 from webrtc.h264 import AnnexBToAvcc
@@ -58,7 +59,7 @@ def test_opus_to_aac_and_back(ffmpeg: str, tmp_path: Path) -> None:
 def test_vp8_to_h264(ffmpeg: str, tmp_path: Path) -> None:
     src = _encode(ffmpeg, tmp_path / "v.webm", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=2",
                                                 "-c:v", "libvpx", "-b:v", "400k"])
-    conv = VideoToH264("vp8", Fraction(1, 1000), gop_frames=15)
+    conv = VideoToH264(Codec.VP8, Fraction(1, 1000), gop_frames=15)
     out = []
     with av.open(str(src)) as c:
         for p in c.demux(c.streams.video[0]):
@@ -75,7 +76,7 @@ def test_vp8_to_h264(ffmpeg: str, tmp_path: Path) -> None:
     units = [norm.push(c.data) for c in out]
     assert all(u is not None for u in units) and (norm.width, norm.height) == (320, 240)
     with pytest.raises(BitstreamError):
-        VideoToH264("vp8", Fraction(1, 1000)).push(b"\xff" * 20, 0)
+        VideoToH264(Codec.VP8, Fraction(1, 1000)).push(b"\xff" * 20, 0)
 
 
 async def test_host_addresses_apply_only_inside_their_block() -> None:
