@@ -247,3 +247,19 @@ def test_one_gop_cache() -> None:
     source = (ROOT / "webrtc" / "hub.py").read_text()
     assert "GopCache" in source and "GOP_CACHE_LIMIT" not in source
     assert GopCache.__module__ == "engine.registry"
+
+
+def test_an_effect_file_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
+    """Loading the config checks specs against the light catalog; the files
+    an effect opens are checked when the feature starts, before any stream."""
+    from engine.app.config import load_config
+    from engine.app.serve import Engine
+    from engine.errors import ConfigError
+
+    config = load_config(None, env={}).with_overrides(
+        server={"data_dir": tmp_path, "dev": True},
+        http={"api": False},
+        effects={"default": [f"color:lut={tmp_path / 'missing.cube'}"]},
+    )
+    with pytest.raises(ConfigError, match=r"missing\.cube"):
+        Engine(config)
