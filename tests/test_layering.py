@@ -263,3 +263,46 @@ def test_an_effect_file_that_cannot_be_opened_stops_the_start(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match=r"missing\.cube"):
         Engine(config)
+
+
+_CORE_OF_EXTRAS = {
+    # Modules of the optional features that the core loads: their metadata and config sections.
+    "effects": {"__init__.py", "catalog.py", "options.py", "errors.py", "config.py"},
+    "webrtc": {"config.py"},
+}
+
+
+def test_what_the_core_imports_is_installed_without_extras() -> None:
+    """``pip install .`` without extras must run ``serve``: every outside
+    library that a core module imports is a core dependency."""
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {
+        r.split(";")[0].split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip().lower().replace("_", "-")
+        for r in project["dependencies"]
+    }
+    dists = packages_distributions()
+    missing: dict[str, set[str]] = {}
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        rel = path.relative_to(ROOT)
+        top = rel.parts[0]
+        if top not in PROJECT_PACKAGES - {"benchmarks"}:
+            continue
+        if top in _CORE_OF_EXTRAS and (len(rel.parts) != 2 or rel.parts[1] not in _CORE_OF_EXTRAS[top]):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:  # module-level imports: what importing the module needs
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                module = name.partition(".")[0]
+                if module in PROJECT_PACKAGES or module in sys.stdlib_module_names:
+                    continue
+                owners = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+                if not owners & core:
+                    missing.setdefault(str(rel), set()).add(module)
+    assert missing == {}
