@@ -1,7 +1,8 @@
 """The few conversions WebRTC needs, each once per stream, on PyAV.
 
 * :class:`OpusToAac`: a WHIP publisher's Opus becomes AAC in the registry
-  stream, because the HLS packager carries AAC only.
+  stream, because the HLS packager carries AAC only (through
+  :mod:`transcode.audio`).
 * :class:`AacToOpus`: an RTMP publisher's AAC becomes Opus for WHEP viewers
   (browsers take no AAC over WebRTC); it runs only while viewers exist.
 * :class:`VideoToH264`: VP8 from a WHIP publisher becomes H.264 for HLS, and
@@ -27,6 +28,7 @@ from av.audio.codeccontext import AudioCodecContext
 
 from engine.codecs import CodecError, nal_length_size, parameter_sets
 from engine.media import Codec, Packet, Track, rescale
+from transcode.audio import AudioTranscoder
 from transcode.encoders import SOFTWARE_H264
 from transcode.errors import SourceError, TranscodeError
 from transcode.ladder import LadderConfig, PlannedRung, RungConfig
@@ -64,52 +66,39 @@ def _decode(
 
 
 class OpusToAac:
-    """Raw Opus packets (48 kHz clock) in, raw AAC-LC access units out.
+    """Raw Opus packets (48 kHz clock) in, raw AAC-LC access units out,
+    through the transcoder's own audio path
+    (:class:`transcode.audio.AudioTranscoder`, the one every rendition's
+    AAC comes from); timestamps stay on the publisher's clock, gaps
+    included.
 
     :attr:`extradata` is the AudioSpecificConfig of the output track.
     """
 
     def __init__(self, bitrate: int = 128_000, channels: int = 2) -> None:
-        self._decoder: AudioCodecContext = av.CodecContext.create("opus", "r")
-        self._decoder.sample_rate = AUDIO_RATE
-        self._decoder.layout = "stereo" if channels == 2 else "mono"
-        self._encoder: AudioCodecContext = av.CodecContext.create("aac", "w")
-        self._encoder.sample_rate = AUDIO_RATE
-        self._encoder.layout = "stereo" if channels == 2 else "mono"
-        self._encoder.format = "fltp"
-        self._encoder.bit_rate = bitrate
-        self._encoder.time_base = AUDIO_TIME_BASE
-        self._encoder.flags |= av.codec.context.Flags.global_header
-        self._encoder.open()
+        ladder = LadderConfig(
+            "webrtc-audio", (), audio_bitrate=bitrate, audio_sample_rate=AUDIO_RATE, audio_channels=channels
+        )
+        source = Track(0, Codec.OPUS, AUDIO_TIME_BASE, b"", sample_rate=AUDIO_RATE, channels=channels)
+        try:
+            self._audio = AudioTranscoder(source, ladder, index=0)
+        except TranscodeError as exc:
+            raise BitstreamError(f"Opus to AAC: {exc}") from exc
         self.channels = channels
-        self.extradata = bytes(self._encoder.extradata or b"")
-        self._next_pts: int | None = None
+        self.extradata = self._audio.track.extradata
 
     def push(self, data: bytes | None, pts: int = 0) -> list[Coded]:
         """Convert one Opus packet with ``pts`` in 1/48000 (``None``
         flushes the encoder)."""
-        frames: list[av.AudioFrame | None]
-        if data is None:
-            frames = [None]
-        else:
-            frames = [f for f in _decode(self._decoder, data, pts, AUDIO_TIME_BASE) if isinstance(f, av.AudioFrame)]
-        out: list[Coded] = []
-        for frame in frames:
-            if frame is not None:
-                # Timestamps follow the publisher's clock; the encoder's own
-                # 1024-sample framing is re-timed from the first one.
-                if self._next_pts is None or frame.pts is None or abs(frame.pts - self._next_pts) > AUDIO_RATE // 10:
-                    self._next_pts = frame.pts if frame.pts is not None else 0
-                frame.pts = self._next_pts
-                frame.time_base = AUDIO_TIME_BASE
-                self._next_pts += frame.samples
-            try:
-                packets = self._encoder.encode(frame)
-            except av.error.FFmpegError as exc:
-                raise BitstreamError(f"AAC encode failed: {exc}") from exc
-            for p in packets:
-                out.append(Coded(bytes(p), int(p.pts or 0), True, int(p.duration or 1024)))
-        return out
+        packet = None if data is None else Packet(0, pts, pts, AUDIO_TIME_BASE, data, True)
+        errors = self._audio.errors
+        try:
+            packets = self._audio.push(packet)
+        except (TranscodeError, av.error.FFmpegError) as exc:
+            raise BitstreamError(f"Opus to AAC failed: {exc}") from exc
+        if not packets and self._audio.errors > errors:
+            raise BitstreamError("Opus decode failed: the decoder refused the packet")
+        return [Coded(p.data, p.pts, True, p.duration or 1024) for p in packets]
 
 
 class AacToOpus:
