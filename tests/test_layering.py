@@ -306,3 +306,15 @@ def test_what_the_core_imports_is_installed_without_extras() -> None:
                 if not owners & core:
                     missing.setdefault(str(rel), set()).add(module)
     assert missing == {}
+
+
+def test_the_effects_command_without_its_extra_says_so(tmp_path: Path) -> None:
+    hidden = _hide_extras(tmp_path / "hidden")
+    env = {**os.environ, "PYTHONPATH": f"{hidden}{os.pathsep}{ROOT}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "effects", "list"], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "effects: off (cv2 is not installed; install the [effects] extra" in result.stderr
+    assert "Traceback" not in result.stderr
