@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from effects.catalog import default_catalog
 from effects.options import OptionType
-from effects.registry import default_registry
 
 Schema = dict[str, Any]
 
@@ -97,7 +97,7 @@ RUNG: Schema = obj(
 # are for the operator's config file only: through the API they could make
 # the engine read any file it can see.
 _SERVER_FILE_OPTIONS = sorted(
-    {o.name for info in default_registry() for o in info.options if o.type is OptionType.PATH}
+    {o.name for info in default_catalog() for o in info.options if o.type is OptionType.PATH}
 )
 
 # A stream's effects, in the engine's settings form. Effect names are checked
@@ -112,7 +112,7 @@ EFFECT_SETTINGS: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "effect": {"enum": sorted(info.name for info in default_registry())},
+                    "effect": {"enum": sorted(info.name for info in default_catalog())},
                     **{name: {"enum": [""]} for name in _SERVER_FILE_OPTIONS},
                 },
                 "required": ["effect"],

@@ -21,10 +21,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from effects import catalog
 from effects.errors import EffectOptionError
-from effects.options import Option, OptionType, parse_colour
+from effects.options import parse_colour
 from effects.segmentation import Segmenter
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects.stage import EffectInfo, Image, StageContext
 
 
 def sharpen_mask(mask: NDArray[np.float32], threshold: float, softness: float) -> NDArray[np.float32]:
@@ -106,21 +107,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> Background:
     return Background(options, context)
 
 
-EFFECT = EffectInfo(
-    name="background",
-    kind=StageKind.VIDEO,
-    summary="replace the background with a colour or an image, or blur it (never skipped)",
-    options=(
-        Option("mode", OptionType.CHOICE, "blur", "what to show behind the person",
-               choices=("blur", "colour", "image")),
-        Option("colour", OptionType.COLOUR, "green", "backdrop colour for mode=colour"),
-        Option("image", OptionType.PATH, "", "backdrop picture for mode=image (scaled to cover)"),
-        Option("blur", OptionType.FLOAT, 0.6, "blur strength for mode=blur", 0.0, 1.0),
-        Option("threshold", OptionType.FLOAT, 0.5, "person probability at the edge", 0.05, 0.95),
-        Option("softness", OptionType.FLOAT, 0.3, "width of the soft edge in probability", 0.0, 1.0),
-        Option("smoothing", OptionType.FLOAT, 0.4, "weight of the previous mask (0 = none)", 0.0, 0.95),
-        Option("interval", OptionType.INT, 2, "run the segmentation model every N frames, reuse it between", 1, 10),
-    ),
-    factory=_build,
-    critical=True,
-)
+EFFECT = EffectInfo.of(catalog.BACKGROUND, _build)

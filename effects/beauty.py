@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects import catalog
+from effects.stage import EffectInfo, Image, StageContext
 
 
 def skin_mask(image: Image) -> NDArray[Any]:
@@ -78,14 +78,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> Beauty:
     return Beauty(options)
 
 
-EFFECT = EffectInfo(
-    name="beauty",
-    kind=StageKind.VIDEO,
-    summary="skin smoothing (edge-preserving, skin only), brightness and warmth",
-    options=(
-        Option("smooth", OptionType.FLOAT, 0.5, "skin smoothing strength", 0.0, 1.0),
-        Option("brightness", OptionType.FLOAT, 0.0, "-1 darker .. 1 brighter", -1.0, 1.0),
-        Option("warmth", OptionType.FLOAT, 0.0, "-1 cooler .. 1 warmer", -1.0, 1.0),
-    ),
-    factory=_build,
-)
+EFFECT = EffectInfo.of(catalog.BEAUTY, _build)

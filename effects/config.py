@@ -1,10 +1,16 @@
-"""Settings of the live effects (the ``[effects]`` section)."""
+"""Settings of the live effects (the ``[effects]`` section).
+
+Light on purpose: specs are checked against the effects' metadata
+(:mod:`effects.catalog`), so loading the config imports no image library
+and works without the ``effects`` extra. Files an effect names (a LUT, a
+backdrop) are opened when a stream's chain is built.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from effects.chain import EffectChain
+from effects.catalog import default_catalog
 from effects.errors import EffectsError
 from engine.settings import doc
 
@@ -27,9 +33,11 @@ class EffectsSettings:
 
     def __post_init__(self) -> None:
         # Refuse a bad effect at start-up, not when the first stream arrives.
+        catalog = default_catalog()
         for specs in (self.default, *self.streams.values()):
             try:
-                EffectChain(specs)
+                for spec in specs:
+                    catalog.coerce(spec)
             except EffectsError as exc:
                 raise ValueError(f"effects: {exc}") from exc
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import cv2
 
+from effects import catalog
 from effects.faces import FaceTracker
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects.stage import EffectInfo, Image, StageContext
 
 
 class FacePrivacy:
@@ -56,17 +56,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> FacePrivacy:
     return FacePrivacy(options, context)
 
 
-EFFECT = EffectInfo(
-    name="face_privacy",
-    kind=StageKind.VIDEO,
-    summary="detect faces and blur or pixelate them (never skipped)",
-    options=(
-        Option("mode", OptionType.CHOICE, "blur", "how to hide a face", choices=("blur", "pixelate")),
-        Option("strength", OptionType.FLOAT, 0.7, "0 light .. 1 strongest", 0.0, 1.0),
-        Option("grow", OptionType.FLOAT, 0.2, "enlarge each face box by this fraction per side", 0.0, 1.0),
-        Option("interval", OptionType.INT, 5, "run the detector every N frames, track between", 1, 60),
-        Option("threshold", OptionType.FLOAT, 0.6, "detector score needed", 0.05, 0.99),
-    ),
-    factory=_build,
-    critical=True,
-)
+EFFECT = EffectInfo.of(catalog.FACE_PRIVACY, _build)

@@ -12,26 +12,22 @@ drifts from video.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from effects.catalog import EffectMeta, StageKind
 from effects.models import ModelStore
-from effects.options import Option
 
 # OpenCV's stubs type every result as a generic array, so the alias is
 # loose; the content is always BGR uint8 (height, width, 3).
 Image = NDArray[Any]
 Samples = NDArray[np.float32]
 
-
-class StageKind(enum.Enum):
-    VIDEO = "video"
-    AUDIO = "audio"
+__all__ = ["EffectInfo", "Image", "Samples", "StageContext", "StageKind"]
 
 
 class VideoStage(Protocol):
@@ -59,24 +55,13 @@ StageFactory = Callable[[Mapping[str, Any], StageContext], Any]
 
 
 @dataclass(frozen=True, slots=True)
-class EffectInfo:
-    """One effect: its name, what it works on, its options and how to build
-    a stage from checked option values.
+class EffectInfo(EffectMeta):
+    """One effect's metadata (:mod:`effects.catalog`) and how to build a
+    stage from checked option values."""
 
-    ``critical`` stages are never skipped when the chain runs late (a face
-    blur that skipped a frame would show the face); the others are skipped
-    whole frames at a time, counted, so a slow stage cannot stall the
-    stream.
-    """
+    factory: StageFactory = field(kw_only=True)
 
-    name: str
-    kind: StageKind
-    summary: str
-    options: tuple[Option, ...]
-    factory: StageFactory
-    critical: bool = False
-
-    def describe(self) -> str:
-        lines = [f"{self.name} ({self.kind.value}): {self.summary}"]
-        lines += [f"    {option.describe()}" for option in self.options]
-        return "\n".join(lines)
+    @classmethod
+    def of(cls, meta: EffectMeta, factory: StageFactory) -> EffectInfo:
+        """The catalog entry ``meta`` with its implementation."""
+        return cls(meta.name, meta.kind, meta.summary, meta.options, meta.critical, factory=factory)

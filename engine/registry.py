@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from engine.codecs import CodecError, describe_track
 from engine.errors import StreamBusyError
@@ -180,6 +181,43 @@ class Subscription:
         self._wake()
 
 
+T = TypeVar("T")
+
+
+class GopCache(Generic[T]):
+    """The items since the last video keyframe, at most ``limit`` of them:
+    what a consumer joining mid-stream needs to start on a decodable
+    picture. The one cache of its kind: the registry keeps one per stream
+    (source packets) and the WebRTC hub one per stream (packets ready to
+    send). A group longer than ``limit`` is dropped whole until the next
+    keyframe, since part of a group is of no use."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: list[T] = []
+
+    def add(self, item: T, *, keyframe: bool) -> None:
+        """Note ``item``; ``keyframe`` when it is a video keyframe (it
+        starts a new group). Items before the first keyframe are not kept."""
+        if keyframe:
+            self._items = [item]
+        elif self._items:
+            if len(self._items) < self.limit:
+                self._items.append(item)
+            else:
+                self._items = []
+
+    def clear(self) -> None:
+        self._items = []
+
+    def items(self, last: int | None = None) -> list[T]:
+        """A copy of the group, or of its ``last`` items."""
+        return list(self._items if last is None else self._items[-last:])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class LiveStream:
     """A named stream: its tracks, its publisher, its subscriptions.
 
@@ -202,11 +240,16 @@ class LiveStream:
         self.publish_count = 0
         self.publisher_info: dict[str, str] = {}
         self._subs: list[Subscription] = []
-        self._gop: list[Packet] = []
-        self._gop_limit = gop_cache_limit
+        self._gop: GopCache[Packet] = GopCache(gop_cache_limit)
         self._video_tracks: frozenset[int] = frozenset()
         self._ended = asyncio.Event()
         self._end_callbacks: dict[str, EndCallback] = {}
+
+    @property
+    def gop_cache_limit(self) -> int:
+        """Most packets of a group kept for joining consumers (the same
+        bound serves the stream's other caches of its groups)."""
+        return self._gop.limit
 
     def is_video(self, track: int) -> bool:
         return track in self._video_tracks
@@ -223,7 +266,7 @@ class LiveStream:
         if self.tracks:
             sub._offer(StreamStarted(self.tracks))
             if replay_gop:
-                for pkt in self._gop[-maxsize:]:
+                for pkt in self._gop.items(maxsize):
                     sub._offer(pkt)
         if self.state is StreamState.ENDED:
             sub._offer(StreamEnded("stream already ended"))
@@ -257,13 +300,7 @@ class LiveStream:
         self.stats.packets_in += 1
         self.stats.bytes_in += len(packet.data)
         if self._video_tracks:
-            if packet.keyframe and packet.track in self._video_tracks:
-                self._gop.clear()
-            if self._gop or (packet.keyframe and packet.track in self._video_tracks):
-                if len(self._gop) < self._gop_limit:
-                    self._gop.append(packet)
-                else:
-                    self._gop.clear()
+            self._gop.add(packet, keyframe=packet.keyframe and packet.track in self._video_tracks)
         self._broadcast(packet)
 
     def _end(self, reason: str) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine.errors import StreamBusyError, StreamNameError
 from engine.media import Codec, Packet, RenditionId, StreamEnded, StreamStarted, Track, check_stream_name
-from engine.registry import LiveStream, StreamRegistry, StreamState
+from engine.registry import GopCache, LiveStream, StreamRegistry, StreamState
 
 TB = Fraction(1, 1000)
 TRACKS = (
@@ -192,3 +192,33 @@ async def test_restart_keeps_the_clock_and_marks_a_discontinuity() -> None:
         (False, False),
         (True, True),
     ]
+
+
+def test_gop_cache_starts_on_a_keyframe_and_drops_an_overlong_group_whole() -> None:
+    cache: GopCache[str] = GopCache(3)
+    cache.add("before", keyframe=False)
+    assert cache.items() == []  # nothing before the first keyframe
+    cache.add("k1", keyframe=True)
+    cache.add("a", keyframe=False)
+    cache.add("b", keyframe=False)
+    assert cache.items() == ["k1", "a", "b"] and cache.items(2) == ["a", "b"]
+    cache.add("c", keyframe=False)  # one past the limit: the group is of no use
+    assert cache.items() == [] and len(cache) == 0
+    cache.add("d", keyframe=False)
+    assert cache.items() == []
+    cache.add("k2", keyframe=True)
+    assert cache.items() == ["k2"]
+    snapshot = cache.items()
+    cache.clear()
+    assert snapshot == ["k2"] and cache.items() == []
+
+
+async def test_a_streams_gop_cache_is_bounded_by_its_limit() -> None:
+    reg = StreamRegistry(gop_cache_limit=3)
+    pub = reg.claim("bounded")
+    pub.start(TRACKS)
+    assert pub.stream.gop_cache_limit == 3
+    for i in range(5):
+        pub.write(video(i * 33, i == 0))
+    sub = pub.stream.subscribe("late", replay_gop=True)
+    assert [x for x in sub.drain() if isinstance(x, Packet)] == []

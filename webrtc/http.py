@@ -36,10 +36,10 @@ from aiohttp import web
 from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest
 from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import StreamRegistry, StreamState
+from webrtc import ice, tap, whep
 from webrtc.config import WebRtcConfig
 from webrtc.errors import OfferError, SessionLimitError
 from webrtc.hub import StreamHub
-from webrtc.ice import HostAddresses
 from webrtc.negotiate import offered_kinds
 from webrtc.sessions import SessionKind, SessionTable
 from webrtc.whep import WhepSession
@@ -100,8 +100,11 @@ class WebRtcHttp:
         self.hubs: dict[str, StreamHub] = {}
         self.closed = False
         self.stats = WebRtcStats()
-        self._hosts = HostAddresses(config.host_addresses, config.include_interface_addresses)
-        self._hosts.install()
+        # aiortc and aioice internals this package relies on: checked once,
+        # so that an unsupported version stops the start, not a session.
+        ice.check_library()
+        tap.check_library()
+        whep.check_library()
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -212,6 +215,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_publisher(record.id, "unusable offer")
             return self._error(400, str(exc))
+        except Exception:
+            log.exception("whip %s: answering the offer failed", record.id)
+            await self._end_publisher(record.id, "internal error")
+            return self._error(500, "internal error while answering the offer")
         publisher.stream.on_ended("publish-check", functools.partial(self.publish_check.publish_ended, grant))
         self.stats.whip_sessions += 1
         log.info("whip %s: publishing %s from %s", record.id, grant.playback_name, remote)
@@ -275,6 +282,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_viewer(record.id, "unusable offer")
             return self._error(400, str(exc))
+        except Exception:
+            log.exception("whep %s: answering the offer failed", record.id)
+            await self._end_viewer(record.id, "internal error")
+            return self._error(500, "internal error while answering the offer")
         self.stats.whep_sessions += 1
         return self._created(answer, f"/whep/resource/{record.id}")
 
@@ -382,4 +393,3 @@ class WebRtcHttp:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._hosts.uninstall()

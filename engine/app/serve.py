@@ -18,16 +18,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
 from drm.keystore import make_private_dir
-from effects.chain import EffectChain
+from effects.catalog import StageKind, default_catalog
 from effects.errors import EffectsError
-from effects.registry import default_registry
-from effects.stage import StageKind
+from engine.app import features
 from engine.app.config import EngineConfig
 from engine.app.live_effects import EffectUpdates
 from engine.app.status import StatusHttp
@@ -45,7 +45,10 @@ from transcode.encoders import EncoderProbe, probe_encoders
 from transcode.errors import TranscodeConfigError
 from transcode.ladder import LadderConfig, RungConfig
 from transcode.live import LiveTranscoder
-from webrtc.http import WebRtcHttp
+
+if TYPE_CHECKING:
+    from effects.chain import EffectChain
+    from webrtc.http import WebRtcHttp
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,9 @@ class Engine:
         )
         self.metrics.add_source(self._hls_metrics)
         self.webrtc: WebRtcHttp | None = None
-        if config.webrtc.enabled:
-            self.webrtc = WebRtcHttp(self.registry, self.publish_check, self.playback_check, config.webrtc)
+        webrtc = features.load(features.WEBRTC, "webrtc.http") if config.webrtc.enabled else None
+        if webrtc is not None:
+            self.webrtc = webrtc.WebRtcHttp(self.registry, self.publish_check, self.playback_check, config.webrtc)
             self.metrics.add_source(self._webrtc_metrics)
         self.encoders: EncoderProbe | None = None
         self.decoder = SOFTWARE_DECODER
@@ -99,7 +103,12 @@ class Engine:
         self._transcode_tasks: set[asyncio.Task[None]] = set()
         self.effect_chains: dict[str, EffectChain] = {}
         self.effect_updates = EffectUpdates(self._apply_effects, self._effects_applied)
+        self._chain_type: type[EffectChain] | None = None
         if config.transcode.enabled:
+            chain_module = features.load(features.EFFECTS, "effects.chain")
+            if chain_module is not None:
+                self._chain_type = chain_module.EffectChain
+                self._check_configured_effects()
             self.registry.on_stream_created(self._start_transcoder)
             self.registry.on_settings_changed(self._settings_changed)
             self.metrics.add_source(self._effects_metrics)
@@ -190,17 +199,34 @@ class Engine:
                 log.error("stream %s: its own ladder is invalid (%s); using %s", name, exc, default.name)
         return default
 
+    def _check_configured_effects(self) -> None:
+        """Build the configured chains once, so that an effect whose file
+        or model cannot be opened stops the start, not the first stream."""
+        assert self._chain_type is not None
+        effects = self.config.effects
+        for specs in (effects.default, *effects.streams.values()):
+            try:
+                self._chain_type(specs)
+            except EffectsError as exc:
+                raise ConfigError(f"effects: {exc}") from exc
+
     def _effects_for(self, name: str) -> EffectChain | None:
         """The stream's effect chain: its own settings (control API) or the
-        config's. Kept for the stream's life so that changes apply live."""
+        config's. Kept for the stream's life so that changes apply live.
+        ``None`` when the effects extra is not installed."""
         configured = self.registry.settings(name).get("effects")
+        chain_type = self._chain_type
+        if chain_type is None:
+            if configured or self.config.effects.specs_for(name):
+                log.warning("stream %s: effects are off on this node; its effects are not applied", name)
+            return None
         try:
             if isinstance(configured, (dict, list)):
-                chain = EffectChain.from_settings(configured)
+                chain = chain_type.from_settings(configured)
             else:
                 specs = self.config.effects.specs_for(name)
                 budget = self.config.effects.budget_ms or None
-                chain = EffectChain(specs, budget_ms=budget) if specs else EffectChain((), budget_ms=budget)
+                chain = chain_type(specs, budget_ms=budget)
         except EffectsError as exc:
             log.error("stream %s: effects not applied: %s", name, exc)
             return None
@@ -231,8 +257,7 @@ class Engine:
     def _apply_effects(name: str, update: object) -> None:
         """Runs in the stream's effects worker thread."""
         assert isinstance(update, tuple)
-        chain, value = update
-        assert isinstance(chain, EffectChain)
+        chain, value = update  # the stream's EffectChain and its new settings
         chain.update(value)
 
     def _effects_applied(self, name: str, update: object) -> None:
@@ -472,7 +497,7 @@ def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
     effects = value.get("effects", []) if isinstance(value, dict) else value
     if not isinstance(effects, list):
         return True
-    registry = default_registry()
+    registry = default_catalog()
     for item in effects:
         name = item.get("effect") if isinstance(item, dict) else None
         if not isinstance(name, str) or name not in registry:
