@@ -28,7 +28,8 @@ from pathlib import Path
 import av
 from av.codec.hwaccel import HWAccel
 
-from transcode.decoders import SOFTWARE_DECODER, probe_decoders
+from transcode.config import SOFTWARE_DECODER
+from transcode.decoders import probe_decoders
 
 
 @dataclass(frozen=True)

@@ -290,7 +290,7 @@ def slow_build_registry() -> object:
         "hold", StageKind.VIDEO, "test stage", (
             Option("build_s", OptionType.FLOAT, 0.0, "build time", 0.0, 5.0),
             Option("fail", OptionType.INT, 0, "raise while building", 0, 1),
-        ), build,  # type: ignore[arg-type]
+        ), factory=build,  # type: ignore[arg-type]
     )
     return EffectRegistry((*default_registry(), hold))
 

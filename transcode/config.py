@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.settings import doc
-from transcode.decoders import DECODER_CHOICES
 from transcode.errors import TranscodeConfigError
 from transcode.ladder import LadderConfig, builtin_ladders
+
+SOFTWARE_DECODER = "software"
+HARDWARE_DECODERS = ("cuda", "qsv")
+"""Device types probed for ``auto``, in this order of preference."""
+DECODER_CHOICES = ("auto", SOFTWARE_DECODER, *HARDWARE_DECODERS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,11 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
 
 from engine.media import Codec, Track
+from transcode.config import DECODER_CHOICES, HARDWARE_DECODERS, SOFTWARE_DECODER
 from transcode.errors import TranscodeConfigError, TranscodeError
 
 log = logging.getLogger(__name__)
 
-SOFTWARE_DECODER = "software"
-HARDWARE_DECODERS = ("cuda", "qsv")
-"""Device types probed for ``auto``, in this order of preference."""
-DECODER_CHOICES = ("auto", SOFTWARE_DECODER, *HARDWARE_DECODERS)
 HW_CODECS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "av1", Codec.VP8: "vp8", Codec.VP9: "vp9"}
 """FFmpeg's native decoders, the ones hwaccels attach to (libdav1d has none)."""
 PROBE_SIZE = (256, 144)

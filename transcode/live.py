@@ -41,6 +41,7 @@ from fractions import Fraction
 
 from engine.media import MediaKind, Packet, RenditionId, StreamEnded, StreamStarted
 from engine.registry import Publisher, StreamRegistry, Subscription
+from transcode.config import SOFTWARE_DECODER
 from transcode.core import (
     PASSTHROUGH_ENCODER,
     AudioFilter,
@@ -51,7 +52,6 @@ from transcode.core import (
     TranscodeEvent,
     TranscodeStats,
 )
-from transcode.decoders import SOFTWARE_DECODER
 from transcode.encoders import EncoderProbe
 from transcode.errors import SourceError, TranscodeConfigError
 from transcode.keyframes import GridMode, KeyframeGrid, SegmentKeyframeGrid, SourceKeyframeGrid

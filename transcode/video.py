@@ -20,7 +20,8 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from engine.codecs import CodecError, avc_packet_from_annexb, extradata_to_avcc
 from engine.media import Codec, Packet, Track
-from transcode.decoders import SOFTWARE_DECODER, DecoderUnavailable, open_hw_decoder
+from transcode.config import SOFTWARE_DECODER
+from transcode.decoders import DecoderUnavailable, open_hw_decoder
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap

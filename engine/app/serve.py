@@ -40,7 +40,8 @@ from ingest.rtmp.server import RtmpServer
 from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
-from transcode.decoders import HARDWARE_DECODERS, SOFTWARE_DECODER, probe_decoders
+from transcode.config import HARDWARE_DECODERS, SOFTWARE_DECODER
+from transcode.decoders import probe_decoders
 from transcode.encoders import EncoderProbe, probe_encoders
 from transcode.errors import TranscodeConfigError
 from transcode.ladder import LadderConfig, RungConfig
