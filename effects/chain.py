@@ -27,7 +27,9 @@ process-wide and left to the program that runs the chain
 Keeping up: with ``budget_ms`` set (the frame interval, e.g. 33 ms at 30
 fps), the chain plans each frame from the recent cost of each stage and of
 the frame conversions, and keeps a running debt of time spent over budget.
-When the planned frame would not fit in the budget less the debt, it makes
+When the planned frame would not fit in the budget less an eighth of the
+debt (a one-off spike, such as a model's first run, is paid back over
+several frames rather than by stripping the next one bare), it makes
 the frame cheaper, in this order, until it fits: it skips the costliest
 non-critical stages (counted per stage as ``skipped``: the effect is
 visibly missing on that frame), then asks critical stages that can to reuse
@@ -61,7 +63,8 @@ from effects.workers import Helpers
 SpecLike = EffectSpec | str | Mapping[str, Any]
 
 _EMA = 0.1  # weight of the newest frame in a stage's running cost
-_DEBT_LIMIT = 4.0  # budgets of lateness the chain remembers and pays back
+_DEBT_LIMIT = 8.0  # budgets of lateness the chain remembers and pays back
+_PAYBACK_FRAMES = 8.0  # frames over which a debt is paid back (a spike costs a little on many frames)
 DEFAULT_THREADS = 2
 """Threads one chain may use: the caller's and one helper for models."""
 
@@ -278,12 +281,12 @@ class EffectChain:
 
     def _plan(self, stages: list[_Stage], budget: float | None) -> dict[_Stage, _Action]:
         """What each stage does on the next frame so that the frame's
-        predicted cost fits the budget less the debt: skip the costliest
+        predicted cost fits the budget less the part of the debt due now: skip the costliest
         non-critical stages first, then have critical stages reuse their
         last analysis, the largest saving first. Empty: run everything."""
         if budget is None:
             return {}
-        allowance = budget - self._video_debt
+        allowance = budget - self._video_debt / _PAYBACK_FRAMES
         predicted = self._overhead + sum(stage.recent for stage in stages)
         plan: dict[_Stage, _Action] = {}
         if predicted <= allowance:
