@@ -65,6 +65,7 @@ SpecLike = EffectSpec | str | Mapping[str, Any]
 _EMA = 0.1  # weight of the newest frame in a stage's running cost
 _DEBT_LIMIT = 8.0  # budgets of lateness the chain remembers and pays back
 _PAYBACK_FRAMES = 8.0  # frames over which a debt is paid back (a spike costs a little on many frames)
+_SKIP_DECAY = 0.97  # a skipped stage's cost estimate shrinks by this per skip, so it is tried again
 DEFAULT_THREADS = 2
 """Threads one chain may use: the caller's and one helper for models."""
 
@@ -115,7 +116,10 @@ class _Stage:
     def can_reuse(self) -> bool:
         return isinstance(self.impl, ReusingStage)
 
-    def record(self, seconds: float, reused: bool = False) -> None:
+    def record(self, seconds: float, reused: bool = False) -> bool:
+        """Count one frame; True when it was the stage's first full run,
+        which includes one-off set-up (a network's first inference allocates)
+        and so does not seed the running cost."""
         self.frames += 1
         self.total += seconds
         self.last = seconds
@@ -123,8 +127,18 @@ class _Stage:
         if reused:
             self.reused += 1
             self.recent_reuse = _ema(self.recent_reuse, seconds, self.reused == 1)
-        else:
-            self.recent = _ema(self.recent, seconds, self.frames - self.reused == 1)
+            return False
+        runs = self.frames - self.reused
+        if runs > 1:
+            self.recent = _ema(self.recent, seconds, runs == 2)
+        return runs == 1
+
+    def skip(self) -> None:
+        # Not measured while skipped: let the estimate fade so that the
+        # stage is tried again now and then, and measured afresh (a stage
+        # that was slow only while the machine was busy comes back).
+        self.skipped += 1
+        self.recent *= _SKIP_DECAY
 
 
 def _ema(current: float, sample: float, first: bool) -> float:
@@ -223,10 +237,11 @@ class EffectChain:
         started = time.perf_counter()
         image = self._converter.to_image(frame)
         in_stages = 0.0
+        warm_up = 0.0
         for stage in stages:
             action = plan.get(stage, _Action.RUN)
             if action is _Action.SKIP:
-                stage.skipped += 1
+                stage.skip()
                 continue
             before = time.perf_counter()
             if action is _Action.REUSE:
@@ -236,12 +251,16 @@ class EffectChain:
                 image = stage.impl.process(image)
             took = time.perf_counter() - before
             in_stages += took
-            stage.record(took, reused=action is _Action.REUSE)
+            if stage.record(took, reused=action is _Action.REUSE):
+                warm_up += took
         out = self._converter.to_frame(image, frame)
         spent = time.perf_counter() - started
         self._overhead = _ema(self._overhead, spent - in_stages, self._overhead == 0.0)
         if budget is not None:
-            self._video_debt = min(max(0.0, self._video_debt + spent - budget), _DEBT_LIMIT * budget)
+            # A stage's first run is set-up, paid once (the transcoder's queue
+            # absorbs it), not a sign that the chain is running late.
+            late = spent - warm_up - budget
+            self._video_debt = min(max(0.0, self._video_debt + late), _DEBT_LIMIT * budget)
         return out
 
     def process_audio(self, frame: av.AudioFrame) -> av.AudioFrame:

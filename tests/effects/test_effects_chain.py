@@ -175,14 +175,15 @@ def _tiny_frames(count: int) -> list[av.VideoFrame]:
 
 def test_budget_skips_what_cannot_fit_and_keeps_what_can(models: ModelStore) -> None:
     # 25 ms of optional work against a 12 ms budget: the costly stage gives
-    # way (counted), the cheap one always runs.
+    # way (counted) on most frames, and is only tried again now and then to
+    # see whether it got cheaper; the cheap one always runs.
     chain = EffectChain(["slow:ms=25", "cheap:ms=1"], registry=_registry(critical=False), models=models,
                         budget_ms=12)
-    frames = _tiny_frames(30)
+    frames = _tiny_frames(40)
     for frame in frames:
         chain.process_video(frame)
     slow, cheap = chain.stats()
-    assert slow.frames + slow.skipped == len(frames) and slow.skipped >= len(frames) - 3
+    assert slow.frames + slow.skipped == len(frames) and slow.skipped >= 0.75 * len(frames)
     assert cheap.skipped == 0 and cheap.frames == len(frames)
     assert slow.reused == cheap.reused == 0
 
