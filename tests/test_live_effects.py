@@ -39,7 +39,7 @@ async def test_effects_reach_every_rendition(tmp_path: Path, ffmpeg: str, media_
         effects={"default": ["color:preset=mono", f"watermark:image={logo},position=top-left,opacity=1,scale=0.2"]},
         streams={"reconnect_grace_s": 0.5},
     )
-    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx")  # type: ignore[union-attr]
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx")
     try:
         await wait_for(lambda: "fx" in engine.hls.outputs and engine.hls.outputs["fx"].segments_written > 0, 60)
         # Per-stage timing is in /metrics while the stream is live.
@@ -102,7 +102,7 @@ async def test_voice_changer_on_live_audio(tmp_path: Path, ffmpeg: str, media_di
         effects={"default": ["voice:pitch=2"]},
         streams={"reconnect_grace_s": 0.5},
     )
-    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/vc")  # type: ignore[union-attr]
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/vc")
     try:
         await asyncio.wait_for(proc.wait(), 60)
         await wait_for(lambda: "vc" in engine.hls.outputs and engine.hls.outputs["vc"].ended, 60)
@@ -173,7 +173,7 @@ async def test_all_effects_with_a_budget_stay_real_time(tmp_path: Path, ffmpeg: 
         streams={"reconnect_grace_s": 0.5},
     )
     base = f"http://127.0.0.1:{engine.http_port}"
-    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx6")  # type: ignore[union-attr]
+    proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/fx6")
     depths: list[int] = []
     dropped = 0
     metrics = ""
