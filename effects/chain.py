@@ -300,9 +300,11 @@ class EffectChain:
 
     def _plan(self, stages: list[_Stage], budget: float | None) -> dict[_Stage, _Action]:
         """What each stage does on the next frame so that the frame's
-        predicted cost fits the budget less the part of the debt due now: skip the costliest
-        non-critical stages first, then have critical stages reuse their
-        last analysis, the largest saving first. Empty: run everything."""
+        predicted cost fits the budget less the part of the debt due now:
+        skip the costliest non-critical stages first, then have critical
+        stages reuse their last analysis, the largest saving first (reuse
+        comes last because a face that enters while no detection runs stays
+        uncovered). Empty: run everything."""
         if budget is None:
             return {}
         allowance = budget - self._video_debt / _PAYBACK_FRAMES
