@@ -21,7 +21,8 @@ machines can be compared through it. The last rows run all six with a
 The frame is a real photo with a face (scikit-image's astronaut, when
 installed) on a 1280x720 canvas, moving a little each frame so tracking
 and detection both run. Run briefly: ``python -m benchmarks.effects_bench
---frames 90``.
+--frames 90``; on a machine shared with other work add ``--repeats 3``
+(the fastest pass of each row is shown).
 """
 
 from __future__ import annotations
@@ -87,29 +88,44 @@ def _frames(count: int) -> list[av.VideoFrame]:
     return frames
 
 
-def _per_frame(step: Callable[[av.VideoFrame], object], frames: list[av.VideoFrame]) -> tuple[float, float]:
-    """Wall and process CPU milliseconds per frame (after one warm-up)."""
+def _per_frame(
+    step: Callable[[av.VideoFrame], object], frames: list[av.VideoFrame], repeats: int = 1
+) -> tuple[float, float]:
+    """Wall and process CPU milliseconds per frame (after one warm-up), of
+    the fastest of ``repeats`` passes over the frames: on a machine shared
+    with other work the fastest pass is the one least disturbed by it."""
     step(frames[0])  # warm-up: first inference allocates
-    wall, cpu = time.perf_counter(), time.process_time()
-    for frame in frames:
-        step(frame)
-    return (1000.0 * (time.perf_counter() - wall) / len(frames), 1000.0 * (time.process_time() - cpu) / len(frames))
+    best: tuple[float, float] | None = None
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for frame in frames:
+            step(frame)
+        figures = (1000.0 * (time.perf_counter() - wall) / len(frames),
+                   1000.0 * (time.process_time() - cpu) / len(frames))
+        best = figures if best is None or figures[0] < best[0] else best
+    assert best is not None
+    return best
 
 
 def _chain_row(
-    specs: list[str], frames: list[av.VideoFrame], models: ModelStore, threads: int, budget: float | None = None
+    specs: list[str],
+    frames: list[av.VideoFrame],
+    models: ModelStore,
+    threads: int,
+    repeats: int,
+    budget: float | None = None,
 ) -> tuple[float, float, EffectChain]:
     chain = EffectChain(specs, models=models, threads=threads, budget_ms=budget)
     try:
-        wall, cpu = _per_frame(chain.process_video, frames)
+        wall, cpu = _per_frame(chain.process_video, frames, repeats)
     finally:
         chain.close()
     return wall, cpu, chain
 
 
-def _conversion_only(frames: list[av.VideoFrame]) -> tuple[float, float]:
+def _conversion_only(frames: list[av.VideoFrame], repeats: int) -> tuple[float, float]:
     converter = VideoConverter()
-    return _per_frame(lambda frame: converter.to_frame(converter.to_image(frame), frame), frames)
+    return _per_frame(lambda frame: converter.to_frame(converter.to_image(frame), frame), frames, repeats)
 
 
 def _row(label: str, wall: float, cpu: float, note: str = "") -> None:
@@ -123,22 +139,25 @@ def main() -> None:
         "--threads", default=f"1,{DEFAULT_THREADS}",
         help="comma-separated thread settings to measure (chain threads and OpenCV threads)",
     )
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="passes over the frames per row; the fastest is shown (for busy machines)")
     args = parser.parse_args()
+    repeats = max(1, int(args.repeats))
     settings = [int(part) for part in str(args.threads).split(",") if part.strip()]
     models = ModelStore()
     frames = _frames(args.frames)
     for threads in settings:
         cv2.setNumThreads(threads)
-        print(f"720p, {args.frames} frames, {threads} thread(s) (chain and OpenCV); "
-              "ms per frame in the stream's thread (process CPU ms per frame)")
-        _row("reference: conversion only (yuv420p>bgr>yuv420p)", *_conversion_only(frames))
+        print(f"720p, {args.frames} frames, fastest of {repeats} pass(es), {threads} thread(s) (chain and "
+              "OpenCV); ms per frame in the stream's thread (process CPU ms per frame)")
+        _row("reference: conversion only (yuv420p>bgr>yuv420p)", *_conversion_only(frames, repeats))
         for spec in EFFECTS:
-            wall, cpu, _ = _chain_row([spec], frames, models, threads)
+            wall, cpu, _ = _chain_row([spec], frames, models, threads, repeats)
             _row(spec, wall, cpu)
-        wall, cpu, _ = _chain_row(ALL, frames, models, threads)
+        wall, cpu, _ = _chain_row(ALL, frames, models, threads, repeats)
         verdict = "within" if wall <= BUDGET_MS else "OVER"
         _row("all six together", wall, cpu, f"  {verdict} the {BUDGET_MS:.0f} ms budget")
-        wall, cpu, chain = _chain_row(ALL, frames, models, threads, budget=BUDGET_MS)
+        wall, cpu, chain = _chain_row(ALL, frames, models, threads, 1, budget=BUDGET_MS)
         cut = ", ".join(
             f"{s.name} skipped {s.skipped} reused {s.reused}" for s in chain.stats() if s.skipped or s.reused
         )
