@@ -28,8 +28,9 @@ Keeping up: with ``budget_ms`` set (the frame interval, e.g. 33 ms at 30
 fps), the chain plans each frame from the recent cost of each stage and of
 the frame conversions, and keeps a running debt of time spent over budget.
 When the planned frame would not fit in the budget less an eighth of the
-debt (a one-off spike, such as a model's first run, is paid back over
-several frames rather than by stripping the next one bare), it makes
+debt (a spike, such as a moment of load from elsewhere on the machine, is
+paid back over several frames rather than by stripping the next one bare),
+it makes
 the frame cheaper, in this order, until it fits: it skips the costliest
 non-critical stages (counted per stage as ``skipped``: the effect is
 visibly missing on that frame), then asks critical stages that can to reuse
@@ -38,7 +39,11 @@ mask, faces are tracked but not detected anew). Critical stages (face
 privacy, background, voice) are never skipped, because skipping them would
 reveal what the creator hid or break the audio. So the chain's time per
 frame stays within the budget on average whenever the conversions and the
-critical stages' cheapest form fit in it; only then can it run late.
+critical stages' cheapest form fit in it; otherwise it does the least it
+may and runs late. A stage's first run (set-up: a network's first inference
+allocates) is not counted as lateness, and a skipped stage's cost estimate
+fades with each skip, so it is tried again now and then and comes back when
+the machine has room.
 """
 
 from __future__ import annotations
