@@ -207,9 +207,9 @@ async def test_all_effects_with_a_budget_stay_real_time(tmp_path: Path, ffmpeg: 
     # Real time: the queue did not build up over the publish. Without the
     # budget a chain over the frame interval adds backlog on every frame
     # (hundreds of frames over 12 s) until the queue passes its watermark
-    # (half of transcode.queue_frames, 256) and frames are dropped; here it
-    # stays below that, on a machine shared with other work, and nothing is
-    # dropped.
+    # (half of transcode.queue_frames, 256) and frames are dropped. Here the
+    # depth (audio packets included, about 47 a second) stays below that
+    # watermark on a machine shared with other work, and nothing is dropped.
     late = depths[len(depths) // 2:]
     assert max(late) < 128, depths
     assert dropped == 0, depths
