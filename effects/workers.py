@@ -44,7 +44,7 @@ class Helpers:
         future: Future[T] = Future()
         try:
             future.set_result(job(*args, **kwargs))
-        except BaseException as exc:  # handed to whoever collects the result
+        except Exception as exc:  # handed to whoever collects the result
             future.set_exception(exc)
         return future
 
