@@ -26,7 +26,9 @@ class FaceFilter:
     def __init__(self, options: Mapping[str, Any], context: StageContext) -> None:
         names = [name.strip() for name in str(options["overlay"]).split("+") if name.strip()]
         self._art = [make(name) for name in names]
-        self._tracker = FaceTracker(context.models, interval=options["interval"], threshold=options["threshold"])
+        self._tracker = FaceTracker(
+            context.models, interval=options["interval"], threshold=options["threshold"], helpers=context.helpers
+        )
 
     def process(self, image: Image) -> Image:
         for face in self._tracker.update(image):
