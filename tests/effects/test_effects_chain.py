@@ -159,7 +159,7 @@ def _registry(critical: bool, made: list[_Slow] | None = None) -> EffectRegistry
 
     def info(name: str, critical: bool) -> EffectInfo:
         return EffectInfo(name, StageKind.VIDEO, "sleeps", (Option("ms", OptionType.FLOAT, 1.0, "sleep", 0, 1000),),
-                          build, critical=critical)
+                          critical=critical, factory=build)
 
     return EffectRegistry([info("slow", critical), info("cheap", False)])
 
