@@ -26,12 +26,22 @@ class EffectsSettings:
         "Effects for particular streams, by playback name, instead of the default list.", factory=dict
     )
     budget_ms: float = doc(
-        "Time per video frame all effects of a stream may take before the costliest optional ones "
-        "skip frames (counted). 0: never skip.",
+        "Time per video frame all effects of a stream may take: past it the costliest optional effects "
+        "skip frames (fanz_effect_skipped_frames) and background and face privacy reuse their last mask "
+        "and tracked faces (fanz_effect_reused_frames). 0: never skip.",
         0.0,
+    )
+    threads: int = doc(
+        "Threads one stream's effects may use, its transcode thread included: the others run the "
+        "segmentation and face detection networks while the stream's thread draws (1 to 8).",
+        2,
     )
 
     def __post_init__(self) -> None:
+        if not 1 <= self.threads <= 8:
+            raise ValueError("effects.threads must be between 1 and 8")
+        if self.budget_ms < 0:
+            raise ValueError("effects.budget_ms must not be negative")
         # Refuse a bad effect at start-up, not when the first stream arrives.
         catalog = default_catalog()
         for specs in (self.default, *self.streams.values()):

@@ -42,6 +42,8 @@ def test_toml_then_environment_wins(tmp_path: Path) -> None:
         ("", {"FANZ_SERVER_DEV": "maybe"}, "true or false"),
         ("not toml = = 1", {}, "not valid TOML"),
         ("[streams.keys]\nk1 = 'victim/evil'\n", {}, "streams.keys: playback name 'victim/evil' is not allowed"),
+        ("[effects]\nthreads = 0\n", {}, "effects.threads must be between 1 and 8"),
+        ("", {"FANZ_EFFECTS_THREADS": "9"}, "effects.threads must be between 1 and 8"),
     ],
 )
 def test_clear_errors(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

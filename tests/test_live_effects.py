@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -411,6 +412,9 @@ async def test_all_effects_with_a_budget_stay_real_time(tmp_path: Path, ffmpeg: 
                 except TimeoutError:
                     pass
         assert proc.returncode == 0, await proc.stderr.read()  # type: ignore[union-attr]
+        # The ended stream's chain is closed: its helper threads go with it.
+        await wait_for(lambda: "fx6" not in engine.effect_chains, 30)
+        await wait_for(lambda: not any(t.name.startswith("effects") for t in threading.enumerate()), 30)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -435,5 +439,9 @@ async def test_all_effects_with_a_budget_stay_real_time(tmp_path: Path, ffmpeg: 
     assert skipped["background"] == skipped["face_privacy"] == 0
     # Critical stages lighten instead (counted too): applied on every frame.
     assert all(0 <= s.reused <= s.frames for s in stages) and len(stages) == len(ALL_SIX)
+    reused = _metric(metrics, "fanz_effect_reused_frames_total", "fx6")
+    assert set(reused) == set(frames)
+    assert all(reused[name] <= frames[name] for name in frames)
+    assert reused["beauty"] == reused["color"] == 0  # optional stages skip, they never reuse
     print(f"\nqueue depths: {depths}; "
           + "; ".join(f"{s.name} ran {s.frames - s.reused} reused {s.reused} skipped {s.skipped}" for s in stages))

@@ -207,7 +207,7 @@ class Engine:
         effects = self.config.effects
         for specs in (effects.default, *effects.streams.values()):
             try:
-                self._chain_type(specs)
+                self._chain_type(specs, threads=1).close()
             except EffectsError as exc:
                 raise ConfigError(f"effects: {exc}") from exc
 
@@ -222,12 +222,13 @@ class Engine:
                 log.warning("stream %s: effects are off on this node; its effects are not applied", name)
             return None
         try:
+            threads = self.config.effects.threads
             if isinstance(configured, (dict, list)):
-                chain = chain_type.from_settings(configured)
+                chain = chain_type.from_settings(configured, threads=threads)
             else:
                 specs = self.config.effects.specs_for(name)
                 budget = self.config.effects.budget_ms or None
-                chain = chain_type(specs, budget_ms=budget)
+                chain = chain_type(specs, budget_ms=budget, threads=threads)
         except EffectsError as exc:
             log.error("stream %s: effects not applied: %s", name, exc)
             return None
@@ -275,7 +276,9 @@ class Engine:
         finally:
             if self.transcoders.get(transcoder.source_name) is transcoder:
                 del self.transcoders[transcoder.source_name]
-                self.effect_chains.pop(transcoder.source_name, None)
+                chain = self.effect_chains.pop(transcoder.source_name, None)
+                if chain is not None:
+                    chain.close()
 
     def _transcode_status(self, name: str) -> dict[str, object]:
         transcoder = self.transcoders.get(name)
@@ -334,6 +337,11 @@ class Engine:
         skipped = CounterMetricFamily(
             "fanz_effect_skipped_frames", "Frames an effect stage skipped to keep up.", labels=labels
         )
+        reused = CounterMetricFamily(
+            "fanz_effect_reused_frames",
+            "Frames a critical effect stage (background, face privacy) drew with its last analysis to keep up.",
+            labels=labels,
+        )
         cost = GaugeMetricFamily(
             "fanz_effect_frame_milliseconds", "Recent time per frame of each effect stage.", labels=labels
         )
@@ -342,8 +350,9 @@ class Engine:
                 values = [name, str(stage.index), stage.name]
                 frames.add_metric(values, stage.frames)
                 skipped.add_metric(values, stage.skipped)
+                reused.add_metric(values, stage.reused)
                 cost.add_metric(values, stage.recent_ms)
-        return [frames, skipped, cost]
+        return [frames, skipped, reused, cost]
 
     def _webrtc_metrics(self) -> Iterable[Metric]:
         assert self.webrtc is not None
