@@ -51,6 +51,7 @@ async def start(tmp_path: Path):  # type: ignore[no-untyped-def]
         transcode={"enabled": True, "ladder": "test", "ladders": ladders},
         hls={"window_segments": 10, "target_duration_s": TARGET},
         streams={"reconnect_grace_s": 1.0},
+        http={"metrics_stream_labels": True},
     )
 
 
