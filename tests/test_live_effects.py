@@ -435,7 +435,9 @@ async def test_all_effects_with_a_budget_stay_real_time(tmp_path: Path, ffmpeg: 
     assert set(frames) == set(skipped) == {spec.split(":")[0] for spec in ALL_SIX}
     seen = {name: frames[name] + skipped[name] for name in frames}
     # Every stage accounts for every frame through the chain, run or skipped.
-    assert len(set(seen.values())) == 1 and next(iter(seen.values())) > 100, (frames, skipped)
+    # (The last sample may fall inside a frame: the first stages counted it,
+    # the later ones not yet.)
+    assert max(seen.values()) - min(seen.values()) <= 1 and min(seen.values()) > 100, (frames, skipped)
     assert skipped["background"] == skipped["face_privacy"] == 0
     # Critical stages lighten instead (counted too): applied on every frame.
     assert all(0 <= s.reused <= s.frames for s in stages) and len(stages) == len(ALL_SIX)

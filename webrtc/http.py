@@ -179,11 +179,13 @@ class WebRtcHttp:
     # -- WHIP ----------------------------------------------------------------
     async def whip_offer(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
+        # The name first: a request for a name that cannot exist is refused
+        # whatever its body holds.
+        if not STREAM_KEY.fullmatch(key):
+            return self._error(403, "publish refused: malformed stream key")
         offer = await self._read_offer(request)
         if isinstance(offer, web.Response):
             return offer
-        if not STREAM_KEY.fullmatch(key):
-            return self._error(403, "publish refused: malformed stream key")
         remote = request.remote or ""
         try:
             grant = await self.publish_check.authorize_publish(PublishRequest("whip", key, "whip", remote))
@@ -241,11 +243,11 @@ class WebRtcHttp:
     # -- WHEP ----------------------------------------------------------------
     async def whep_offer(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        if not STREAM_NAME.fullmatch(name):
+            return self._error(404, "no such stream")
         offer = await self._read_offer(request)
         if isinstance(offer, web.Response):
             return offer
-        if not STREAM_NAME.fullmatch(name):
-            return self._error(404, "no such stream")
         token = request.query.get("token")
         auth = request.headers.get("Authorization", "")
         if token is None and auth.lower().startswith("bearer "):
