@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -442,6 +443,16 @@ async def sample_peak_rss(pids: Sequence[int], stop: asyncio.Event, interval_s: 
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def fanz_media_exe() -> str:
+    """The ``fanz-media`` command of this environment (beside the running
+    interpreter, else on the PATH)."""
+    beside = Path(sys.executable).with_name("fanz-media")
+    exe = str(beside) if beside.exists() else shutil.which("fanz-media")
+    if exe is None:
+        raise BenchmarkError("fanz-media is not installed in this environment")
+    return exe
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -28,7 +28,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import aiohttp
 from benchmarks.common import (
     BenchmarkError,
     ProcessSet,
+    fanz_media_exe,
     format_table,
     free_port,
     run_benchmark,
@@ -51,10 +51,7 @@ SERVER_START_S = 60.0
 
 
 def engine_command(workdir: Path, *, ladder: bool, part_target: float) -> tuple[list[str], int, int]:
-    beside = Path(sys.executable).with_name("fanz-media")
-    exe = str(beside) if beside.exists() else shutil.which("fanz-media")
-    if exe is None:
-        raise BenchmarkError("fanz-media is not installed in this environment")
+    exe = fanz_media_exe()
     rtmp, http = free_port(HOST), free_port(HOST)
     config = workdir / "engine.toml"
     config.write_text(

@@ -39,6 +39,7 @@ from benchmarks.common import (
     PlaylistInfo,
     ProcessSet,
     Progress,
+    fanz_media_exe,
     format_table,
     free_port,
     make_source_clip,
@@ -92,10 +93,7 @@ class ServerUnderTest:
 
 def engine_server(workdir: Path) -> ServerUnderTest:
     """``fanz-media serve --dev`` on loopback, writing under ``workdir``."""
-    beside = Path(sys.executable).with_name("fanz-media")
-    exe = str(beside) if beside.exists() else shutil.which("fanz-media")
-    if exe is None:
-        raise BenchmarkError("fanz-media is not installed in this environment")
+    exe = fanz_media_exe()
     rtmp, http = free_port(HOST), free_port(HOST)
     # The same job as nginx-rtmp's: remux to HLS, no ladder, no control API.
     config = workdir / "engine.toml"

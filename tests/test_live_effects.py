@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.effects_bench import ALL as ALL_SIX
 from effects.chain import StageStats
 from tests.conftest import make_clip, publish, start_engine, wait_for
 from tests.hls_rules import check_media, check_multivariant
@@ -340,14 +341,6 @@ async def test_live_effect_updates_apply_in_order_last_wins(
         await engine.stop()
 
 
-ALL_SIX = [
-    "background:mode=blur",
-    "face_privacy:mode=pixelate",
-    "beauty:smooth=0.6,brightness=0.2,warmth=0.3",
-    "color:preset=warm",
-    "face_filter:overlay=glasses",
-    "watermark:text=FANZ,position=bottom-right",
-]
 
 
 def _metric(text: str, name: str, stream: str) -> dict[str, float]:

@@ -9,6 +9,7 @@ from control_api.errors import Conflict, NotFound
 from control_api.security import new_id, new_secret, secret_hash
 from control_api.store import audit
 from control_api.store.audit import Actor
+from control_api.store.sealing import seal_clear_column
 from drm.keystore import Sealer
 
 PUBLIC_FIELDS = ("id", "username", "display_name", "bio", "role", "verified", "creator_status", "created_at")
@@ -235,12 +236,4 @@ async def use_totp_step(db: Database, user_id: str, step: int) -> bool:
 async def seal_clear_totp(db: Database, sealer: Sealer) -> int:
     """Seal TOTP seeds stored in clear by earlier versions; returns how many
     were sealed."""
-    rows = await db.fetch("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
-    sealed = 0
-    for row in rows:
-        if not Sealer.is_sealed(row["totp_secret"]):
-            sealed += await db.execute(
-                "UPDATE users SET totp_secret = $2 WHERE id = $1 AND totp_secret = $3",
-                row["id"], sealer.seal(row["totp_secret"], _totp_context(row["id"])), row["totp_secret"],
-            )
-    return sealed
+    return await seal_clear_column(db, sealer, "users", "totp_secret", _totp_context)

@@ -10,6 +10,7 @@ from control_api.errors import NotFound
 from control_api.security import new_id
 from control_api.store import audit
 from control_api.store.audit import Actor
+from control_api.store.sealing import seal_clear_column
 from drm.keystore import Sealer
 
 
@@ -113,12 +114,4 @@ async def list_deliveries(db: Database, endpoint_id: str, limit: int, offset: in
 async def seal_clear_secrets(db: Database, sealer: Sealer) -> int:
     """Seal signing secrets stored in clear by earlier versions; returns how
     many were sealed."""
-    rows = await db.fetch("SELECT id, secret FROM webhook_endpoints")
-    sealed = 0
-    for row in rows:
-        if not Sealer.is_sealed(row["secret"]):
-            sealed += await db.execute(
-                "UPDATE webhook_endpoints SET secret = $2 WHERE id = $1 AND secret = $3",
-                row["id"], sealer.seal(row["secret"], _context(row["id"])), row["secret"],
-            )
-    return sealed
+    return await seal_clear_column(db, sealer, "webhook_endpoints", "secret", _context)

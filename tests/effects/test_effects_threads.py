@@ -9,19 +9,11 @@ import av
 import numpy as np
 import pytest
 
+from benchmarks.effects_bench import ALL as HEAVY
 from effects.chain import EffectChain
 from effects.faces import FaceTracker
 from effects.models import ModelStore
 from effects.workers import Helpers
-
-HEAVY = [
-    "background:mode=blur",
-    "face_privacy:mode=pixelate",
-    "beauty:smooth=0.6,brightness=0.2,warmth=0.3",
-    "color:preset=warm",
-    "face_filter:overlay=glasses",
-    "watermark:text=FANZ,position=bottom-right",
-]
 
 
 def test_helpers_run_jobs_on_another_thread_or_inline() -> None:
