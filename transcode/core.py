@@ -1,12 +1,20 @@
 """One stream's transcode: decode once, filter once, scale and encode per rung.
 
-:class:`StreamTranscoder` is synchronous and does no I/O: model packets in,
+:class:`StreamTranscoder` does no I/O: model packets in,
 :class:`RenditionStarted` / :class:`RenditionPacket` events out, like a codec
 context ("list in, list out, ``None`` flushes"). The live path runs it on a
-worker thread (transcode/live.py); the file path calls it directly.
+worker thread (transcode/live.py); the file path calls it directly. Inside,
+the caller's thread decodes, takes the keyframe decision and runs the frame
+filter; each rung then scales and encodes on a thread of its own
+(:mod:`transcode.fanout`) unless the ladder says ``parallel_rungs = false``.
+A call returns the packets the rungs have finished so far; the rest follow
+from later calls and the flush.
 
 Every rendition has the same track layout: video at index 0 and, when the
-source has audio, the shared AAC track at index 1.
+source has audio, the shared AAC track at index 1. Within a re-encoded
+rendition, the shared audio is held back until that rung's video has
+reached the same time, so each rendition's packets come out interleaved by
+time however far its encoder runs behind.
 """
 
 from __future__ import annotations
@@ -15,16 +23,18 @@ import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
 from engine.media import MediaKind, Packet, Track
 from transcode.audio import AudioTranscoder
-from transcode.errors import SourceError
+from transcode.errors import SourceError, TranscodeConfigError
+from transcode.fanout import InlineLane, RungLane, ThreadedLane
 from transcode.keyframes import KeyframeGrid
-from transcode.ladder import LadderConfig, LadderPlan, SourceInfo, plan_ladder
-from transcode.video import RungEncoder, VideoDecoder
+from transcode.ladder import ENCODE_USES, EncodeUse, LadderConfig, LadderPlan, SourceInfo, plan_ladder
+from transcode.video import RungEncoder, VideoDecoder, mark_frame
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,10 @@ PASSTHROUGH_ENCODER = "copy"
 MAX_PENDING = 1024
 """Packets held while the video size is still unknown (no width/height in
 the track and no frame decoded yet)."""
+MAX_AUDIO_HOLD = 1024
+"""Audio packets a rendition holds back for its video (about 21 s of AAC at
+48 kHz); past it the oldest go out anyway, so a stalled rung cannot grow
+memory without end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +102,13 @@ class StreamTranscoder:
         frame_filter: FrameFilter | None = None,
         emit_passthrough_video: bool = True,
         audio_filter: AudioFilter | None = None,
+        use: EncodeUse | str = "live",
     ) -> None:
+        if isinstance(use, str):
+            if use not in ENCODE_USES:
+                raise TranscodeConfigError(f"unknown encoder use {use!r}; known: {', '.join(ENCODE_USES)}")
+            use = ENCODE_USES[use]
+        self.use = use
         self.audio_filter = audio_filter
         self.ladder = ladder
         self.encoder = encoder
@@ -102,7 +122,9 @@ class StreamTranscoder:
         self._audio: Track | None = None
         self._decoder: VideoDecoder | None = None
         self._audio_tx: AudioTranscoder | None = None
-        self._rungs: list[RungEncoder] = []
+        self._lanes: list[RungLane] = []
+        self._audio_hold: dict[str, collections.deque[Packet]] = {}
+        self._video_clock: dict[str, Fraction] = {}
         self._pending: collections.deque[tuple[Packet, bool]] = collections.deque()
         self._started = False
 
@@ -126,6 +148,35 @@ class StreamTranscoder:
     def push(self, packet: Packet) -> list[TranscodeEvent]:
         if self._decoder is None or self._video is None:
             raise SourceError("push() before start()")
+        try:
+            return self._push(packet)
+        except BaseException:
+            self.close()
+            raise
+
+    def flush(self) -> list[TranscodeEvent]:
+        """Drain the decoders and encoders; call once at the end."""
+        if self._decoder is None:
+            return []
+        try:
+            return self._flush()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the rung threads without flushing (an error, or the stream
+        is abandoned). :meth:`flush` ends them on its own."""
+        for lane in self._lanes:
+            lane.close()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # -- internals ---------------------------------------------------------
+    def _push(self, packet: Packet) -> list[TranscodeEvent]:
+        assert self._decoder is not None and self._video is not None
         events: list[TranscodeEvent] = []
         if packet.track == self._video.index:
             self.stats.video_packets_in += 1
@@ -139,50 +190,77 @@ class StreamTranscoder:
             for out in self._audio_tx.push(packet):
                 self._emit_or_hold(out, events, audio=True)
             self.stats.audio_frames_encoded = self._audio_tx.frames_encoded
+        self._collect(events)
         return events
 
-    def flush(self) -> list[TranscodeEvent]:
-        """Drain the decoders and encoders; call once at the end."""
+    def _flush(self) -> list[TranscodeEvent]:
+        assert self._decoder is not None
         events: list[TranscodeEvent] = []
-        if self._decoder is None:
-            return events
         for frame in self._decoder.decode(None):
             events += self._frame(frame)
-        for rung in self._rungs:
-            events += [RenditionPacket(rung.rung.name, p) for p in rung.flush()]
         if self._audio_tx is not None:
             for out in self._audio_tx.push(None):
                 self._emit_or_hold(out, events, audio=True)
+        for lane in self._lanes:
+            self._emit_video(lane.encoder, lane.finish(), events)
+            self._update_counts(lane.encoder)
+        for name, held in self._audio_hold.items():
+            events += [RenditionPacket(name, p) for p in held]
+            held.clear()
         return events
 
-    @property
-    def started(self) -> bool:
-        return self._started
+    def _collect(self, events: list[TranscodeEvent]) -> None:
+        """Append what every rung has encoded so far."""
+        for lane in self._lanes:
+            packets = lane.take()
+            if packets:
+                self._emit_video(lane.encoder, packets, events)
+            self._update_counts(lane.encoder)
 
-    # -- internals ---------------------------------------------------------
+    def _emit_video(self, rung: RungEncoder, packets: list[Packet], events: list[TranscodeEvent]) -> None:
+        """A rung's packets, each after the held audio that comes before it."""
+        name = rung.rung.name
+        held = self._audio_hold.get(name)
+        for packet in packets:
+            at = packet.dts_seconds
+            while held and held[0].dts_seconds <= at:
+                events.append(RenditionPacket(name, held.popleft()))
+            events.append(RenditionPacket(name, packet))
+            self._video_clock[name] = at
+
+    def _update_counts(self, rung: RungEncoder) -> None:
+        self.stats.frames_encoded[rung.rung.name] = rung.frames_encoded
+        self.stats.frames_rate_capped[rung.rung.name] = rung.frames_skipped
+
     def _open(self, width: int, height: int) -> list[TranscodeEvent]:
         assert self._video is not None
         source = SourceInfo(self._video.codec, width, height, self._video.frame_rate, self._video.bitrate)
         self.plan = plan_ladder(self.ladder, source)
-        self._rungs = [RungEncoder(r, self.ladder, self.encoder, self._video.time_base) for r in self.plan.rungs]
+        rungs = [RungEncoder(r, self.ladder, self.encoder, self._video.time_base, self.use) for r in self.plan.rungs]
+        if self.ladder.parallel_rungs:
+            self._lanes = [ThreadedLane(r, name=f"rung:{r.rung.name}") for r in rungs]
+        else:
+            self._lanes = [InlineLane(r) for r in rungs]
+        self._audio_hold = {r.rung.name: collections.deque() for r in rungs}
         audio = (self._audio_tx.track,) if self._audio_tx is not None else ()
         events: list[TranscodeEvent] = []
         if self.plan.passthrough:
             video = self._video.with_changes(index=0, width=width, height=height)
             events.append(RenditionStarted(self.ladder.passthrough_name, (video, *audio), PASSTHROUGH_ENCODER))
             self.encoders[self.ladder.passthrough_name] = PASSTHROUGH_ENCODER
-        for rung in self._rungs:
+        for rung in rungs:
             events.append(RenditionStarted(rung.rung.name, (rung.track, *audio), self.encoder))
             self.encoders[rung.rung.name] = self.encoder
             self.stats.frames_encoded[rung.rung.name] = 0
             self.stats.frames_rate_capped[rung.rung.name] = 0
         self._started = True
         log.info(
-            "transcode plan for %dx%d: %s (passthrough: %s)",
+            "transcode plan for %dx%d: %s (passthrough: %s%s)",
             width,
             height,
             ", ".join(f"{r.name}={r.width}x{r.height}" for r in self.plan.rungs),
             self.plan.passthrough_reason,
+            "".join(f"; {name} left out: {why}" for name, why in self.plan.skipped),
         )
         pending, self._pending = self._pending, collections.deque()
         for packet, is_audio in pending:
@@ -203,7 +281,17 @@ class StreamTranscoder:
                 events.append(RenditionPacket(self.ladder.passthrough_name, _reindex(packet, 0)))
             return
         for name in self.plan.rendition_names:
-            events.append(RenditionPacket(name, packet))
+            held = self._audio_hold.get(name)
+            if held is None:
+                events.append(RenditionPacket(name, packet))  # the passthrough: no encoder delay
+                continue
+            clock = self._video_clock.get(name)
+            if not held and clock is not None and packet.dts_seconds <= clock:
+                events.append(RenditionPacket(name, packet))
+                continue
+            held.append(packet)
+            if len(held) > MAX_AUDIO_HOLD:
+                events.append(RenditionPacket(name, held.popleft()))
 
     def _frame(self, frame: VideoFrame) -> list[TranscodeEvent]:
         assert self._video is not None and frame.pts is not None
@@ -211,16 +299,17 @@ class StreamTranscoder:
         events: list[TranscodeEvent] = []
         if self.plan is None:
             events += self._open(frame.width, frame.height)
+        # The boundary is decided here, once, before the frame fans out: every
+        # rung forces its IDRs on the same frames.
         boundary = self.grid.is_boundary(frame.pts, self._video.time_base, bool(frame.key_frame))
         if self.frame_filter is not None:
             filtered = self.frame_filter(frame)
             if filtered.pts is None:
                 filtered.pts = frame.pts
             frame = filtered
-        for rung in self._rungs:
-            events += [RenditionPacket(rung.rung.name, p) for p in rung.encode(frame, boundary)]
-            self.stats.frames_encoded[rung.rung.name] = rung.frames_encoded
-            self.stats.frames_rate_capped[rung.rung.name] = rung.frames_skipped
+        mark_frame(frame, self._video.time_base, boundary)
+        for lane in self._lanes:
+            lane.submit(frame, boundary)
         return events
 
 

@@ -23,11 +23,20 @@ from engine.media import Codec, Packet, Track
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap
-from transcode.ladder import LadderConfig, PlannedRung
+from transcode.ladder import EncodeUse, LadderConfig, PlannedRung
 
 log = logging.getLogger(__name__)
 
 DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d", Codec.VP8: "vp8", Codec.VP9: "vp9"}
+
+
+def mark_frame(frame: VideoFrame, time_base: Fraction, boundary: bool) -> None:
+    """Set the fields every rung's encoder reads on a decoded frame, once,
+    before it is shared: its time base, and I (forced IDR) on a segment
+    boundary, else no type (a decoded frame says I on its own keyframes, and
+    libx264 would make an IDR of every one)."""
+    frame.time_base = time_base
+    frame.pict_type = PictureType.I if boundary else PictureType.NONE
 
 
 def open_decoder(track: Track, names: dict[Codec, str], kind: str) -> CodecContext:
@@ -102,11 +111,13 @@ class RungEncoder:
     """Scales and encodes one rung. Call :meth:`encode` with every decoded
     frame and the shared boundary decision, then :meth:`flush` at the end."""
 
-    def __init__(self, rung: PlannedRung, ladder: LadderConfig, encoder: str, time_base: Fraction) -> None:
+    def __init__(
+        self, rung: PlannedRung, ladder: LadderConfig, encoder: str, time_base: Fraction, use: EncodeUse
+    ) -> None:
         self.rung = rung
         self.encoder_name = encoder
         self.time_base = time_base
-        self.ctx = open_encoder(encoder, ladder, rung, time_base)
+        self.ctx = open_encoder(encoder, ladder, rung, time_base, use)
         extradata = self.ctx.extradata
         if not extradata:
             raise EncoderError(f"encoder {encoder} gave no global header for {rung.name}")
@@ -136,7 +147,8 @@ class RungEncoder:
 
     def encode(self, frame: VideoFrame, boundary: bool) -> list[Packet]:
         """Encode ``frame`` (decoder output at source size) for this rung;
-        ``boundary`` forces an IDR. The frame is not kept."""
+        ``boundary`` forces an IDR. The frame is not kept or changed, so
+        several rungs may encode the same frame at once on their own threads."""
         assert frame.pts is not None
         if not self._cap.keep(frame.pts, self.time_base, boundary):
             self.frames_skipped += 1
@@ -144,11 +156,19 @@ class RungEncoder:
         scaled = self._scaler.reformat(
             frame, self.rung.width, self.rung.height, "yuv420p", interpolation=Interpolation.BILINEAR
         )
-        scaled.pts = frame.pts
-        scaled.time_base = self.time_base
-        # Decoded frames carry pict_type I; left as is, libx264 would make
-        # every one of them an IDR.
-        scaled.pict_type = PictureType.I if boundary else PictureType.NONE
+        picture = PictureType.I if boundary else PictureType.NONE
+        if scaled is frame:
+            # Same size and format: the reformatter hands the frame itself
+            # back, and other rungs may be reading it on their threads. The
+            # fan-out set its fields before sharing it (see mark_frame);
+            # check rather than write.
+            assert frame.pict_type == picture, f"rung {self.rung.name}: frame shared without its keyframe mark"
+        else:
+            scaled.pts = frame.pts
+            scaled.time_base = self.time_base
+            # Decoded frames carry pict_type I; left as is, libx264 would
+            # make every one of them an IDR.
+            scaled.pict_type = picture
         self.idr_forced += boundary
         self.frames_encoded += 1
         return self._packets(scaled)

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from engine import transcode_command as cli
+from engine.app import transcode_command as cli
 from engine.media import Packet
 from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
 from transcode.file import TranscodeProgress, transcode_file
@@ -89,8 +89,8 @@ def outputs(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 
 
 def test_each_rendition_has_its_size_and_codecs(outputs: dict[str, Path], ffprobe: str) -> None:
-    assert sorted(outputs) == ["240p", "360p", "source"]
-    sizes = {"source": (640, 360), "360p": (640, 360), "240p": (426, 240)}
+    assert sorted(outputs) == ["240p", "288p", "source"]
+    sizes = {"source": (640, 360), "288p": (512, 288), "240p": (426, 240)}
     for name, path in outputs.items():
         streams = ffprobe_streams(ffprobe, path)
         video = next(s for s in streams if s["codec_type"] == "video")
@@ -104,14 +104,14 @@ def test_keyframes_aligned_in_every_rendition(outputs: dict[str, Path]) -> None:
     # the same in every rendition.
     times = {name: key_times(path)[0] for name, path in outputs.items()}
     assert [t - times["source"][0] for t in times["source"]] == [0, 1, 2]
-    assert times["360p"] == times["source"]
+    assert times["288p"] == times["source"]
     assert times["240p"] == times["source"]
 
 
 def test_not_every_frame_is_an_idr(outputs: dict[str, Path], ffprobe: str) -> None:
-    keys, frames = key_times(outputs["360p"])
+    keys, frames = key_times(outputs["288p"])
     assert frames == 90 and len(keys) == 3
-    types = pict_types(ffprobe, outputs["360p"])
+    types = pict_types(ffprobe, outputs["288p"])
     assert len(types) >= 88  # the MP4 edit list may hide a frame from ffprobe
     assert types.count("I") == 3 and types.count("P") + types.count("B") == len(types) - 3
 
@@ -137,7 +137,7 @@ def test_audio_decoded_and_encoded_once(clip: Path) -> None:
         events += tx.push(packet)
     events += tx.flush()
     started = {e.name: e for e in events if isinstance(e, RenditionStarted)}
-    assert set(started) == {"source", "360p", "240p"}
+    assert set(started) == {"source", "288p", "240p"}
     assert len({e.tracks[1] for e in started.values()}) == 1  # one shared AAC track
     audio: dict[str, list[Packet]] = defaultdict(list)
     for e in events:
@@ -145,13 +145,13 @@ def test_audio_decoded_and_encoded_once(clip: Path) -> None:
             audio[e.name].append(e.packet)
     first = audio["source"]
     assert len(first) >= 140  # about 3 s of 1024-sample frames at 48 kHz
-    for name in ("360p", "240p"):
+    for name in ("288p", "240p"):
         assert len(audio[name]) == len(first)
         assert all(a is b for a, b in zip(audio[name], first, strict=True))  # the same packets, not re-encoded
     source_audio = sum(1 for p in packets if p.track == 1)
     assert tx.stats.audio_packets_in == source_audio
     assert tx.stats.audio_frames_encoded <= source_audio + 5  # once, not once per rendition
-    assert tx.encoders == {"source": "copy", "360p": "libx264", "240p": "libx264"}
+    assert tx.encoders == {"source": "copy", "288p": "libx264", "240p": "libx264"}
 
 
 def test_fixed_grid_for_files_without_passthrough(clip: Path) -> None:
@@ -161,9 +161,9 @@ def test_fixed_grid_for_files_without_passthrough(clip: Path) -> None:
     for e in transcode_file(clip, ladder, "libx264", progress=seen.append):
         if isinstance(e, RenditionPacket) and e.packet.track == 0 and e.packet.keyframe:
             keys[e.name].append(e.packet.pts_seconds)
-    assert sorted(keys) == ["240p", "360p"]
+    assert sorted(keys) == ["240p", "288p"]
     expected = [Fraction(i, 2) for i in range(6)]
-    assert sorted(keys["360p"]) == expected and sorted(keys["240p"]) == expected
+    assert sorted(keys["288p"]) == expected and sorted(keys["240p"]) == expected
     assert seen and seen[-1].fraction == 1.0
     fractions = [p.fraction for p in seen if p.fraction is not None]
     assert max(fractions[:-1]) < 1.0
@@ -187,8 +187,9 @@ def test_cli_main_writes_vod_hls(clip: Path, tmp_path: Path, capsys: pytest.Capt
     assert captured.out.strip() == str(out / "index.m3u8")
     assert "100%" in captured.err and "[" in captured.err  # the progress bar reached the end
     index = (out / "index.m3u8").read_text()
-    assert "source/media.m3u8" in index and "360p/media.m3u8" in index
-    media = (out / "360p" / "media.m3u8").read_text()
+    # The mobile ladder's 360p rung would sit beside the 360p passthrough: left out.
+    assert "source/media.m3u8" in index and "360p/media.m3u8" not in index
+    media = (out / "source" / "media.m3u8").read_text()
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in media and media.rstrip().endswith("#EXT-X-ENDLIST")
     # A folder that is not empty is refused rather than overwritten.
     assert cli.main([str(clip), str(out), "--encoder", "libx264", "--quiet"]) == 1

@@ -58,7 +58,7 @@ async def run_live(
 
 async def test_live_transcoder_publishes_each_rung(clip: Path, probe: EncoderProbe) -> None:
     live, items, packets = await run_live(clip, probe, queue_size=100_000)  # never drops
-    assert sorted(items) == ["240p", "360p", "source"]
+    assert sorted(items) == ["240p", "288p", "source"]
     source_keys = sorted(p.pts for p in packets if p.track == 0 and p.keyframe)
     assert source_keys == [0, 1000, 2000]
     for name, got in items.items():
@@ -72,7 +72,7 @@ async def test_live_transcoder_publishes_each_rung(clip: Path, probe: EncoderPro
         assert vpk[0].keyframe
         assert any(isinstance(x, Packet) and x.track == 1 for x in got)
     assert items["240p"][0].tracks[0].height == 240  # type: ignore[union-attr]
-    assert live.status.renditions == {"cam/source": "copy", "cam/360p": "libx264", "cam/240p": "libx264"}
+    assert live.status.renditions == {"cam/source": "copy", "cam/288p": "libx264", "cam/240p": "libx264"}
     source_video = [x for x in items["source"] if isinstance(x, Packet) and x.track == 0]
     assert [p.data for p in source_video] == [p.data for p in packets if p.track == 0]
 
@@ -85,7 +85,7 @@ async def test_overrun_drops_whole_gops_and_counts(clip: Path, probe: EncoderPro
     live, items, packets = await run_live(clip, probe, queue_size=4, frame_filter=slow_effect)
     drops = live.status.drops
     assert drops.gops_dropped >= 1 and drops.video_packets_dropped_gop > 0
-    encoded = [x for x in items["360p"] if isinstance(x, Packet) and x.track == 0]
+    encoded = [x for x in items["288p"] if isinstance(x, Packet) and x.track == 0]
     total_video = sum(1 for p in packets if p.track == 0)
     assert 0 < len(encoded) < total_video
     assert encoded[0].keyframe
