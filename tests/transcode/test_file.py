@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import threading
 from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from engine.app import transcode_command as cli
 from engine.media import Packet
 from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
+from transcode.errors import EncoderError
 from transcode.file import TranscodeProgress, transcode_file
 from transcode.keyframes import SourceKeyframeGrid
 
@@ -205,3 +208,95 @@ def _exit_message(call) -> str:  # type: ignore[no-untyped-def]
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
         call()
     return err.getvalue()
+
+
+def _run_transcoder(clip: Path, **ladder_changes: object) -> tuple[StreamTranscoder, list[RenditionPacket]]:
+    tracks, packets = model_packets(clip)
+    tx = StreamTranscoder(small_ladder(**ladder_changes), "libx264", SourceKeyframeGrid(), use="file")
+    events = tx.start(tracks)
+    for packet in packets:
+        events += tx.push(packet)
+    events += tx.flush()
+    return tx, [e for e in events if isinstance(e, RenditionPacket)]
+
+
+def test_threads_per_rung_give_the_serial_output(clip: Path) -> None:
+    # With one x264 thread an encode is fully deterministic: the rung threads must
+    # change nothing but the timing (same packets, same order, same IDRs).
+    _, serial = _run_transcoder(clip, parallel_rungs=False, encoder_threads=1)
+    tx, parallel = _run_transcoder(clip, parallel_rungs=True, encoder_threads=1)
+    for name in ("288p", "240p"):
+        def video(events: list[RenditionPacket], name: str = name) -> list[tuple[int, int, bool, bytes]]:
+            return [(e.packet.pts, e.packet.dts, e.packet.keyframe, e.packet.data)
+                    for e in events if e.name == name and e.packet.track == 0]
+        assert video(parallel) == video(serial)
+        assert len(video(parallel)) == tx.stats.frames_encoded[name] > 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("rung:")]  # flush ended them
+
+
+def test_each_rendition_interleaves_audio_behind_its_video(clip: Path) -> None:
+    _, events = _run_transcoder(clip)
+    for name in ("288p", "240p"):
+        latest_audio = None
+        audio = video = 0
+        for e in events:
+            if e.name != name:
+                continue
+            if e.packet.track == 1:
+                audio += 1
+                latest_audio = e.packet.dts_seconds
+            else:
+                video += 1
+                # No audio goes out ahead of the video of the same moment.
+                assert latest_audio is None or latest_audio <= e.packet.dts_seconds
+        assert audio >= 140 and video > 0
+
+
+def test_a_failing_rung_thread_surfaces_its_error_and_ends(clip: Path) -> None:
+    tracks, packets = model_packets(clip)
+    tx = StreamTranscoder(small_ladder(), "libx264", SourceKeyframeGrid(), use="file")
+    tx.start(tracks)
+    broken = tx._lanes[0].encoder
+
+    def fail(frame: av.VideoFrame, boundary: bool) -> list[Packet]:
+        raise EncoderError("encoder gone")
+
+    broken.encode = fail  # type: ignore[method-assign]
+    with pytest.raises(EncoderError, match="encoder gone"):
+        for packet in packets:
+            tx.push(packet)
+        tx.flush()
+    for t in threading.enumerate():
+        if t.name.startswith("rung:"):
+            t.join(5)
+    assert not [t for t in threading.enumerate() if t.name.startswith("rung:")]
+
+
+def _first_segment_x264(path: Path) -> dict[str, str]:
+    seg = sorted(path.parent.glob("seg*"))[0]
+    found = re.search(rb"options: ([^\x00]*)", seg.read_bytes())
+    assert found is not None
+    return dict(item.split("=", 1) for item in found.group(1).decode().split() if "=" in item)
+
+
+def test_files_get_file_settings_and_live_gets_live_settings(
+    clip: Path, tmp_path: Path, ffprobe: str
+) -> None:
+    ladder = small_ladder(bframes=None, passthrough=False, x264_preset="veryfast", segment_duration=Fraction(1))
+    found: dict[str, tuple[dict[str, str], list[str]]] = {}
+    for use in ("file", "live"):
+        index = cli.run(clip, tmp_path / use, ladder, "libx264", quiet=True, use=use)
+        media = index.parent / "288p" / "media.m3u8"
+        found[use] = (_first_segment_x264(media), pict_types(ffprobe, media))
+    file_opts, file_types = found["file"]
+    live_opts, live_types = found["live"]
+    assert "B" in file_types and "B" not in live_types
+    assert file_opts["bframes"] == "3" and live_opts["bframes"] == "0"
+    assert file_opts["sliced_threads"] == "0" and live_opts["sliced_threads"] == "1"
+    assert int(file_opts["rc_lookahead"]) > 0 and live_opts["rc_lookahead"] == "0"
+    # Both keep the keyframe grid: IDRs only where forced, closed GOPs (x264
+    # names open_gop only where there are B-frames to open a GOP with).
+    assert file_opts["open_gop"] == "0"
+    for opts in (file_opts, live_opts):
+        assert opts["scenecut"] == "0"
+    assert file_types.count("I") == live_types.count("I") == 3
