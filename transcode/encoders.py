@@ -31,6 +31,7 @@ from transcode.ladder import (
     RungConfig,
     SourceInfo,
     plan_ladder,
+    scaled_width,
 )
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,26 @@ def _try_encoder(name: str) -> None:
         raise EncoderError(f"encoder {name} failed on a test frame: {exc}") from exc
     if not packets:
         raise EncoderError(f"encoder {name} produced nothing for a test frame")
+
+
+def check_ladder(ladder: LadderConfig, encoder: str = SOFTWARE_H264) -> list[str]:
+    """Open ``encoder`` with each rung's settings, for files and for live, at
+    the rung's 16:9 size and 30 fps; the reasons it refused (empty when every
+    one opened).
+
+    Catches what names alone cannot: option combinations the encoder
+    refuses (two psychovisual x264 tunes, say).
+    """
+    problems: list[str] = []
+    rate = Fraction(30)
+    rungs = [PlannedRung(cfg, scaled_width(16, 9, cfg.height), cfg.height, rate, None) for cfg in ladder.rungs]
+    for use in ENCODE_USES.values():
+        for rung in rungs:
+            try:
+                open_encoder(encoder, ladder, rung, Fraction(1, 90_000), use)
+            except (EncoderError, TranscodeConfigError) as exc:
+                problems.append(f"ladder {ladder.name}, rung {rung.name}, {use.name} settings: {exc}")
+    return problems
 
 
 def probe_encoders(candidates: tuple[str, ...] = HARDWARE_CANDIDATES) -> EncoderProbe:

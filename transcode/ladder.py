@@ -18,7 +18,8 @@ from transcode.errors import SourceError, TranscodeConfigError
 RATE_CONTROLS = ("vbr", "cbr")
 X264_PROFILES = ("baseline", "main", "high")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-X264_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency")
+X264_PSY_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim")
+X264_TUNES = (*X264_PSY_TUNES, "fastdecode", "zerolatency")
 H264_LEVELS = (
     "1", "1.0", "1b", "1.1", "1.2", "1.3", "2", "2.0", "2.1", "2.2", "3", "3.0", "3.1", "3.2",
     "4", "4.0", "4.1", "4.2", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1", "6.2",
@@ -70,12 +71,17 @@ def check_x264_tune(where: str, value: str) -> None:
     """``auto``, no tune (``""`` or ``"none"``), or x264 tunes joined by commas."""
     if value == TUNE_AUTO or value in NO_TUNE:
         return
-    for part in value.split(","):
+    parts = value.split(",")
+    for part in parts:
         if part not in X264_TUNES:
             allowed = ", ".join(repr(a) for a in (TUNE_AUTO, *NO_TUNE, *X264_TUNES))
             raise TranscodeConfigError(
                 f"{where}: x264_tune {value!r} is not one of {allowed} (or several tunes joined by commas)"
             )
+    psy = [p for p in parts if p in X264_PSY_TUNES]
+    if len(psy) > 1:
+        # x264 would only warn and drop all but one.
+        raise TranscodeConfigError(f"{where}: x264_tune {value!r} names more than one of {', '.join(X264_PSY_TUNES)}")
 
 
 @dataclass(frozen=True, slots=True)
