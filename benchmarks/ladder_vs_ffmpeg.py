@@ -19,7 +19,9 @@ same job, in one run.
    the faster or cheaper one. ``--cpus N`` runs both tools under
    ``taskset`` on the first N CPUs, ``--parallel M`` runs M copies of the
    job at once (frames/s is then their sum); given several values, every
-   (N, M) pair is measured and gets its own ratios.
+   (N, M) pair is measured and gets its own ratios. ``--serial-rungs`` adds
+   the engine with ``parallel_rungs = false`` (decode, scale and encode on
+   one thread) as a third tool, ``engine-serial``.
 2. **Live capacity.** How many concurrent live 720p30 streams with a 3-rung
    ladder (720p, 480p, 360p) the machine keeps in real time. For the engine,
    ``fanz-media serve --dev`` on loopback gets N RTMP publishers
@@ -406,6 +408,7 @@ class Settings:
     as_json: bool
     cpus: tuple[int | None, ...] = (None,)
     parallel: tuple[int, ...] = (1,)
+    serial_rungs: bool = False
 
 
 @dataclass
@@ -495,10 +498,15 @@ async def measure_file_run(tool: str, cmd: list[str], outdir: Path, log: Path, f
     return await measure_jobs(tool, [FileJob(cmd, outdir, log)], frames, renditions, duration_s)
 
 
-def file_ratios(best: dict[str, FileRun]) -> dict[str, float]:
-    """engine / ffmpeg for wall time, CPU time and aggregate frames per
-    second (empty unless both tools have a good run)."""
-    engine, ffmpeg = best.get("engine"), best.get("ffmpeg")
+SERIAL_ENGINE = "engine-serial"
+"""The engine with ``parallel_rungs = false`` (``--serial-rungs``): decode,
+scale and encode one after another on one thread, for comparison."""
+
+
+def file_ratios(best: dict[str, FileRun], engine_tool: str = "engine") -> dict[str, float]:
+    """``engine_tool`` / ffmpeg for wall time, CPU time and aggregate frames
+    per second (empty unless both tools have a good run)."""
+    engine, ffmpeg = best.get(engine_tool), best.get("ffmpeg")
     if engine is None or ffmpeg is None:
         return {}
     return {"wall": engine.wall_s / ffmpeg.wall_s, "cpu": engine.cpu_s / ffmpeg.cpu_s,
@@ -517,19 +525,25 @@ async def file_part(settings: Settings, file_ladder: LadderConfig) -> dict[str, 
     renditions = plan_ladder(file_ladder, info).rendition_names
     runs: list[FileRun] = []
     setups = [(cpus, parallel) for cpus in settings.cpus for parallel in settings.parallel]
+    serial_ladder = replace(file_ladder, name=f"{file_ladder.name}-serial", parallel_rungs=False)
+    tools = list(settings.sides)
+    if settings.serial_rungs and "engine" in tools:
+        tools.insert(tools.index("engine") + 1, SERIAL_ENGINE)
     with tempfile.TemporaryDirectory(prefix="fanz-ladder-file-") as tmp:
         work = Path(tmp)
         config = work / "engine.toml"
-        config.write_text(engine_config_toml([file_ladder], None))
+        config.write_text(engine_config_toml([file_ladder, serial_ladder], None))
         exe = engine_executable() if "engine" in settings.sides else ""
         for cpus, parallel in setups:
             for repeat in range(settings.repeats):
-                for tool in settings.sides:
+                for tool in tools:
                     jobs = []
                     for copy in range(parallel):
                         outdir = work / f"{tool}-{repeat}-{copy}"
                         if tool == "engine":
                             cmd = engine_transcode_command(exe, clip, outdir, file_ladder.name, config)
+                        elif tool == SERIAL_ENGINE:
+                            cmd = engine_transcode_command(exe, clip, outdir, serial_ladder.name, config)
                         else:
                             outdir.mkdir()
                             cmd = ffmpeg_ladder_command(settings.ffmpeg, clip, outdir, file_ladder, info)
@@ -554,7 +568,9 @@ async def file_part(settings: Settings, file_ladder: LadderConfig) -> dict[str, 
         "source_size": f"{info.width}x{info.height}", "ladder": list(renditions),
         "runs": [asdict(r) for r in runs],
         "setups": {key: {"best": {k: asdict(v) for k, v in best.items()},
-                         "ratio_engine_over_ffmpeg": file_ratios(best)} for key, best in by_setup.items()},
+                         "ratio_engine_over_ffmpeg": file_ratios(best),
+                         "ratio_serial_engine_over_ffmpeg": file_ratios(best, SERIAL_ENGINE)}
+                   for key, best in by_setup.items()},
         # The first setup, as before --cpus and --parallel existed.
         "best": {k: asdict(v) for k, v in first.items()},
         "ratio_engine_over_ffmpeg": file_ratios(first),
@@ -591,6 +607,10 @@ def render(result: dict[str, Any]) -> str:
             verdict = "engine faster" if ratios["wall"] < 1 else "ffmpeg faster" if ratios["wall"] > 1 else "even"
             lines.append(f"{key}: engine / ffmpeg wall {ratios['wall']:.2f} ({verdict}), "
                          f"cpu {ratios['cpu']:.2f} (lower is better), frames/s {ratios['fps']:.2f}")
+            serial = setup.get("ratio_serial_engine_over_ffmpeg")
+            if serial:
+                lines.append(f"{key}: engine with serial rungs / ffmpeg wall {serial['wall']:.2f}, "
+                             f"cpu {serial['cpu']:.2f}, frames/s {serial['fps']:.2f}")
     live = result.get("live")
     if live:
         if lines:
@@ -625,6 +645,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
                              "(default: no pinning)")
     parser.add_argument("--parallel", type=int, nargs="+", default=[1], metavar="M",
                         help="file part: M copies of the job at once (frames/s is their sum); several M run in turn")
+    parser.add_argument("--serial-rungs", action="store_true",
+                        help="file part: also run the engine with parallel_rungs = false (one thread for decode, "
+                             "scale and encode) as the tool engine-serial")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if min(args.parallel) < 1 or (args.cpus is not None and min(args.cpus) < 1):
@@ -644,7 +667,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         min_speed=args.min_speed, warmup_s=args.warmup, max_drop_fraction=args.max_drop_fraction,
         max_lag_s=args.max_lag, preset=args.x264_preset, ffmpeg=args.ffmpeg, cache_dir=args.cache_dir,
         as_json=args.json, cpus=(None,) if args.cpus is None else tuple(dict.fromkeys(args.cpus)),
-        parallel=tuple(dict.fromkeys(args.parallel)),
+        parallel=tuple(dict.fromkeys(args.parallel)), serial_rungs=args.serial_rungs,
     )
 
 

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from benchmarks.common import BenchmarkError, ParseError, Progress, make_source_clip
 from benchmarks.ladder_live import EngineWatch, LiveStep, ProgressOutcome, ffmpeg_live_step, judge_engine
 from benchmarks.ladder_vs_ffmpeg import (
+    SERIAL_ENGINE,
     FileJob,
     FileRun,
     SegmentEntry,
@@ -95,6 +96,14 @@ def test_config_round_trip_of_every_optional_field(tmp_path: Path) -> None:
     for tune in ("", "none", "auto", "film,fastdecode"):
         retuned = replace(ladder, x264_tune=tune, bframes=None)
         assert _load_ladders(tmp_path, ladder_toml(retuned))["odd"] == retuned
+
+
+def test_serial_rungs_ladder_round_trips(tmp_path: Path) -> None:
+    file_ladder, _ = bench_ladders()
+    serial = replace(file_ladder, name="bench4-serial", parallel_rungs=False)
+    ladders = _load_ladders(tmp_path, engine_config_toml([file_ladder, serial], None))
+    assert ladders["bench4"].parallel_rungs and not ladders["bench4-serial"].parallel_rungs
+    assert replace(ladders["bench4-serial"], name="bench4", parallel_rungs=True) == file_ladder
 
 
 def test_file_config_has_no_live_transcoder(tmp_path: Path) -> None:
@@ -358,8 +367,9 @@ def test_arguments_are_checked() -> None:
     assert settings_.parts == ("file",) and settings_.sides == ("ffmpeg",) and settings_.seconds == 4
     assert parse_args([]).parts == ("file", "live") and parse_args([]).max_streams == 6
     assert parse_args([]).cpus == (None,) and parse_args([]).parallel == (1,)
-    pinned_ = parse_args(["--cpus", "1", "1", "--parallel", "1", "3"])
-    assert pinned_.cpus == (1,) and pinned_.parallel == (1, 3)
+    pinned_ = parse_args(["--cpus", "1", "1", "--parallel", "1", "3", "--serial-rungs"])
+    assert pinned_.cpus == (1,) and pinned_.parallel == (1, 3) and pinned_.serial_rungs
+    assert not parse_args([]).serial_rungs
     too_many = str(len(allowed_cpus()) + 1)
     for bad in (["--seconds", "0"], ["--duration", "-1"], ["--min-speed", "0"], ["--max-lag", "-1"],
                 ["--cpus", "0"], ["--parallel", "0"], ["--cpus", too_many]):
@@ -383,6 +393,8 @@ def _file_run(tool: str, wall: float, cpu: float, cpus: int | None, parallel: in
 
 def test_ratios_and_table_for_every_setup() -> None:
     assert file_ratios({"engine": _file_run("engine", 2.0, 3.0, 1, 1)}) == {}
+    serial = {SERIAL_ENGINE: _file_run(SERIAL_ENGINE, 3.0, 3.0, 1, 1), "ffmpeg": _file_run("ffmpeg", 2.0, 2.0, 1, 1)}
+    assert file_ratios(serial) == {} and file_ratios(serial, SERIAL_ENGINE)["wall"] == 1.5
     ratios = file_ratios({"engine": _file_run("engine", 2.0, 3.0, 1, 2), "ffmpeg": _file_run("ffmpeg", 4.0, 2.0, 1, 2)})
     assert ratios == {"wall": 0.5, "cpu": 1.5, "fps": 2.0}
     setups = {}

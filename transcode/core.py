@@ -31,7 +31,7 @@ from av.video.frame import VideoFrame
 from engine.media import MediaKind, Packet, Track
 from transcode.audio import AudioTranscoder
 from transcode.errors import SourceError, TranscodeConfigError
-from transcode.fanout import InlineLane, RungLane, ThreadedLane
+from transcode.fanout import InlineLane, RungLane, ThreadedLane, threads_pay
 from transcode.keyframes import KeyframeGrid
 from transcode.ladder import ENCODE_USES, EncodeUse, LadderConfig, LadderPlan, SourceInfo, plan_ladder
 from transcode.video import RungEncoder, VideoDecoder, mark_frame
@@ -236,8 +236,15 @@ class StreamTranscoder:
         assert self._video is not None
         source = SourceInfo(self._video.codec, width, height, self._video.frame_rate, self._video.bitrate)
         self.plan = plan_ladder(self.ladder, source)
-        rungs = [RungEncoder(r, self.ladder, self.encoder, self._video.time_base, self.use) for r in self.plan.rungs]
-        if self.ladder.parallel_rungs:
+        threaded = threads_pay(self.ladder.parallel_rungs)
+        # With a thread per rung the rungs already scale in parallel: one
+        # scaler thread each. Alone, a scaler may use every core (0: auto).
+        scale_threads = 1 if threaded else 0
+        rungs = [
+            RungEncoder(r, self.ladder, self.encoder, self._video.time_base, self.use, scale_threads)
+            for r in self.plan.rungs
+        ]
+        if threaded:
             self._lanes = [ThreadedLane(r, name=f"rung:{r.rung.name}") for r in rungs]
         else:
             self._lanes = [InlineLane(r) for r in rungs]

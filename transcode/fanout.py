@@ -18,6 +18,7 @@ memory (the frames are shared, not copied, between rungs).
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 from typing import Protocol
@@ -35,6 +36,23 @@ POLL_S = 0.2
 """How often a blocked submitter looks whether its rung thread has died."""
 
 _Item = tuple[VideoFrame, bool] | None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as ``taskset`` or a
+    container's cpuset leaves it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_pay(parallel_rungs: bool) -> bool:
+    """Whether rungs get threads of their own: asked for, and more than one
+    CPU to run them on. On one CPU there is nothing to overlap, and every
+    hand-over between threads is a cost (measured: the serial layout was
+    faster there; see the README)."""
+    return parallel_rungs and usable_cpus() > 1
 
 
 class RungLane(Protocol):

@@ -30,13 +30,33 @@ log = logging.getLogger(__name__)
 DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d", Codec.VP8: "vp8", Codec.VP9: "vp9"}
 
 
+AVCOL_SPC_BT470BG = 5
+AVCOL_SPC_SMPTE170M = 6
+AVCOL_UNSPECIFIED = 2
+"""``AVCOL_TRC_UNSPECIFIED`` and ``AVCOL_PRI_UNSPECIFIED``."""
+
+
 def mark_frame(frame: VideoFrame, time_base: Fraction, boundary: bool) -> None:
-    """Set the fields every rung's encoder reads on a decoded frame, once,
-    before it is shared: its time base, and I (forced IDR) on a segment
-    boundary, else no type (a decoded frame says I on its own keyframes, and
-    libx264 would make an IDR of every one)."""
+    """Prepare a decoded frame, once, before every rung reads it.
+
+    Sets what the encoders read: the time base, and I (forced IDR) on a
+    segment boundary, else no type (a decoded frame says I on its own
+    keyframes, and libx264 would make an IDR of every one).
+
+    And makes the frame safe to scale from several threads at once:
+    ``VideoReformatter.reformat`` writes the source frame's colour tags for
+    the duration of the scale and writes them back after. Set here to the
+    values it writes (transfer and primaries unspecified, BT.470BG as its
+    equal SMPTE 170M; the same BT.601 matrix), those writes change nothing,
+    so concurrent scales cannot see each other's. Encoders take their colour
+    description from the codec context, not from frames.
+    """
     frame.time_base = time_base
     frame.pict_type = PictureType.I if boundary else PictureType.NONE
+    frame.color_trc = AVCOL_UNSPECIFIED
+    frame.color_primaries = AVCOL_UNSPECIFIED
+    if frame.colorspace == AVCOL_SPC_BT470BG:
+        frame.colorspace = AVCOL_SPC_SMPTE170M
 
 
 def open_decoder(track: Track, names: dict[Codec, str], kind: str) -> CodecContext:
@@ -112,9 +132,16 @@ class RungEncoder:
     frame and the shared boundary decision, then :meth:`flush` at the end."""
 
     def __init__(
-        self, rung: PlannedRung, ladder: LadderConfig, encoder: str, time_base: Fraction, use: EncodeUse
+        self,
+        rung: PlannedRung,
+        ladder: LadderConfig,
+        encoder: str,
+        time_base: Fraction,
+        use: EncodeUse,
+        scale_threads: int = 0,
     ) -> None:
         self.rung = rung
+        self.scale_threads = scale_threads
         self.encoder_name = encoder
         self.time_base = time_base
         self.ctx = open_encoder(encoder, ladder, rung, time_base, use)
@@ -154,7 +181,12 @@ class RungEncoder:
             self.frames_skipped += 1
             return []
         scaled = self._scaler.reformat(
-            frame, self.rung.width, self.rung.height, "yuv420p", interpolation=Interpolation.BILINEAR
+            frame,
+            self.rung.width,
+            self.rung.height,
+            "yuv420p",
+            interpolation=Interpolation.BILINEAR,
+            threads=self.scale_threads,
         )
         picture = PictureType.I if boundary else PictureType.NONE
         if scaled is frame:

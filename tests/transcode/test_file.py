@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import threading
 from collections import defaultdict
 from fractions import Fraction
@@ -17,6 +19,7 @@ from engine.app import transcode_command as cli
 from engine.media import Packet
 from transcode.core import RenditionPacket, RenditionStarted, StreamTranscoder
 from transcode.errors import EncoderError
+from transcode.fanout import InlineLane, ThreadedLane, threads_pay, usable_cpus
 from transcode.file import TranscodeProgress, transcode_file
 from transcode.keyframes import SourceKeyframeGrid
 
@@ -223,8 +226,12 @@ def _run_transcoder(clip: Path, **ladder_changes: object) -> tuple[StreamTransco
 def test_threads_per_rung_give_the_serial_output(clip: Path) -> None:
     # With one x264 thread an encode is fully deterministic: the rung threads must
     # change nothing but the timing (same packets, same order, same IDRs).
-    _, serial = _run_transcoder(clip, parallel_rungs=False, encoder_threads=1)
+    if usable_cpus() < 2:
+        pytest.skip("rung threads are used only with more than one CPU")
+    serial_tx, serial = _run_transcoder(clip, parallel_rungs=False, encoder_threads=1)
     tx, parallel = _run_transcoder(clip, parallel_rungs=True, encoder_threads=1)
+    assert all(isinstance(lane, ThreadedLane) for lane in tx._lanes)
+    assert all(isinstance(lane, InlineLane) for lane in serial_tx._lanes)
     for name in ("288p", "240p"):
         def video(events: list[RenditionPacket], name: str = name) -> list[tuple[int, int, bool, bytes]]:
             return [(e.packet.pts, e.packet.dts, e.packet.keyframe, e.packet.data)
@@ -232,6 +239,17 @@ def test_threads_per_rung_give_the_serial_output(clip: Path) -> None:
         assert video(parallel) == video(serial)
         assert len(video(parallel)) == tx.stats.frames_encoded[name] > 0
     assert not [t for t in threading.enumerate() if t.name.startswith("rung:")]  # flush ended them
+
+
+def test_one_cpu_runs_the_rungs_on_the_decoding_thread() -> None:
+    # Pinned to one CPU there is nothing to overlap: the serial layout is used.
+    code = "from transcode.fanout import threads_pay, usable_cpus; print(usable_cpus(), threads_pay(True))"
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    out = subprocess.run(["taskset", "-c", str(cpu), sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert out.stdout.split() == ["1", "False"]
+    assert threads_pay(False) is False
+    assert threads_pay(True) is (usable_cpus() > 1)
 
 
 def test_each_rendition_interleaves_audio_behind_its_video(clip: Path) -> None:
