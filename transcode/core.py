@@ -109,6 +109,9 @@ class StreamTranscoder:
                 raise TranscodeConfigError(f"unknown encoder use {use!r}; known: {', '.join(ENCODE_USES)}")
             use = ENCODE_USES[use]
         self.use = use
+        self.on_output: Callable[[], None] | None = None
+        """Called on a rung's thread when it has packets for :meth:`poll`
+        (set by the live worker to wake itself; may be left unset)."""
         self.audio_filter = audio_filter
         self.ladder = ladder
         self.encoder = encoder
@@ -164,6 +167,19 @@ class StreamTranscoder:
             self.close()
             raise
 
+    def poll(self) -> list[TranscodeEvent]:
+        """The packets the rungs have finished since the last call, without
+        new input (see :attr:`on_output`)."""
+        if self._decoder is None:
+            return []
+        events: list[TranscodeEvent] = []
+        try:
+            self._collect(events)
+        except BaseException:
+            self.close()
+            raise
+        return events
+
     def close(self) -> None:
         """Stop the rung threads without flushing (an error, or the stream
         is abandoned). :meth:`flush` ends them on its own."""
@@ -209,6 +225,11 @@ class StreamTranscoder:
             held.clear()
         return events
 
+    def _rung_output(self) -> None:
+        callback = self.on_output
+        if callback is not None:
+            callback()
+
     def _collect(self, events: list[TranscodeEvent]) -> None:
         """Append what every rung has encoded so far."""
         for lane in self._lanes:
@@ -245,7 +266,7 @@ class StreamTranscoder:
             for r in self.plan.rungs
         ]
         if threaded:
-            self._lanes = [ThreadedLane(r, name=f"rung:{r.rung.name}") for r in rungs]
+            self._lanes = [ThreadedLane(r, name=f"rung:{r.rung.name}", notify=self._rung_output) for r in rungs]
         else:
             self._lanes = [InlineLane(r) for r in rungs]
         self._audio_hold = {r.rung.name: collections.deque() for r in rungs}

@@ -10,7 +10,9 @@ thread (the serial layout, kept for comparison and for one-core machines).
 
 Each lane keeps its rung's packets in encoder order; the caller collects
 them with :meth:`RungLane.take` after each submission and at the end with
-:meth:`RungLane.finish`. A full queue blocks the submitter: decode never
+:meth:`RungLane.finish`, and may be told (``notify``, called on the rung's
+thread) when new packets wait, so that a live stream's packets need not
+wait for the next input packet to be collected. A full queue blocks the submitter: decode never
 runs more than ``depth`` frames ahead of the slowest rung, which bounds
 memory (the frames are shared, not copied, between rungs).
 """
@@ -21,6 +23,7 @@ import collections
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from av.video.frame import VideoFrame
@@ -104,8 +107,15 @@ class ThreadedLane:
     :meth:`finish`.
     """
 
-    def __init__(self, encoder: RungEncoder, depth: int = QUEUE_FRAMES, name: str = "rung") -> None:
+    def __init__(
+        self,
+        encoder: RungEncoder,
+        depth: int = QUEUE_FRAMES,
+        name: str = "rung",
+        notify: Callable[[], None] | None = None,
+    ) -> None:
         self.encoder = encoder
+        self._notify = notify
         self._inbox: queue.Queue[_Item] = queue.Queue(max(1, depth))
         # Appended on the rung's thread, popped on the caller's: deque's
         # append and popleft are atomic.
@@ -172,6 +182,10 @@ class ThreadedLane:
                 if item is None:
                     self._out.extend(self.encoder.flush())
                     return
-                self._out.extend(self.encoder.encode(*item))
+                packets = self.encoder.encode(*item)
+                if packets:
+                    self._out.extend(packets)
+                    if self._notify is not None:
+                        self._notify()
         except BaseException as exc:  # raised again on the caller's thread
             self._error = exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -13,7 +14,10 @@ import pytest
 from engine.codecs import join_avcc
 from engine.media import Codec, Packet, StreamEnded, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
+from transcode.core import RenditionPacket, StreamTranscoder
 from transcode.encoders import EncoderProbe
+from transcode.fanout import usable_cpus
+from transcode.keyframes import SourceKeyframeGrid
 from transcode.live import LiveTranscoder
 from transcode.worker import DropPolicy
 
@@ -124,3 +128,31 @@ def test_drop_policy_survives_garbage_video() -> None:
     policy = DropPolicy(maxsize=4)
     junk = Packet(0, 0, 0, TB, b"\xff\xff\xff\xff\x01", keyframe=False)
     assert policy.admit_video(junk, 3, Codec.H264)  # not provably disposable: the decoder decides
+
+
+def test_finished_rung_packets_go_out_without_waiting_for_more_input(clip: Path) -> None:
+    # A live rung's packets are published when the rung has them, not when the
+    # next source packet happens to arrive.
+    if usable_cpus() < 2:
+        pytest.skip("rung threads are used only with more than one CPU")
+    tracks, packets = model_packets(clip)
+    tx = StreamTranscoder(small_ladder(bframes=None), "libx264", SourceKeyframeGrid())  # live settings: no B-frames
+    woke = threading.Event()
+    tx.on_output = woke.set
+    tx.start(tracks)
+    got = []
+    for packet in [p for p in packets if p.track == 0][:20]:
+        got += tx.push(packet)
+    decoded = tx.stats.frames_decoded
+    assert decoded > 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        encoded = [e for e in got if isinstance(e, RenditionPacket) and e.name == "288p"]
+        if len(encoded) == decoded:
+            break
+        woke.wait(1)
+        woke.clear()
+        got += tx.poll()
+    tx.close()
+    # zerolatency: one packet per frame, all of them out with no further input.
+    assert len(encoded) == decoded
