@@ -53,8 +53,10 @@ def usable_cpus() -> int:
 def threads_pay(parallel_rungs: bool) -> bool:
     """Whether rungs get threads of their own: asked for, and more than one
     CPU to run them on. On one CPU there is nothing to overlap, and every
-    hand-over between threads is a cost (measured: the serial layout was
-    faster there; see the README)."""
+    hand-over between threads is a cost: pinned to one CPU of the loaded
+    2-core build machine, the 1080p ladder of benchmarks/ladder_vs_ffmpeg
+    took 1.2 to 1.5 times the serial layout's wall time with a thread per
+    rung."""
     return parallel_rungs and usable_cpus() > 1
 
 
