@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -127,9 +126,6 @@ class StreamTranscoder:
         self._decoder: VideoDecoder | None = None
         self._audio_tx: AudioTranscoder | None = None
         self._lanes: list[RungLane] = []
-        # A transcoder dropped without flush() or close() still ends its
-        # rung threads (they hold only weak references back to it).
-        weakref.finalize(self, _close_lanes, self._lanes)
         self._audio_hold: dict[str, collections.deque[Packet]] = {}
         self._video_clock: dict[str, Fraction] = {}
         self._pending: collections.deque[tuple[Packet, bool]] = collections.deque()
@@ -270,10 +266,9 @@ class StreamTranscoder:
             for r in self.plan.rungs
         ]
         if threaded:
-            notify = _weak_notify(self)
-            self._lanes[:] = [ThreadedLane(r, name=f"rung:{r.rung.name}", notify=notify) for r in rungs]
+            self._lanes = [ThreadedLane(r, name=f"rung:{r.rung.name}", notify=self._rung_output) for r in rungs]
         else:
-            self._lanes[:] = [InlineLane(r) for r in rungs]
+            self._lanes = [InlineLane(r) for r in rungs]
         self._audio_hold = {r.rung.name: collections.deque() for r in rungs}
         audio = (self._audio_tx.track,) if self._audio_tx is not None else ()
         events: list[TranscodeEvent] = []
@@ -344,23 +339,6 @@ class StreamTranscoder:
         for lane in self._lanes:
             lane.submit(frame, boundary)
         return events
-
-
-def _close_lanes(lanes: list[RungLane]) -> None:
-    for lane in lanes:
-        lane.close()
-
-
-def _weak_notify(tx: StreamTranscoder) -> Callable[[], None]:
-    """``tx``'s output callback without a strong reference to ``tx``."""
-    ref = weakref.ref(tx)
-
-    def notify() -> None:
-        target = ref()
-        if target is not None:
-            target._rung_output()
-
-    return notify
 
 
 def _reindex(packet: Packet, track: int) -> Packet:

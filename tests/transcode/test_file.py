@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import re
@@ -319,17 +318,3 @@ def test_files_get_file_settings_and_live_gets_live_settings(
     for opts in (file_opts, live_opts):
         assert opts["scenecut"] == "0"
     assert file_types.count("I") == live_types.count("I") == 3
-
-
-def test_an_abandoned_transcoder_ends_its_rung_threads(clip: Path) -> None:
-    tracks, packets = model_packets(clip)
-    tx = StreamTranscoder(small_ladder(), "libx264", SourceKeyframeGrid(), use="file")
-    tx.start(tracks)
-    for packet in packets[:30]:
-        tx.push(packet)
-    del tx  # neither flushed nor closed
-    gc.collect()
-    for t in threading.enumerate():
-        if t.name.startswith("rung:"):
-            t.join(10)
-    assert not [t for t in threading.enumerate() if t.name.startswith("rung:")]
