@@ -88,7 +88,7 @@ async def bench_backend(backend: str, concurrency: int, duration_s: float, workd
     port = free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
     config = ApiConfig(data_dir=data_dir, database_url=url, auth_rate_per_minute_per_ip=100_000,
-                       auth_rate_per_minute_per_user=100_000)
+                       auth_failures_per_user_address=100_000, auth_failures_per_user=100_000)
     plane = ControlPlane(config, None)
     await plane.open()  # migrates and writes the shared secret before the server starts
     rows = []

@@ -174,7 +174,8 @@ def ladder_toml(ladder: LadderConfig) -> str:
 def engine_config_toml(ladders: Sequence[LadderConfig], live_ladder: str | None) -> str:
     """The engine's config for both parts: the ladders, and for ``serve`` a
     transcoder on ``live_ladder`` with libx264, plain HLS and no control API."""
-    head = ['[server]', 'log_level = "warning"', "", "[http]", "api = false", "",
+    head = ['[server]', 'log_level = "warning"', "", "[http]", "api = false",
+            "metrics_stream_labels = true", "",
             "[hls]", 'segment_format = "fmp4"', "low_latency = false", "window_segments = 6", "", "[transcode]"]
     if live_ladder is not None:
         head += ["enabled = true", f"ladder = {_toml_value(live_ladder)}"]

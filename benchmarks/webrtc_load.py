@@ -269,9 +269,8 @@ async def run_step(kind: str, count: int, seconds: float, mp4: Path, ogg: Path) 
     if kind == "viewers":
         cmd += ["--clip", str(mp4)]
     hosts = HostAddresses(["127.0.0.1"], include_interfaces=False)
-    hosts.install()
     pcs: list[RTCPeerConnection] = []
-    try:
+    with hosts.applied():
         async with ProcessSet() as procs:
             server = await procs.spawn(cmd)
             await wait_for_port("127.0.0.1", port, server, 30)
@@ -302,8 +301,6 @@ async def run_step(kind: str, count: int, seconds: float, mp4: Path, ogg: Path) 
                 rss = tree_usage(server.pid).rss_bytes
                 for pc in pcs:
                     await pc.close()
-    finally:
-        hosts.uninstall()
     row: dict[str, Any] = {"kind": kind, "count": count, "server_cpu_pct": cpu, "server_rss_mb": rss / 2**20}
     if fps:
         row.update(min_fps=min(fps), mean_fps=sum(fps) / len(fps), sustained=min(fps) >= 0.9 * FPS)

@@ -18,9 +18,12 @@ from control_api import openapi
 from control_api.authn import authenticator
 from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
+from control_api.db import Database
 from control_api.errors import ProblemError, StoreError
+from control_api.forwarded import forwarded_middleware, networks
 from control_api.plane import ControlPlane, NotReady
-from control_api.routes import admin, auth, people, streaming
+from control_api.revocations import RevocationFeed
+from control_api.routes import admin, auth, payments, people, streaming
 from control_api.routing import MAX_BODY_BYTES, Reply, RequestCtx, Router
 from engine.registry import StreamRegistry
 
@@ -62,18 +65,36 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
         return _problem(request, 500, "store-error", "Internal error", "the database failed; see the server log")
 
 
+async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and its version in ``Server`` on every response;
+    that tells an attacker which advisories to try and a client nothing."""
+    response.headers.popall("Server", None)
+
+
+def hide_server_header(app: web.Application) -> None:
+    """Strip ``Server`` from every response that ``app`` (and any
+    application mounted in it) sends."""
+    app.on_response_prepare.append(_drop_server_header)
+
+
 def build_router(plane: ControlPlane) -> Router:
     router = Router()
-    for module in (auth, streaming, people, admin):
+    for module in (auth, streaming, people, admin, payments):
         module.register(router, plane)
     return router
 
 
-def create_app(config: ApiConfig, registry: StreamRegistry | None) -> web.Application:
+def create_app(config: ApiConfig, registry: StreamRegistry | None,
+               revocation_feed: Callable[[Database], RevocationFeed] | None = None) -> web.Application:
     """The control API, to mount at :data:`API_PREFIX`. The database opens on
-    the application's start-up and closes on its clean-up."""
-    plane = ControlPlane(config, registry)
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    the application's start-up and closes on its clean-up.
+    ``revocation_feed`` makes the feed that carries playback revocations
+    between nodes (default: the shared database, polled)."""
+    plane = ControlPlane(config, registry, feed_factory=revocation_feed)
+    trusted = networks(config.trusted_proxies)
+    app = web.Application(middlewares=[problem_middleware, forwarded_middleware(trusted)],
+                          client_max_size=MAX_BODY_BYTES)
+    hide_server_header(app)
     router = build_router(plane)
     document: dict[str, object] = {}
 
@@ -107,6 +128,7 @@ def root_app(config: ApiConfig, registry: StreamRegistry | None = None) -> web.A
     """A root application with the API under :data:`API_PREFIX` and a
     ``/health`` probe: what ``fanz-media api`` serves."""
     root = web.Application()
+    hide_server_header(root)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -48,13 +48,14 @@ def actor_of(principal: Principal | None, remote: str) -> Actor:
 
 
 def limit_auth(plane: ControlPlane, remote: str, username: str | None) -> None:
-    """Count one auth attempt against the caller's address and, when one is
-    named, the target username; raise :class:`RateLimited` over either."""
-    now = plane.clock()
-    wait = plane.ip_limiter.hit(f"ip:{remote}", now)
+    """Count one auth request from the caller's address; raise
+    :class:`RateLimited` when the address, or (with ``username``) that user
+    from this address or from everywhere, has used up its allowance."""
+    wait, reason = plane.auth_limits.before(remote, username, plane.clock())
     if wait > 0:
-        raise RateLimited("too many auth requests from this address", wait)
-    if username is not None:
-        wait = plane.user_limiter.hit(f"user:{username}", now)
-        if wait > 0:
-            raise RateLimited("too many auth attempts for this user", wait)
+        raise RateLimited(reason, wait)
+
+
+def auth_failed(plane: ControlPlane, remote: str, username: str) -> None:
+    """Count a wrong password or TOTP code against the user and the address."""
+    plane.auth_limits.failed(remote, username, plane.clock())

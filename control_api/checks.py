@@ -5,8 +5,11 @@
 whose owner is a creator in good standing and not banned; the grant names
 the stream's public playback id (never the key). Playback of a free stream
 needs nothing; any other stream needs a playback token from ``join`` that is
-signed, unexpired and bound to this stream. The visibility of a stream is
-cached for a few seconds because players ask for every segment.
+signed, unexpired, bound to this stream and not revoked (see
+:mod:`control_api.revocations`: a cancelled or refunded payment, a ban or a
+creator's block ends playback at the next request). The stream's visibility
+and creator are cached for a few seconds because players ask for every
+segment; the revocation check is in memory.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import logging
 from collections import OrderedDict
 
 from control_api.plane import ControlPlane, NotReady
+from control_api.revocations import scopes_for
 from control_api.security import PlaybackTokenInvalid, read_playback_token
 from control_api.store import streams
 from control_api.store.audit import Actor
-from engine.auth import PlaybackRequest, PublishGrant, PublishRequest
+from engine.auth import PlaybackGrant, PlaybackRequest, PublishGrant, PublishRequest
 from engine.errors import PlaybackDenied, PublishDenied
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,8 @@ VISIBILITY_CACHE_SIZE = 10_000
 class StoreChecks:
     def __init__(self, plane: ControlPlane) -> None:
         self._plane = plane
-        self._visibility: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # playback id -> (visibility, revocation scopes, cached until)
+        self._visibility: OrderedDict[str, tuple[str, tuple[str, ...], float]] = OrderedDict()
 
     async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
         plane = self._plane
@@ -66,33 +71,39 @@ class StoreChecks:
             return
         await self._plane.end_stream(Actor("system", None), grant.stream_id, "publisher ended", kick=False)
 
-    async def authorize_playback(self, request: PlaybackRequest) -> None:
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
         plane = self._plane
-        visibility = await self._visibility_of(request.playback_name)
-        if visibility is None:
+        found = await self._visibility_of(request.playback_name)
+        if found is None:
             raise PlaybackDenied("no such stream")
+        visibility, scopes = found
         if visibility == "free":
-            return
+            return PlaybackGrant(public=True)
         if not request.token:
             raise PlaybackDenied("this stream needs a playback token; join it first")
         try:
-            read_playback_token(plane.secret, request.token, request.playback_name, plane.clock())
+            claims = read_playback_token(plane.secret, request.token, request.playback_name, plane.clock())
         except PlaybackTokenInvalid as e:
             raise PlaybackDenied(str(e)) from e
+        if plane.revocations.revoked(claims.viewer_id, scopes, claims.issued_at):
+            raise PlaybackDenied("access to this stream has ended for this viewer")
+        return PlaybackGrant(public=False)
 
-    async def _visibility_of(self, playback_id: str) -> str | None:
+    async def _visibility_of(self, playback_id: str) -> tuple[str, tuple[str, ...]] | None:
         now = self._plane.clock()
         cached = self._visibility.get(playback_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        if cached is not None and cached[2] > now:
+            return cached[0], cached[1]
         try:
             row = await streams.by_playback_id(self._plane.db, playback_id)
         except NotReady as e:
             raise PlaybackDenied("control API not ready") from e
         if row is None:
             return None
-        self._visibility[playback_id] = (str(row["visibility"]), now + VISIBILITY_CACHE_S)
+        visibility = str(row["visibility"])
+        scopes = scopes_for(str(row["user_id"]), playback_id, visibility)
+        self._visibility[playback_id] = (visibility, scopes, now + VISIBILITY_CACHE_S)
         self._visibility.move_to_end(playback_id)
         while len(self._visibility) > VISIBILITY_CACHE_SIZE:
             self._visibility.popitem(last=False)
-        return str(row["visibility"])
+        return visibility, scopes

@@ -51,6 +51,8 @@ def config_from_args(args: argparse.Namespace) -> ApiConfig:
         overrides["webhook_allowed_hosts"] = tuple(args.webhook_host)
     engine_config = load_config(args.config)
     data_dir = args.data_dir if args.data_dir is not None else engine_config.server.data_dir
+    key_file = engine_config.server.master_key_file
+    overrides["master_key_file"] = Path(key_file) if key_file else None
     config = replace(engine_config.api, data_dir=Path(data_dir), **overrides)  # type: ignore[arg-type]
     config.check()
     return config

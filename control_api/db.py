@@ -12,8 +12,11 @@ order inside a transaction and recorded in ``schema_migrations``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -25,6 +28,7 @@ import aiosqlite
 import asyncpg
 
 from control_api.errors import ApiConfigError, StoreError
+from drm.keystore import make_private_dir
 
 Row = dict[str, Any]
 
@@ -95,6 +99,20 @@ class _SqliteConn(_RowQueries):
             raise IntegrityError(str(e)) from e
 
 
+def _private_database_file(path: Path) -> None:
+    """Make the SQLite file, and the WAL and shared-memory files SQLite
+    keeps beside it, readable by the engine's user alone: the file is created
+    here with mode 0600 (SQLite gives its -wal and -shm files the database
+    file's mode), and files an earlier version left 0644 are narrowed."""
+    if not path.parent.exists():
+        make_private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(file.stat().st_mode) != 0o600:
+                os.chmod(file, 0o600)
+
+
 class SqliteDatabase:
     """An embedded SQLite file: one connection (aiosqlite runs it on its own
     thread) and a lock, so a transaction never interleaves with another
@@ -110,7 +128,7 @@ class SqliteDatabase:
     @classmethod
     async def open(cls, path: str) -> SqliteDatabase:
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_database_file(Path(path))
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):

@@ -24,19 +24,44 @@ _STATUS_TEXT = {
 }
 
 
+NO_NUL = "^[^\\u0000]*$"
+"""What every request string without a pattern of its own is published
+with: the API refuses NUL characters (and lone surrogates, which JSON Schema
+cannot express), so the document says so and generated clients never send
+them."""
+
+
+def storable_text(schema: Any) -> Any:
+    """A copy of a request schema in which every free-text string carries
+    :data:`NO_NUL`."""
+    if isinstance(schema, list):
+        return [storable_text(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: storable_text(v) for k, v in schema.items()}
+    types = schema.get("type")
+    is_string = types == "string" or (isinstance(types, list) and "string" in types)
+    if is_string and not {"enum", "const", "pattern"} & set(schema):
+        out["pattern"] = NO_NUL
+    return out
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{ID_PATTERN}$"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": op.params.get(name, {"type": "string", "pattern": f"^{ID_PATTERN}$"})}
         for name in re.findall(r"{(\w+)}", op.path)
     ]
     for name, schema in op.query.items():
-        params.append({"name": name, "in": "query", "required": False, "schema": schema})
+        params.append({"name": name, "in": "query", "required": False, "schema": storable_text(schema)})
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
     if params:
         out["parameters"] = params
     if op.body is not None:
         out["requestBody"] = {"required": body_required(op.body),
-                              "content": {"application/json": {"schema": op.body}}}
+                              "content": {"application/json": {"schema": storable_text(op.body)}}}
+    elif op.raw_body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.raw_body}}}
     responses: dict[str, Any] = {}
     if op.ok_schema is None:
         responses[str(op.ok_status)] = {"description": "Done"}
@@ -71,8 +96,11 @@ def build(router: Router, prefix: str) -> dict[str, Any]:
         "info": {
             "title": "Fanz Media Engine control API",
             "version": "1.0.0",
-            "description": "Streams, stream keys, viewers, gifts, subscriptions, pay-per-view and webhooks. "
-            "Errors are RFC 9457 problem details. Times are seconds since the Unix epoch; money is in cents.",
+            "description": "Streams, stream keys, viewers, gifts, subscriptions, pay-per-view, payment processor "
+            "events and webhooks. "
+            "Errors are RFC 9457 problem details. Times are seconds since the Unix epoch; money is in cents. "
+            "Request bodies nest at most 32 levels; strings and field names hold no NUL (U+0000) and no lone "
+            "surrogate; a pattern must match the whole string.",
         },
         "servers": [{"url": prefix}],
         "paths": paths,

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from control_api.config import ApiConfig
 from control_api.db import Database, connect, migrate
 from control_api.errors import ControlApiError
-from control_api.ratelimit import RateLimiter
+from control_api.payments import PaymentProcessor, processors_from
+from control_api.ratelimit import AuthLimits
+from control_api.revocations import DatabaseRevocationFeed, Revocation, RevocationFeed, RevocationSet
 from control_api.security import PlaybackClaims, issue_playback_token
-from control_api.store import streams
+from control_api.store import streams, users
+from control_api.store import webhooks as webhook_store
 from control_api.store.audit import Actor
 from control_api.webhooks import WebhookDispatcher
+from drm.keystore import KeyStore
 from engine.registry import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -33,15 +37,28 @@ class NotReady(ControlApiError):
 
 class ControlPlane:
     def __init__(self, config: ApiConfig, registry: StreamRegistry | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 feed_factory: Callable[[Database], RevocationFeed] | None = None) -> None:
+        """``feed_factory`` makes the feed that carries playback revocations
+        between nodes; by default they travel through the shared database."""
         config.check()
         self.config = config.with_secret()
+        # Secrets at rest (TOTP seeds, webhook signing secrets) are sealed
+        # with a key derived from the engine's master key.
+        self.keys = KeyStore.load(self.config.data_dir, self.config.master_key_file)
+        self.sealer = self.keys.sealer("control_api.secrets")
         self.registry = registry
         self.clock = clock
-        self.ip_limiter = RateLimiter(config.auth_rate_per_minute_per_ip)
-        self.user_limiter = RateLimiter(config.auth_rate_per_minute_per_user)
+        self.auth_limits = AuthLimits(config.auth_rate_per_minute_per_ip, config.auth_failures_per_user_address,
+                                      config.auth_failures_per_user)
         self._db: Database | None = None
         self._webhooks: WebhookDispatcher | None = None
+        self.processors: dict[str, PaymentProcessor] = processors_from(config.payment_processors,
+                                                                        config.payment_tolerance_s)
+        self.revocations = RevocationSet(config.playback_token_ttl_s)
+        self._feed: RevocationFeed | None = None
+        self._feed_factory = feed_factory
+        self._pruned_at = 0.0
 
     @property
     def secret(self) -> str:
@@ -70,17 +87,56 @@ class ControlPlane:
             raise
         if applied:
             log.info("control API: applied migrations %s", applied)
+        try:
+            sealed = await users.seal_clear_totp(db, self.sealer) + await webhook_store.seal_clear_secrets(
+                db, self.sealer)
+        except BaseException:
+            await db.close()
+            raise
+        if sealed:
+            log.info("control API: sealed %d secrets that earlier versions stored in clear", sealed)
         self._db = db
-        self._webhooks = WebhookDispatcher(db, self.config, self.clock)
+        if self._feed_factory is not None:
+            feed = self._feed_factory(db)
+        else:
+            feed = DatabaseRevocationFeed(db, self.config.revocation_poll_s, self.config.playback_token_ttl_s,
+                                          self.clock)
+        await feed.start(self._deliver_revocation, self.clock())
+        self._feed = feed
+        self._webhooks = WebhookDispatcher(db, self.config, self.sealer, self.clock)
         await self._webhooks.start()
 
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
+            self._feed = None
         if self._webhooks is not None:
             await self._webhooks.stop()
             self._webhooks = None
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    # -- the end of access ---------------------------------------------------------
+    def _deliver_revocation(self, revocation: Revocation) -> None:
+        self.revocations.add(revocation)
+        now = self.clock()
+        if now - self._pruned_at > 60:
+            self._pruned_at = now
+            self.revocations.prune(now)
+
+    async def revoke(self, revocations: list[Revocation]) -> None:
+        """Stop playback tokens issued before each revocation: on this node
+        at once (the next playlist, segment or part request is refused), on
+        the others through the feed."""
+        for revocation in revocations:
+            self._deliver_revocation(revocation)
+            log.info("control API: playback of %s revoked in %s (%s)", revocation.user_id, revocation.scope,
+                     revocation.reason)
+        if self._feed is None:
+            raise NotReady("the control API is not started yet")
+        for revocation in revocations:
+            await self._feed.publish(revocation)
 
     # -- lifecycle shared by routes and engine checks ---------------------------------
     async def go_live(self, actor: Actor, stream_id: str) -> None:
@@ -99,6 +155,24 @@ class ControlPlane:
             ended = await streams.get_stream(self.db, stream_id)
             await self.webhooks.emit("stream.ended", streams.stream_view(ended))
         return before is not None
+
+    async def reconcile(self, live: Collection[str], reason: str = "engine restarted") -> list[str]:
+        """Make the store agree with the engine after a start: every stream
+        listed as live whose playback id is not in ``live`` (the engine's
+        own streams) is ended, with ``stream.ended`` sent, and viewer
+        sessions left open on streams that are not live are closed. Returns
+        the playback ids ended. For an engine that is the store's only one
+        (``api.reconcile_on_start``)."""
+        ended = []
+        for row in await streams.live_streams(self.db):
+            if row["playback_id"] not in live:
+                await self.end_stream(Actor("system", None), str(row["id"]), reason, kick=False)
+                ended.append(str(row["playback_id"]))
+        closed = await streams.close_stale_viewers(self.db, self.clock())
+        if ended or closed:
+            log.warning("control API: ended %d streams left live by an earlier run (%s); closed %d viewer sessions",
+                        len(ended), ", ".join(ended) or "none", closed)
+        return ended
 
     def apply_settings(self, row: Mapping[str, Any]) -> None:
         """Hand a stream record's media settings (its ladder and effects) to
@@ -132,11 +206,20 @@ class ControlPlane:
         await self.webhooks.emit("recording.ready", dict(row))
         return row
 
-    def playback_url(self, playback_id: str, viewer_id: str) -> tuple[str, str, int]:
+    def playback_url(self, playback_id: str, viewer_id: str, origin: str,
+                     until: float | None = None) -> tuple[str, str, int]:
         """``(url, token, expires_at)``: the HLS URL under the engine's public
-        base, with a signed token bound to the stream and the viewer."""
-        expires = int(self.clock()) + self.config.playback_token_ttl_s
-        url = f"{self.config.public_base_url.rstrip('/')}/hls/{playback_id}/index.m3u8"
-        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires))
+        base (``origin``, the one the viewer's request came in on, unless
+        ``public_base_url`` is configured), with a signed token bound to the
+        stream and the viewer. The token expires after
+        ``playback_token_ttl_s``, or at ``until`` (the end of the paid period)
+        when that comes first."""
+        now = self.clock()
+        expires = int(now) + self.config.playback_token_ttl_s
+        if until is not None:
+            expires = max(int(now) + 1, min(expires, int(until)))
+        base = self.config.public_base_url or origin
+        url = f"{base.rstrip('/')}/hls/{playback_id}/index.m3u8"
+        token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires, now))
         return f"{url}?token={token}", token, expires
 

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from control_api.errors import Forbidden, MalformedRequest, Unauthenticated, ValidationFailed
-from control_api.validation import errors_for, validate
+from control_api.validation import MAX_JSON_DEPTH, check_json_text, errors_for, validate
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -88,6 +88,8 @@ class Operation:
     ok_schema: dict[str, Any] | None
     errors: frozenset[int]
     also_ok: tuple[int, ...]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw_body: dict[str, Any] | None = None
 
 
 def _parse_query(raw: Any, spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -139,12 +141,19 @@ class Router:
         ok: tuple[int, dict[str, Any] | None] = (200, None),
         errors: tuple[int, ...] = (),
         also_ok: tuple[int, ...] = (),
+        params: dict[str, dict[str, Any]] | None = None,
+        raw_body: dict[str, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
+        """Declare an operation. ``params`` gives the schema (a ``pattern``)
+        of path parameters that are not record ids; ``raw_body`` documents a
+        body the handler reads itself as bytes (``ctx.body``), for bodies that
+        must be checked as sent, such as signed events."""
+
         def register(handler: Handler) -> Handler:
             implied = set(errors)
             if roles is not None:
                 implied |= {401, 403}
-            if body is not None:
+            if body is not None or raw_body is not None:
                 implied |= {400, 422}
             if query:
                 implied.add(422)
@@ -165,6 +174,8 @@ class Router:
                     ok_schema=ok[1],
                     errors=frozenset(implied),
                     also_ok=also_ok,
+                    params=dict(params or {}),
+                    raw_body=raw_body,
                 )
             )
             return handler
@@ -173,7 +184,7 @@ class Router:
 
     def install(self, app: web.Application, authenticate: Authenticator) -> None:
         for op in self.operations:
-            app.router.add_route(op.method, aiohttp_path(op.path), _wrap(op, authenticate))
+            app.router.add_route(op.method, aiohttp_path(op.path, op.params), _wrap(op, authenticate))
 
 
 ID_PATTERN = "[0-9a-f]{32}"
@@ -181,8 +192,19 @@ ID_PATTERN = "[0-9a-f]{32}"
 can never be mistaken for ``/streaming/{stream_id}``."""
 
 
-def aiohttp_path(path: str) -> str:
-    return re.sub(r"{(\w+_id)}", lambda m: "{" + m.group(1) + ":" + ID_PATTERN + "}", path)
+def aiohttp_path(path: str, params: dict[str, dict[str, Any]] | None = None) -> str:
+    """The aiohttp route of ``path``: every ``{..._id}`` matches only a
+    record id, and a parameter declared in ``params`` only its pattern."""
+
+    def constrain(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if params and name in params:
+            return "{" + name + ":" + params[name]["pattern"].removeprefix("^").removesuffix("$") + "}"
+        if name.endswith("_id"):
+            return "{" + name + ":" + ID_PATTERN + "}"
+        return m.group(0)
+
+    return re.sub(r"{(\w+)}", constrain, path)
 
 
 def body_required(schema: dict[str, Any]) -> bool:
@@ -211,6 +233,8 @@ def _wrap(op: Operation, authenticate: Authenticator) -> Callable[[web.Request],
         if op.body is not None:
             body = await _read_json(request, body_required(op.body))
             validate(body, op.body)
+        elif op.raw_body is not None:
+            body = await _read_raw(request)
         reply = await op.handler(RequestCtx(request, principal, body, query))
         if reply.status == 204:
             return web.Response(status=204, headers=reply.headers)
@@ -224,12 +248,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-async def _read_json(request: web.Request, required: bool) -> Any:
+async def _read_raw(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise MalformedRequest(f"body larger than {MAX_BODY_BYTES} bytes")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise MalformedRequest(f"body larger than {MAX_BODY_BYTES} bytes")
+    return raw
+
+
+async def _read_json(request: web.Request, required: bool) -> Any:
+    raw = await _read_raw(request)
     if not raw:
         if required:
             raise MalformedRequest("this operation needs a JSON body")
@@ -237,10 +266,31 @@ async def _read_json(request: web.Request, required: bool) -> Any:
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise MalformedRequest(f"send the body as application/json, not {ctype!r}")
+    if _nesting(raw) > MAX_JSON_DEPTH:
+        raise MalformedRequest(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_number)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_number)
     except ValueError as e:
         raise MalformedRequest(f"body is not valid JSON: {e}") from e
+    check_json_text(value)
+    return value
+
+
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nesting(raw: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, strings skipped; checked
+    before parsing so a deep body never reaches the recursive parser."""
+    depth = deepest = 0
+    for m in _STRING_OR_BRACKET.finditer(raw):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def _number(text: str) -> float | int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from effects.catalog import default_catalog
 from effects.options import OptionType
-from effects.registry import default_registry
 
 Schema = dict[str, Any]
 
@@ -24,6 +24,9 @@ PASSWORD: Schema = {"type": "string", "minLength": 8, "maxLength": 256}
 OTP: Schema = {"type": "string", "pattern": "^[0-9]{6}$"}
 CREATOR_STATUS: Schema = {"type": "string", "enum": ["active", "inactive", "warning", "suspended", "top_performer"]}
 ROLE: Schema = {"type": "string", "enum": ["fan", "creator", "admin"]}
+TIER: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
+GIFT_QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
+GIFT_MESSAGE: Schema = {"type": "string", "maxLength": 200}
 EVENTS = ["stream.started", "stream.ended", "recording.ready", "gift.sent"]
 
 
@@ -94,7 +97,7 @@ RUNG: Schema = obj(
 # are for the operator's config file only: through the API they could make
 # the engine read any file it can see.
 _SERVER_FILE_OPTIONS = sorted(
-    {o.name for info in default_registry() for o in info.options if o.type is OptionType.PATH}
+    {o.name for info in default_catalog() for o in info.options if o.type is OptionType.PATH}
 )
 
 # A stream's effects, in the engine's settings form. Effect names are checked
@@ -109,11 +112,14 @@ EFFECT_SETTINGS: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "effect": {"enum": sorted(info.name for info in default_registry())},
+                    "effect": {"enum": sorted(info.name for info in default_catalog())},
                     **{name: {"enum": [""]} for name in _SERVER_FILE_OPTIONS},
                 },
                 "required": ["effect"],
                 "maxProperties": 16,
+                # Options are named like identifiers and hold plain values.
+                "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,31}$"},
+                "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": 256},
             },
         },
         "budget_ms": {"type": "number", "minimum": 1, "maximum": 1000},
@@ -136,9 +142,8 @@ STOP_STREAM = obj({})
 RECORD_BODY = obj({"enabled": {"type": "boolean"}}, ["enabled"])
 EFFECTS_BODY = obj({"effects": EFFECT_SETTINGS}, ["effects"])
 GIFT_BODY = obj(
-    {"gift_id": ID, "quantity": {"type": "integer", "minimum": 1, "maximum": 1000},
-     "message": {"type": "string", "maxLength": 200}},
-    ["gift_id"],
+    {"sender_id": ID, "gift_id": ID, "quantity": GIFT_QUANTITY, "message": GIFT_MESSAGE},
+    ["sender_id", "gift_id"],
 )
 SCHEDULE_BODY = obj(
     {
@@ -151,9 +156,18 @@ SCHEDULE_BODY = obj(
     },
     ["title", "starts_at"],
 )
-SUBSCRIBE = obj({"creator_id": ID, "tier": {"type": "string", "minLength": 1, "maxLength": 32}, "fan_id": ID},
-                ["creator_id"])
-UNLOCK = obj({"user_id": ID})
+SUBSCRIBE = obj({"creator_id": ID, "tier": TIER, "fan_id": ID}, ["creator_id", "fan_id"])
+UNLOCK = obj({"user_id": ID}, ["user_id"])
+BLOCK_BODY = obj({"user_id": ID}, ["user_id"])
+PROVIDER: Schema = {"type": "string", "pattern": "^[a-z0-9_]{1,32}$"}
+PAYMENT_EVENT_BODY: Schema = {
+    "type": "object",
+    "description": "A processor event, signed in the Payment-Signature header: "
+    "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' under the processor's secret>.",
+    "properties": {"id": {"type": "string"}, "type": {"type": "string"}, "created": {"type": "integer"},
+                   "data": {"type": "object"}},
+    "required": ["id", "type", "data"],
+}
 RECORDING_BODY = obj(
     {"uri": {"type": "string", "minLength": 1, "maxLength": 1000},
      "duration_s": {"type": "number", "minimum": 0, "maximum": 1e7},
@@ -161,7 +175,7 @@ RECORDING_BODY = obj(
     ["uri", "duration_s", "size_bytes"],
 )
 WEBHOOK_BODY = obj(
-    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://"},
+    {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://[!-~]+$"},
      "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": 4}},
     ["url"],
 )
@@ -243,7 +257,8 @@ COMPONENTS: dict[str, Schema] = {
                           "tier": {"type": "string"}, "status": {"type": "string", "enum": ["active", "cancelled"]},
                           "current_period_end": TIME, "created_at": TIME, "cancelled_at": TIME_OR_NULL}),
     "Unlock": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "user_id": {"type": "string"},
-                    "amount_cents": {"type": "integer"}, "created_at": TIME}),
+                    "amount_cents": {"type": "integer"}, "created_at": TIME,
+                    "refunded_at": TIME_OR_NULL}),
     "Recording": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "uri": {"type": "string"},
                        "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME}),
     "Webhook": resp({"id": {"type": "string"}, "url": {"type": "string"},
@@ -259,9 +274,14 @@ COMPONENTS: dict[str, Schema] = {
                    "action": {"type": "string"}, "target_kind": {"type": "string"},
                    "target_id": {"type": ["string", "null"]}, "detail": {"type": "object"},
                    "remote": {"type": "string"}, "created_at": TIME}),
+    "Block": resp({"creator_id": {"type": "string"}, "user_id": {"type": "string"}, "username": {"type": "string"},
+                   "created_at": TIME}),
+    "PaymentReceipt": resp({"event_id": {"type": "string"}, "type": {"type": "string"},
+                            "status": {"type": "string", "enum": ["recorded", "duplicate", "ignored"]},
+                            "grant_kind": {"type": ["string", "null"]}, "grant_id": {"type": ["string", "null"]}}),
     "Kicked": resp({"stream_id": {"type": ["string", "null"]}, "disconnected": {"type": "boolean"}}),
 }
 
 for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "Webhook", "Delivery",
-              "Audit", "ApiKey", "Gift"):
+              "Audit", "ApiKey", "Gift", "Block"):
     COMPONENTS[f"{_name}Page"] = page(_name)

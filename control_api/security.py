@@ -117,9 +117,13 @@ def read_access_token(key: str, token: str, now: float) -> AccessClaims:
 # -- playback tokens ---------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PlaybackClaims:
+    """``issued_at`` (seconds, millisecond precision) is what a revocation
+    compares with: tokens issued before it stop working."""
+
     playback_id: str
     viewer_id: str
     expires_at: int
+    issued_at: float
 
 
 def _playback_key(secret: str) -> bytes:
@@ -129,7 +133,8 @@ def _playback_key(secret: str) -> bytes:
 def issue_playback_token(secret: str, claims: PlaybackClaims) -> str:
     """``<payload>.<mac>``, both base64url: short enough for a query string,
     checked without a database round trip on every segment request."""
-    body = json.dumps({"p": claims.playback_id, "v": claims.viewer_id, "e": claims.expires_at}, separators=(",", ":"))
+    body = json.dumps({"p": claims.playback_id, "v": claims.viewer_id, "e": claims.expires_at,
+                       "i": int(claims.issued_at * 1000)}, separators=(",", ":"))
     payload = _b64e(body.encode())
     mac = hmac.new(_playback_key(secret), payload.encode(), hashlib.sha256).digest()
     return f"{payload}.{_b64e(mac)}"
@@ -151,9 +156,9 @@ def read_playback_token(secret: str, token: str, playback_id: str, now: float) -
         data: Any = json.loads(_b64d(payload))
     except (ValueError, UnicodeDecodeError) as e:
         raise PlaybackTokenInvalid("malformed playback token") from e
-    if not isinstance(data, dict) or not isinstance(data.get("e"), int):
+    if not isinstance(data, dict) or not isinstance(data.get("e"), int) or not isinstance(data.get("i"), int):
         raise PlaybackTokenInvalid("malformed playback token")
-    claims = PlaybackClaims(str(data.get("p")), str(data.get("v")), data["e"])
+    claims = PlaybackClaims(str(data.get("p")), str(data.get("v")), data["e"], data["i"] / 1000)
     if claims.playback_id != playback_id:
         raise PlaybackTokenInvalid("playback token is for another stream")
     if claims.expires_at <= now:

@@ -30,6 +30,7 @@ from control_api.db import Database
 from control_api.errors import Forbidden
 from control_api.security import new_id
 from control_api.store import webhooks as store
+from drm.keystore import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,10 @@ class WebhookDispatcher:
     Call :meth:`start` once the database is open and :meth:`stop` on
     shutdown; :meth:`emit` may be called at any time in between."""
 
-    def __init__(self, db: Database, config: ApiConfig, clock: Callable[[], float] = time.time,
+    def __init__(self, db: Database, config: ApiConfig, sealer: Sealer, clock: Callable[[], float] = time.time,
                  workers: int = 4) -> None:
         self._db = db
+        self._sealer = sealer
         self._config = config
         self._clock = clock
         self._workers = workers
@@ -174,7 +176,7 @@ class WebhookDispatcher:
             timestamp = int(self._clock())
             headers = {
                 "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(row["secret"], timestamp, body),
+                SIGNATURE_HEADER: sign(store.signing_secret(row, self._sealer, "endpoint_id"), timestamp, body),
                 "Fanz-Timestamp": str(timestamp),
                 "Fanz-Event": row["event"],
                 "Fanz-Delivery": delivery_id,

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from effects.artwork import ARTWORK_NAMES, anchor_matrix, make
+from effects import catalog
+from effects.artwork import anchor_matrix, make
 from effects.blend import warp_bgra
+from effects.catalog import ARTWORK_NAMES
 from effects.errors import EffectOptionError
 from effects.faces import FaceTracker
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects.stage import EffectInfo, Image, StageContext
 
 
 class FaceFilter:
@@ -25,7 +26,9 @@ class FaceFilter:
     def __init__(self, options: Mapping[str, Any], context: StageContext) -> None:
         names = [name.strip() for name in str(options["overlay"]).split("+") if name.strip()]
         self._art = [make(name) for name in names]
-        self._tracker = FaceTracker(context.models, interval=options["interval"], threshold=options["threshold"])
+        self._tracker = FaceTracker(
+            context.models, interval=options["interval"], threshold=options["threshold"], helpers=context.helpers
+        )
 
     def process(self, image: Image) -> Image:
         for face in self._tracker.update(image):
@@ -47,15 +50,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> FaceFilter:
     return FaceFilter(options, context)
 
 
-EFFECT = EffectInfo(
-    name="face_filter",
-    kind=StageKind.VIDEO,
-    summary="AR artwork anchored to each face (landmarks from BlazeFace, tracked between detections)",
-    options=(
-        Option("overlay", OptionType.STR, "glasses",
-               f"artwork, several joined with '+': {', '.join(ARTWORK_NAMES)}"),
-        Option("interval", OptionType.INT, 3, "run the detector every N frames, track between", 1, 60),
-        Option("threshold", OptionType.FLOAT, 0.6, "detector score needed", 0.05, 0.99),
-    ),
-    factory=_build,
-)
+EFFECT = EffectInfo.of(catalog.FACE_FILTER, _build)

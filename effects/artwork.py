@@ -17,8 +17,6 @@ from numpy.typing import NDArray
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-ARTWORK_NAMES = ("glasses", "mask", "crown", "whiskers")
-
 
 @dataclass(frozen=True, slots=True)
 class Artwork:
@@ -78,7 +76,7 @@ def whiskers() -> Artwork:
 
 
 def make(name: str) -> Artwork:
-    """The artwork called ``name`` (one of :data:`ARTWORK_NAMES`)."""
+    """The artwork called ``name`` (one of :data:`effects.catalog.ARTWORK_NAMES`)."""
     return {"glasses": glasses, "mask": mask, "crown": crown, "whiskers": whiskers}[name]()
 
 

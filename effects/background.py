@@ -7,13 +7,23 @@ cut, so hair keeps a soft edge) and the frame is composed with
 of the frame size and scaled back up: a wide Gaussian at full size would
 cost more than the rest of the chain.
 
+The model runs on the chain's helper thread (see :mod:`effects.workers`):
+the frame is scaled to model size here, the network runs there while the
+rest of the chain works, and the mask is collected on the next frame. A
+frame's mask is therefore one or two frames old (``interval`` 2), about as
+old as the reused masks between model runs were before; the very first
+frame runs the model at once, so no frame goes out without a mask.
+
 The stage is critical (never skipped when the chain runs late): a skipped
-frame would show the background the creator asked to hide.
+frame would show the background the creator asked to hide. When the chain
+must save time it calls :meth:`Background.reuse`, which composes with the
+last mask and starts no model run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +31,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from effects import catalog
 from effects.errors import EffectOptionError
-from effects.options import Option, OptionType, parse_colour
+from effects.options import parse_colour
 from effects.segmentation import Segmenter
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects.stage import EffectInfo, Image, StageContext
 
 
 def sharpen_mask(mask: NDArray[np.float32], threshold: float, softness: float) -> NDArray[np.float32]:
@@ -55,20 +66,46 @@ class Background:
                 raise EffectOptionError(f"background: option image: cannot read {str(path)!r}")
             self._picture = picture
         self._segmenter = Segmenter(context.models, smoothing=options["smoothing"])
+        self._helpers = context.helpers
         self._interval: int = options["interval"]
         self._frame = 0
         self._small: NDArray[Any] | None = None
+        self._pending: Future[NDArray[np.float32]] | None = None
         self.last_weights: NDArray[np.float32] | None = None
 
     def process(self, image: Image) -> Image:
-        height, width = image.shape[:2]
-        # The model runs every ``interval`` frames; in between, the last mask
-        # is reused (a person moves little in a frame or two, and the mask is
-        # already smoothed over time). The soft edge is shaped at model size,
-        # then scaled up once.
-        if self._small is None or self._frame % self._interval == 0:
-            self._small = sharpen_mask(self._segmenter.small_mask(image), self._threshold, self._softness)
+        # The model runs every ``interval`` frames, on a helper thread; its
+        # mask is collected on the next frame, and reused until the next one
+        # arrives (a person moves little in a frame or two, and the mask is
+        # already smoothed over time).
+        self._collect()
+        if self._small is None:
+            self._small = self._shape(self._segmenter.infer(self._segmenter.blob(image)))
+        elif self._frame % self._interval == 0:
+            self._pending = self._helpers.submit(self._segmenter.infer, self._segmenter.blob(image))
         self._frame += 1
+        return self._compose(image)
+
+    def reuse(self, image: Image) -> Image:
+        """Compose with the last mask; no new model run is started."""
+        if self._small is None:
+            return self.process(image)
+        self._collect()
+        self._frame += 1
+        return self._compose(image)
+
+    def _collect(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._small = self._shape(pending.result())
+
+    def _shape(self, raw: NDArray[np.float32]) -> NDArray[np.float32]:
+        # The soft edge is shaped at model size, then scaled up once.
+        return sharpen_mask(self._segmenter.smooth(raw), self._threshold, self._softness)
+
+    def _compose(self, image: Image) -> Image:
+        assert self._small is not None
+        height, width = image.shape[:2]
         weights = np.asarray(cv2.resize(self._small, (width, height), interpolation=cv2.INTER_LINEAR), np.float32)
         self.last_weights = weights
         backdrop = self._backdrop(image, width, height)
@@ -106,21 +143,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> Background:
     return Background(options, context)
 
 
-EFFECT = EffectInfo(
-    name="background",
-    kind=StageKind.VIDEO,
-    summary="replace the background with a colour or an image, or blur it (never skipped)",
-    options=(
-        Option("mode", OptionType.CHOICE, "blur", "what to show behind the person",
-               choices=("blur", "colour", "image")),
-        Option("colour", OptionType.COLOUR, "green", "backdrop colour for mode=colour"),
-        Option("image", OptionType.PATH, "", "backdrop picture for mode=image (scaled to cover)"),
-        Option("blur", OptionType.FLOAT, 0.6, "blur strength for mode=blur", 0.0, 1.0),
-        Option("threshold", OptionType.FLOAT, 0.5, "person probability at the edge", 0.05, 0.95),
-        Option("softness", OptionType.FLOAT, 0.3, "width of the soft edge in probability", 0.0, 1.0),
-        Option("smoothing", OptionType.FLOAT, 0.4, "weight of the previous mask (0 = none)", 0.0, 0.95),
-        Option("interval", OptionType.INT, 2, "run the segmentation model every N frames, reuse it between", 1, 10),
-    ),
-    factory=_build,
-    critical=True,
-)
+EFFECT = EffectInfo.of(catalog.BACKGROUND, _build)

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects import catalog
+from effects.stage import EffectInfo, Image, StageContext
 
 
 def skin_mask(image: Image) -> NDArray[Any]:
@@ -71,21 +71,14 @@ class Beauty:
         weight = (mask.astype(np.float32) * (self._smooth / 255.0))[:, :, None]
         delta = (delta * weight).astype(np.int16)
         delta = cv2.resize(delta, (width, height), interpolation=cv2.INTER_LINEAR)
-        return cv2.add(image.astype(np.int16), delta).clip(0, 255).astype(np.uint8)
+        # One saturating pass, uint8 + int16 into uint8: the same result as
+        # widening the frame, adding, clipping and narrowing, at a third of
+        # the cost.
+        return cv2.add(image, delta, dtype=cv2.CV_8U)
 
 
 def _build(options: Mapping[str, Any], context: StageContext) -> Beauty:
     return Beauty(options)
 
 
-EFFECT = EffectInfo(
-    name="beauty",
-    kind=StageKind.VIDEO,
-    summary="skin smoothing (edge-preserving, skin only), brightness and warmth",
-    options=(
-        Option("smooth", OptionType.FLOAT, 0.5, "skin smoothing strength", 0.0, 1.0),
-        Option("brightness", OptionType.FLOAT, 0.0, "-1 darker .. 1 brighter", -1.0, 1.0),
-        Option("warmth", OptionType.FLOAT, 0.0, "-1 cooler .. 1 warmer", -1.0, 1.0),
-    ),
-    factory=_build,
-)
+EFFECT = EffectInfo.of(catalog.BEAUTY, _build)

@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from effects import catalog
 from effects.cube import BakedLut, parse_cube
 from effects.errors import CubeParseError, EffectOptionError
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects.stage import EffectInfo, Image, StageContext
 
-PRESETS = ("none", "warm", "cool", "mono", "vintage")
+PRESETS = catalog.COLOR_PRESETS
 
 # Sepia as a BGR -> BGR matrix (rows produce B, G, R from B, G, R inputs).
 _SEPIA = np.array(
@@ -92,14 +92,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> ColourFilter:
     return ColourFilter(options)
 
 
-EFFECT = EffectInfo(
-    name="color",
-    kind=StageKind.VIDEO,
-    summary="colour presets (warm, cool, mono, vintage) and .cube LUT files (1D or 3D)",
-    options=(
-        Option("preset", OptionType.CHOICE, "none", "a built-in look", choices=PRESETS),
-        Option("lut", OptionType.PATH, "", ".cube file, applied after the preset"),
-        Option("strength", OptionType.FLOAT, 1.0, "mix with the original: 0 none .. 1 full", 0.0, 1.0),
-    ),
-    factory=_build,
-)
+EFFECT = EffectInfo.of(catalog.COLOR, _build)

@@ -14,8 +14,9 @@ frames.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 
 from effects.models import FACE_DETECTION, ModelStore
 from effects.stage import Image
+from effects.workers import INLINE, Helpers
 
 _INPUT = 128
 _TRACK_WIDTH = 320
@@ -39,6 +41,15 @@ def _anchors() -> NDArray[np.float32]:
         grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
         centres.append(np.repeat(grid, per_cell, axis=0))
     return np.concatenate(centres).astype(np.float32)
+
+
+class Tile(NamedTuple):
+    """One square of the frame, as the network's input blob."""
+
+    x0: int
+    y0: int
+    side: int
+    blob: NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +98,29 @@ class FaceDetector:
         self._nms = nms
 
     def detect(self, image: Image) -> list[Face]:
+        """Faces on ``image``, all in the caller's thread."""
+        return self.infer(self.blobs(image))
+
+    def blobs(self, image: Image) -> list[Tile]:
+        """The network inputs for ``image``, at model size: cheap, and
+        independent of the frame afterwards, so :meth:`infer` may run on
+        another thread while later stages change the frame in place."""
         height, width = image.shape[:2]
         side = min(height, width)
-        boxes: list[list[float]] = []
-        scores: list[float] = []
-        marks: list[NDArray[np.float32]] = []
+        tiles: list[Tile] = []
         for x0, y0 in self._tiles(width, height, side):
             tile = image[y0:y0 + side, x0:x0 + side]
             blob = cv2.dnn.blobFromImage(tile, 1 / 127.5, (_INPUT, _INPUT), (127.5, 127.5, 127.5), swapRB=True)
+            tiles.append(Tile(x0, y0, side, np.asarray(blob, np.float32)))
+        return tiles
+
+    def infer(self, tiles: list[Tile]) -> list[Face]:
+        """Run the network on each tile and merge the faces (the costly
+        part; one call at a time per detector)."""
+        boxes: list[list[float]] = []
+        scores: list[float] = []
+        marks: list[NDArray[np.float32]] = []
+        for x0, y0, side, blob in tiles:
             self._net.setInput(blob)
             raw_scores, raw_boxes = self._net.forward(["classificators", "regressors"])
             logits = np.clip(raw_scores.reshape(-1), -80.0, 80.0)
@@ -142,30 +168,60 @@ class FaceTracker:
     median optical flow, and the box scales with the landmarks' spread, so
     overlays stay anchored to a moving head at a fraction of a detection's
     cost.
+
+    A detection runs on ``helpers`` (the chain's helper threads): started
+    on frame N with that frame's blobs, collected on the next call and
+    tracked from frame N to the current frame, so it lands where the face is
+    now. Only the first frame (or the first after a size change) waits for
+    a detection in the caller's thread, so no frame goes out before faces
+    were looked for. Results do not depend on the number of threads.
     """
 
-    def __init__(self, models: ModelStore, interval: int = 5, threshold: float = 0.6) -> None:
+    def __init__(
+        self, models: ModelStore, interval: int = 5, threshold: float = 0.6, helpers: Helpers = INLINE
+    ) -> None:
         self._detector = FaceDetector(models, threshold=threshold)
         self._interval = max(1, interval)
+        self._helpers = helpers
         self._count = 0
         self._faces: list[Face] = []
         self._prev_grey: NDArray[Any] | None = None
+        self._pending: Future[list[Face]] | None = None
         self._scale = 1.0
         self.detections = 0
 
     def update(self, image: Image) -> list[Face]:
         """Faces on this frame (call once per frame, in order)."""
+        return self._step(image, detect=True)
+
+    def follow(self, image: Image) -> list[Face]:
+        """Faces on this frame by tracking alone: no new detection starts
+        (a running one is still collected). For frames the chain must make
+        cheaper."""
+        return self._step(image, detect=False)
+
+    def _step(self, image: Image, detect: bool) -> list[Face]:
         height, width = image.shape[:2]
         scale = min(1.0, _TRACK_WIDTH / width)
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if scale < 1.0:
             grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
         prev = self._prev_grey
-        if self._count % self._interval == 0 or prev is None or prev.shape != grey.shape:
+        fresh = prev is None or prev.shape != grey.shape
+        if self._pending is not None:
+            # Faces found on the previous frame; moved on to this one below.
+            pending, self._pending = self._pending, None
+            self._faces = pending.result()
+        if fresh:
             self._faces = self._detector.detect(image)
             self.detections += 1
-        elif self._faces:
-            self._faces = self._track(prev, grey, scale)
+        else:
+            assert prev is not None
+            if self._faces:
+                self._faces = self._track(prev, grey, scale)
+            if detect and self._count % self._interval == 0:
+                self._pending = self._helpers.submit(self._detector.infer, self._detector.blobs(image))
+                self.detections += 1
         self._count += 1
         self._prev_grey = grey
         self._scale = scale

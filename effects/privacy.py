@@ -4,7 +4,9 @@ Faces come from :class:`effects.faces.FaceTracker` (BlazeFace every
 ``interval`` frames, optical flow between). The stage is critical: the
 chain never skips it when running late, because a skipped frame would show
 the face it is meant to hide. ``grow`` enlarges each box so that hair and
-chin are covered as well as the detector's tight box.
+chin are covered as well as the detector's tight box. When the chain must
+save time it calls :meth:`FacePrivacy.reuse`: the faces are still tracked
+and hidden on every frame, only no new detection is started.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 import cv2
 
-from effects.faces import FaceTracker
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects import catalog
+from effects.faces import Face, FaceTracker
+from effects.stage import EffectInfo, Image, StageContext
 
 
 class FacePrivacy:
@@ -26,11 +28,21 @@ class FacePrivacy:
         self._mode: str = options["mode"]
         self._strength: float = options["strength"]
         self._grow: float = options["grow"]
-        self._tracker = FaceTracker(context.models, interval=options["interval"], threshold=options["threshold"])
+        self._tracker = FaceTracker(
+            context.models, interval=options["interval"], threshold=options["threshold"], helpers=context.helpers
+        )
 
     def process(self, image: Image) -> Image:
+        return self._hide(image, self._tracker.update(image))
+
+    def reuse(self, image: Image) -> Image:
+        """Hide the faces tracked from the last detection; no new detection
+        starts (tracking is cheap and keeps the cover on a moving face)."""
+        return self._hide(image, self._tracker.follow(image))
+
+    def _hide(self, image: Image, faces: list[Face]) -> Image:
         height, width = image.shape[:2]
-        for face in self._tracker.update(image):
+        for face in faces:
             x0, y0, x1, y1 = face.int_box(width, height, self._grow)
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
@@ -56,17 +68,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> FacePrivacy:
     return FacePrivacy(options, context)
 
 
-EFFECT = EffectInfo(
-    name="face_privacy",
-    kind=StageKind.VIDEO,
-    summary="detect faces and blur or pixelate them (never skipped)",
-    options=(
-        Option("mode", OptionType.CHOICE, "blur", "how to hide a face", choices=("blur", "pixelate")),
-        Option("strength", OptionType.FLOAT, 0.7, "0 light .. 1 strongest", 0.0, 1.0),
-        Option("grow", OptionType.FLOAT, 0.2, "enlarge each face box by this fraction per side", 0.0, 1.0),
-        Option("interval", OptionType.INT, 5, "run the detector every N frames, track between", 1, 60),
-        Option("threshold", OptionType.FLOAT, 0.6, "detector score needed", 0.05, 0.99),
-    ),
-    factory=_build,
-    critical=True,
-)
+EFFECT = EffectInfo.of(catalog.FACE_PRIVACY, _build)

@@ -12,31 +12,40 @@ drifts from video.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
+from effects.catalog import EffectMeta, StageKind
 from effects.models import ModelStore
-from effects.options import Option
+from effects.workers import INLINE, Helpers
 
 # OpenCV's stubs type every result as a generic array, so the alias is
 # loose; the content is always BGR uint8 (height, width, 3).
 Image = NDArray[Any]
 Samples = NDArray[np.float32]
 
-
-class StageKind(enum.Enum):
-    VIDEO = "video"
-    AUDIO = "audio"
+__all__ = ["EffectInfo", "Image", "Samples", "StageContext", "StageKind"]
 
 
 class VideoStage(Protocol):
     def process(self, image: Image) -> Image:
         """Return the processed frame (the same array or a new one)."""
+        ...
+
+
+@runtime_checkable
+class ReusingStage(Protocol):
+    """A video stage that can apply its effect from its last analysis (the
+    last mask, the last tracked faces) without a new one. The chain calls
+    :meth:`reuse` instead of ``process`` on frames it must make cheaper, for
+    stages that must not simply be skipped."""
+
+    def reuse(self, image: Image) -> Image:
+        """Return the processed frame, running no new model inference."""
         ...
 
 
@@ -50,33 +59,28 @@ class AudioStage(Protocol):
 class StageContext:
     """What a stage factory may use besides its options: the shared model
     store (model bytes are read once per process, networks are per stage
-    because OpenCV networks must not run on two threads at once)."""
+    because OpenCV networks must not run on two threads at once) and the
+    chain's helper threads for model inference (see :mod:`effects.workers`;
+    by default none, so jobs run in the caller's thread)."""
 
     models: ModelStore
+    helpers: Helpers = INLINE
 
 
 StageFactory = Callable[[Mapping[str, Any], StageContext], Any]
 
 
 @dataclass(frozen=True, slots=True)
-class EffectInfo:
-    """One effect: its name, what it works on, its options and how to build
-    a stage from checked option values.
+class EffectInfo(EffectMeta):
+    """One effect's metadata (:mod:`effects.catalog`) and how to build a
+    stage from checked option values.
 
-    ``critical`` stages are never skipped when the chain runs late (a face
-    blur that skipped a frame would show the face); the others are skipped
-    whole frames at a time, counted, so a slow stage cannot stall the
-    stream.
-    """
+    A critical stage that is a :class:`ReusingStage` may be asked to reuse
+    its last analysis when the chain runs late (counted)."""
 
-    name: str
-    kind: StageKind
-    summary: str
-    options: tuple[Option, ...]
-    factory: StageFactory
-    critical: bool = False
+    factory: StageFactory = field(kw_only=True)
 
-    def describe(self) -> str:
-        lines = [f"{self.name} ({self.kind.value}): {self.summary}"]
-        lines += [f"    {option.describe()}" for option in self.options]
-        return "\n".join(lines)
+    @classmethod
+    def of(cls, meta: EffectMeta, factory: StageFactory) -> EffectInfo:
+        """The catalog entry ``meta`` with its implementation."""
+        return cls(meta.name, meta.kind, meta.summary, meta.options, meta.critical, factory=factory)

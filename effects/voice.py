@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from effects.options import Option, OptionType
-from effects.stage import EffectInfo, Samples, StageContext, StageKind
+from effects import catalog
+from effects.stage import EffectInfo, Samples, StageContext
 
 
 class PitchShifter:
@@ -205,17 +205,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> VoiceChanger:
     return VoiceChanger(options)
 
 
-EFFECT = EffectInfo(
-    name="voice",
-    kind=StageKind.AUDIO,
-    summary="voice changer for privacy: pitch shift and robot voice (adds at most window_ms of delay)",
-    options=(
-        Option("pitch", OptionType.FLOAT, 1.0, "pitch ratio: 2 = an octave up, 0.5 = an octave down", 0.25, 4.0),
-        Option("window_ms", OptionType.FLOAT, 30.0, "delay-line length; the most delay added", 5.0, 45.0),
-        Option("robot", OptionType.BOOL, False, "ring-modulated robot voice"),
-        Option("robot_hz", OptionType.FLOAT, 50.0, "robot carrier frequency", 5.0, 500.0),
-        Option("robot_mix", OptionType.FLOAT, 1.0, "robot effect mix: 0 dry .. 1 full", 0.0, 1.0),
-    ),
-    factory=_build,
-    critical=True,
-)
+EFFECT = EffectInfo.of(catalog.VOICE, _build)

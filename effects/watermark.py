@@ -20,12 +20,13 @@ from numpy.typing import NDArray
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
+from effects import catalog
 from effects.blend import blend_bgra
 from effects.errors import EffectOptionError
-from effects.options import Option, OptionType, parse_colour
-from effects.stage import EffectInfo, Image, StageContext, StageKind
+from effects.options import parse_colour
+from effects.stage import EffectInfo, Image, StageContext
 
-POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
+POSITIONS = catalog.WATERMARK_POSITIONS
 
 
 class Watermark:
@@ -126,19 +127,4 @@ def _build(options: Mapping[str, Any], context: StageContext) -> Watermark:
     return Watermark(options)
 
 
-EFFECT = EffectInfo(
-    name="watermark",
-    kind=StageKind.VIDEO,
-    summary="brand every frame with an image (PNG with alpha) and/or text",
-    options=(
-        Option("text", OptionType.STR, "", "text to draw"),
-        Option("image", OptionType.PATH, "", "PNG file (alpha respected)"),
-        Option("position", OptionType.CHOICE, "bottom-right", "where to place it", choices=POSITIONS),
-        Option("margin", OptionType.FLOAT, 0.03, "gap to the frame edge, fraction of frame height", 0.0, 0.5),
-        Option("opacity", OptionType.FLOAT, 0.85, "0 transparent .. 1 opaque", 0.0, 1.0),
-        Option("scale", OptionType.FLOAT, 0.2, "watermark width as a fraction of frame width", 0.01, 1.0),
-        Option("colour", OptionType.COLOUR, "white", "text colour (#RRGGBB or a name)"),
-        Option("font", OptionType.PATH, "", "TrueType font file (default: Pillow's built-in font)"),
-    ),
-    factory=_build,
-)
+EFFECT = EffectInfo.of(catalog.WATERMARK, _build)

@@ -49,6 +49,19 @@ class PlaybackRequest:
     remote: str
 
 
+@dataclass(frozen=True, slots=True)
+class PlaybackGrant:
+    """A successful playback check.
+
+    ``public``: anyone may watch this stream without a token (a free
+    stream), so shared caches (CDNs, proxies) may keep its media. Media of
+    any other stream is marked private: a shared cache would serve it to
+    viewers without a token, and past the token's life.
+    """
+
+    public: bool = False
+
+
 class PublishCheck(Protocol):
     async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
         """Return a grant or raise :class:`PublishDenied`."""
@@ -60,9 +73,9 @@ class PublishCheck(Protocol):
 
 
 class PlaybackCheck(Protocol):
-    async def authorize_playback(self, request: PlaybackRequest) -> None:
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant | None:
         """Return when the viewer may watch, raise :class:`PlaybackDenied`
-        otherwise."""
+        otherwise. ``None`` is a grant that is not public."""
         ...
 
 
@@ -85,8 +98,8 @@ class AllowAllChecks:
     async def publish_ended(self, grant: PublishGrant) -> None:
         return None
 
-    async def authorize_playback(self, request: PlaybackRequest) -> None:
-        return None
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
+        return PlaybackGrant(public=True)
 
 
 class StaticKeyChecks:
@@ -108,6 +121,7 @@ class StaticKeyChecks:
     async def publish_ended(self, grant: PublishGrant) -> None:
         return None
 
-    async def authorize_playback(self, request: PlaybackRequest) -> None:
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
         if not request.playback_name:
             raise PlaybackDenied("no stream named")
+        return PlaybackGrant(public=True)

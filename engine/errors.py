@@ -19,6 +19,11 @@ class StreamBusyError(EngineError):
     """A publisher asked for a stream that already has a live publisher."""
 
 
+class StreamNameError(EngineError, ValueError):
+    """A stream or rendition name is outside the allowed character set
+    (see :data:`engine.media.STREAM_NAME_RULE`)."""
+
+
 class PublishDenied(EngineError):
     """The publish check refused a stream key."""
 

@@ -18,8 +18,49 @@ Bitstream conventions, fixed here so that no output has to guess:
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+
+from engine.errors import StreamNameError
+
+STREAM_NAME_RULE = "1 to 64 characters, each a letter A-Z or a-z, a digit, '_' or '-'"
+"""What a stream name (and a rendition's rung name) may be. Names become URL
+path segments and folder names, so they never hold '/', '.', or anything a
+path, a playlist or a log line would read differently."""
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_stream_name(name: str, what: str = "stream name") -> str:
+    """Return ``name`` when it follows :data:`STREAM_NAME_RULE` (whole
+    string, no trailing newline), else raise :class:`StreamNameError`."""
+    if not isinstance(name, str) or _STREAM_NAME.fullmatch(name) is None:
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise StreamNameError(f"{what} {shown} is not allowed: use {STREAM_NAME_RULE}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionId:
+    """The identity of a rendition: a stream of its own (the transcoder
+    publishes each rung), tied to its source by structure, never by parsing a
+    name. ``str()`` gives ``SOURCE/RUNG`` for logs and metric labels only;
+    no code reads that string back."""
+
+    source: str
+    rung: str
+
+    def __post_init__(self) -> None:
+        check_stream_name(self.source, "source stream name")
+        check_stream_name(self.rung, "rung name")
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.rung}"
+
+
+StreamKey = str | RenditionId
+"""What the registry knows a stream by: a source's name, or a rendition's id."""
 
 
 class MediaKind(enum.Enum):
@@ -137,6 +178,11 @@ class StreamStarted:
 
     tracks: tuple[Track, ...]
     discontinuity: bool = False
+    clock_continues: bool = False
+    """With ``discontinuity``: the timestamps carry on from the previous
+    track set (the codec parameters changed mid-stream, e.g. a rendition
+    switched from a copied to an encoded picture), so outputs keep their
+    timeline instead of re-basing it as after a reconnect."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,11 @@ A publisher that disconnects leaves its stream waiting for a grace window;
 one that comes back with the same playback name inside it continues the same
 stream, and consumers see a ``StreamStarted(discontinuity=True)``. When the
 window passes, consumers see :class:`StreamEnded`.
+
+Streams are known by a :data:`~engine.media.StreamKey`: a source by its name
+(checked against :data:`~engine.media.STREAM_NAME_RULE` when claimed), a
+rendition by its :class:`~engine.media.RenditionId`. The two never collide
+and no name is ever split to find a source.
 """
 
 from __future__ import annotations
@@ -21,10 +26,21 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from engine.codecs import CodecError, describe_track
 from engine.errors import StreamBusyError
-from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
+from engine.media import (
+    MediaKind,
+    Packet,
+    RenditionId,
+    StreamEnded,
+    StreamItem,
+    StreamKey,
+    StreamStarted,
+    Track,
+    check_stream_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +181,58 @@ class Subscription:
         self._wake()
 
 
+T = TypeVar("T")
+
+
+class GopCache(Generic[T]):
+    """The items since the last video keyframe, at most ``limit`` of them:
+    what a consumer joining mid-stream needs to start on a decodable
+    picture. The one cache of its kind: the registry keeps one per stream
+    (source packets) and the WebRTC hub one per stream (packets ready to
+    send). A group longer than ``limit`` is dropped whole until the next
+    keyframe, since part of a group is of no use."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: list[T] = []
+
+    def add(self, item: T, *, keyframe: bool) -> None:
+        """Note ``item``; ``keyframe`` when it is a video keyframe (it
+        starts a new group). Items before the first keyframe are not kept."""
+        if keyframe:
+            self._items = [item]
+        elif self._items:
+            if len(self._items) < self.limit:
+                self._items.append(item)
+            else:
+                self._items = []
+
+    def clear(self) -> None:
+        self._items = []
+
+    def items(self, last: int | None = None) -> list[T]:
+        """A copy of the group, or of its ``last`` items."""
+        return list(self._items if last is None else self._items[-last:])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class LiveStream:
     """A named stream: its tracks, its publisher, its subscriptions.
 
-    Only the registry creates streams. ``gop_cache`` keeps the packets since
-    the last video keyframe so that a subscriber that asks for it starts on a
-    decodable frame (WebRTC viewers joining mid-stream).
+    Only the registry creates streams. ``key`` is its identity: a source's
+    name or a rendition's :class:`RenditionId` (then :attr:`rendition` is
+    set); ``name`` is ``str(key)``, for logs and labels only. ``gop_cache``
+    keeps the packets since the last video keyframe so that a subscriber that
+    asks for it starts on a decodable frame (WebRTC viewers joining
+    mid-stream).
     """
 
-    def __init__(self, name: str, gop_cache_limit: int) -> None:
-        self.name = name
+    def __init__(self, key: StreamKey, gop_cache_limit: int) -> None:
+        self.key = key
+        self.name = str(key)
+        self.rendition = key if isinstance(key, RenditionId) else None
         self.state = StreamState.LIVE
         self.tracks: tuple[Track, ...] = ()
         self.stats = FanoutStats()
@@ -182,11 +240,16 @@ class LiveStream:
         self.publish_count = 0
         self.publisher_info: dict[str, str] = {}
         self._subs: list[Subscription] = []
-        self._gop: list[Packet] = []
-        self._gop_limit = gop_cache_limit
+        self._gop: GopCache[Packet] = GopCache(gop_cache_limit)
         self._video_tracks: frozenset[int] = frozenset()
         self._ended = asyncio.Event()
         self._end_callbacks: dict[str, EndCallback] = {}
+
+    @property
+    def gop_cache_limit(self) -> int:
+        """Most packets of a group kept for joining consumers (the same
+        bound serves the stream's other caches of its groups)."""
+        return self._gop.limit
 
     def is_video(self, track: int) -> bool:
         return track in self._video_tracks
@@ -203,7 +266,7 @@ class LiveStream:
         if self.tracks:
             sub._offer(StreamStarted(self.tracks))
             if replay_gop:
-                for pkt in self._gop[-maxsize:]:
+                for pkt in self._gop.items(maxsize):
                     sub._offer(pkt)
         if self.state is StreamState.ENDED:
             sub._offer(StreamEnded("stream already ended"))
@@ -222,26 +285,22 @@ class LiveStream:
         for sub in tuple(self._subs):
             sub._offer(item)
 
-    def _start(self, tracks: tuple[Track, ...]) -> None:
+    def _start(self, tracks: tuple[Track, ...], clock_continues: bool = False) -> None:
         discontinuity = self.publish_count > 0 and bool(self.tracks)
         self.tracks = tracks
         self._video_tracks = frozenset(t.index for t in tracks if t.kind is MediaKind.VIDEO)
         self._gop.clear()
         self.publish_count += 1
         self.state = StreamState.LIVE
-        self._broadcast(StreamStarted(tracks, discontinuity=discontinuity))
+        self._broadcast(
+            StreamStarted(tracks, discontinuity=discontinuity, clock_continues=discontinuity and clock_continues)
+        )
 
     def _write(self, packet: Packet) -> None:
         self.stats.packets_in += 1
         self.stats.bytes_in += len(packet.data)
         if self._video_tracks:
-            if packet.keyframe and packet.track in self._video_tracks:
-                self._gop.clear()
-            if self._gop or (packet.keyframe and packet.track in self._video_tracks):
-                if len(self._gop) < self._gop_limit:
-                    self._gop.append(packet)
-                else:
-                    self._gop.clear()
+            self._gop.add(packet, keyframe=packet.keyframe and packet.track in self._video_tracks)
         self._broadcast(packet)
 
     def _end(self, reason: str) -> None:
@@ -286,6 +345,20 @@ class Publisher:
             self.stream._start(tracks)
         self._started = True
 
+    def restart(self, tracks: tuple[Track, ...]) -> None:
+        """Begin a new run of this publish on the same clock: consumers see
+        ``StreamStarted(discontinuity=True, clock_continues=True)`` even when
+        ``tracks`` did not change, and outputs cut and mark a discontinuity
+        here. A transcoder does this to every rendition at the moment one of
+        them changes codec parameters, so that all renditions keep matching
+        segments and discontinuities."""
+        if self.closed:
+            return
+        if not self._started:
+            self.start(tracks)
+            return
+        self.stream._start(tuple(_described(t) for t in tracks), clock_continues=True)
+
     def write(self, packet: Packet) -> None:
         if not self.closed:
             self.stream._write(packet)
@@ -326,7 +399,8 @@ SettingsListener = Callable[[str, str, object], None]
 
 
 class StreamRegistry:
-    """Every stream on this node, by playback name.
+    """Every stream on this node, by :data:`StreamKey` (a source's playback
+    name or a rendition's id).
 
     ``grace_s`` is the reconnect window. Listeners added with
     :meth:`on_stream_created` are called once per new stream (not on a
@@ -336,9 +410,9 @@ class StreamRegistry:
     def __init__(self, grace_s: float = 10.0, gop_cache_limit: int = 1024) -> None:
         self.grace_s = grace_s
         self._gop_cache_limit = gop_cache_limit
-        self._streams: dict[str, LiveStream] = {}
-        self._publishers: dict[str, Publisher] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._streams: dict[StreamKey, LiveStream] = {}
+        self._publishers: dict[StreamKey, Publisher] = {}
+        self._timers: dict[StreamKey, asyncio.TimerHandle] = {}
         self._listeners: list[StreamListener] = []
         self._settings: dict[str, dict[str, object]] = {}
         self._end_tasks: set[asyncio.Task[None]] = set()
@@ -364,22 +438,27 @@ class StreamRegistry:
     def on_settings_changed(self, listener: SettingsListener) -> None:
         self._settings_listeners.append(listener)
 
-    def get(self, name: str) -> LiveStream | None:
+    def get(self, name: StreamKey) -> LiveStream | None:
         return self._streams.get(name)
 
     def streams(self) -> tuple[LiveStream, ...]:
         return tuple(self._streams.values())
 
-    def publisher(self, name: str) -> Publisher | None:
+    def publisher(self, name: StreamKey) -> Publisher | None:
         return self._publishers.get(name)
 
-    def claim(self, name: str) -> Publisher:
-        """Become the publisher of ``name``.
+    def claim(self, name: StreamKey) -> Publisher:
+        """Become the publisher of ``name`` (a source's name, or the
+        :class:`RenditionId` of a rendition being published by a transcoder).
 
-        Raises :class:`StreamBusyError` when it has a live publisher. A stream
-        waiting in its grace window is continued; otherwise a new stream is
-        created and the listeners are told.
+        Raises :class:`~engine.errors.StreamNameError` for a source name
+        outside :data:`~engine.media.STREAM_NAME_RULE` and
+        :class:`StreamBusyError` when the stream has a live publisher. A
+        stream waiting in its grace window is continued; otherwise a new
+        stream is created and the listeners are told.
         """
+        if isinstance(name, str):
+            check_stream_name(name)
         if name in self._publishers:
             raise StreamBusyError(f"stream {name!r} already has a publisher")
         timer = self._timers.pop(name, None)
@@ -399,7 +478,7 @@ class StreamRegistry:
                 listener(stream)
         return publisher
 
-    def kick(self, name: str, reason: str) -> bool:
+    def kick(self, name: StreamKey, reason: str) -> bool:
         """Disconnect the publisher of ``name`` and end its stream now."""
         publisher = self._publishers.get(name)
         if publisher is None:
@@ -408,7 +487,7 @@ class StreamRegistry:
         return True
 
     def _release(self, publisher: Publisher, reason: str, grace: bool = True) -> None:
-        name = publisher.stream.name
+        name = publisher.stream.key
         if self._publishers.get(name) is not publisher:
             return
         del self._publishers[name]
@@ -421,16 +500,20 @@ class StreamRegistry:
         else:
             self._finish(name, reason)
 
-    def _expire(self, name: str, reason: str) -> None:
+    def _expire(self, name: StreamKey, reason: str) -> None:
         self._timers.pop(name, None)
         if name not in self._publishers:
             self._finish(name, reason)
 
-    def _finish(self, name: str, reason: str) -> None:
+    def _finish(self, name: StreamKey, reason: str) -> None:
         stream = self._streams.pop(name, None)
         if stream is None:
             return
         stream._end(reason)
+        # Its settings were for this broadcast: a later one of the same name
+        # is configured again when it is authorised. Renditions have none.
+        if isinstance(name, str):
+            self._settings.pop(name, None)
         log.info("stream %s ended: %s", name, reason)
         callbacks, stream._end_callbacks = stream._end_callbacks, {}
         loop = asyncio.get_running_loop()
@@ -440,7 +523,7 @@ class StreamRegistry:
             task.add_done_callback(self._end_tasks.discard)
 
     @staticmethod
-    async def _run_end_callback(name: str, key: str, callback: EndCallback) -> None:
+    async def _run_end_callback(name: StreamKey, key: str, callback: EndCallback) -> None:
         try:
             await callback()
         except Exception:

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+# Import the real packages before pytest collects tests/control_api: with
+# --import-mode=importlib it would otherwise register that test folder under
+# the name ``control_api`` and resolve ``control_api.*`` imports elsewhere.
+import control_api  # noqa: F401
+
 
 def _require(tool: str) -> str:
     path = shutil.which(tool)

@@ -53,6 +53,10 @@ def test_toml_then_environment_wins(tmp_path: Path) -> None:
          "rung a: level '3.7' is not one of '1'"),
         ("[transcode.ladders.x]\nrungs = [{name = 'a', height = 240, bitrate = 1, profile = 'high10'}]\n", {},
          "rung a: profile 'high10' is not one of 'baseline', 'main', 'high'"),
+        ("[transcode]\ndecoder = 'vaapi'\n", {}, "transcode.decoder 'vaapi' is not one of 'auto', 'software'"),
+        ("[streams.keys]\nk1 = 'victim/evil'\n", {}, "streams.keys: playback name 'victim/evil' is not allowed"),
+        ("[effects]\nthreads = 0\n", {}, "effects.threads must be between 1 and 8"),
+        ("", {"FANZ_EFFECTS_THREADS": "9"}, "effects.threads must be between 1 and 8"),
     ],
 )
 def test_clear_errors(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engine.errors import StreamBusyError
-from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
-from engine.registry import StreamRegistry, StreamState
+from engine.errors import StreamBusyError, StreamNameError
+from engine.media import Codec, Packet, RenditionId, StreamEnded, StreamStarted, Track, check_stream_name
+from engine.registry import GopCache, LiveStream, StreamRegistry, StreamState
 
 TB = Fraction(1, 1000)
 TRACKS = (
@@ -135,3 +138,87 @@ async def test_end_callbacks_run_once_when_the_stream_ends_for_good() -> None:
     await asyncio.sleep(0.1)
     await reg.drain()
     assert calls == ["second"]
+
+
+NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
+@given(st.text(max_size=80))
+def test_stream_names_follow_the_documented_rule(name: str) -> None:
+    allowed = 1 <= len(name) <= 64 and all(c in NAME_CHARS for c in name)
+    assert allowed == (re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) is not None)
+    if allowed:
+        assert check_stream_name(name) == name
+    else:
+        with pytest.raises(StreamNameError, match="is not allowed"):
+            check_stream_name(name)
+
+
+@pytest.mark.parametrize("name", ["victim/evil", "", "a" * 65, "ok\n", "..", "a b", "x.y", "\u0430dmin"])
+async def test_claim_refuses_names_outside_the_rule(name: str) -> None:
+    reg = StreamRegistry(grace_s=0)
+    with pytest.raises(StreamNameError):
+        reg.claim(name)
+    assert reg.streams() == ()
+
+
+async def test_a_rendition_is_linked_to_its_source_by_structure() -> None:
+    reg = StreamRegistry(grace_s=0)
+    created: list[LiveStream] = []
+    reg.on_stream_created(created.append)
+    source = reg.claim("cam")
+    rid = RenditionId("cam", "360p")
+    rendition = reg.claim(rid)
+    assert source.stream.rendition is None and source.stream.key == "cam"
+    assert rendition.stream.rendition == rid and rendition.stream.key == rid
+    assert rendition.stream.name == "cam/360p"  # for logs and labels only
+    assert reg.get(rid) is rendition.stream
+    assert reg.get("cam/360p") is None  # a string is never parsed into a rendition
+    assert [s.key for s in created] == ["cam", rid]
+    with pytest.raises(StreamNameError):
+        RenditionId("cam", "../360p")
+    with pytest.raises(StreamNameError):
+        RenditionId("victim/evil", "360p")
+
+
+async def test_restart_keeps_the_clock_and_marks_a_discontinuity() -> None:
+    reg = StreamRegistry(grace_s=0)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    sub = pub.stream.subscribe("t")
+    pub.restart(TRACKS)  # same tracks: still a new run
+    items = list(sub.drain())
+    assert [(i.discontinuity, i.clock_continues) for i in items if isinstance(i, StreamStarted)] == [
+        (False, False),
+        (True, True),
+    ]
+
+
+def test_gop_cache_starts_on_a_keyframe_and_drops_an_overlong_group_whole() -> None:
+    cache: GopCache[str] = GopCache(3)
+    cache.add("before", keyframe=False)
+    assert cache.items() == []  # nothing before the first keyframe
+    cache.add("k1", keyframe=True)
+    cache.add("a", keyframe=False)
+    cache.add("b", keyframe=False)
+    assert cache.items() == ["k1", "a", "b"] and cache.items(2) == ["a", "b"]
+    cache.add("c", keyframe=False)  # one past the limit: the group is of no use
+    assert cache.items() == [] and len(cache) == 0
+    cache.add("d", keyframe=False)
+    assert cache.items() == []
+    cache.add("k2", keyframe=True)
+    assert cache.items() == ["k2"]
+    snapshot = cache.items()
+    cache.clear()
+    assert snapshot == ["k2"] and cache.items() == []
+
+
+async def test_a_streams_gop_cache_is_bounded_by_its_limit() -> None:
+    reg = StreamRegistry(gop_cache_limit=3)
+    pub = reg.claim("bounded")
+    pub.start(TRACKS)
+    assert pub.stream.gop_cache_limit == 3
+    for i in range(5):
+        pub.write(video(i * 33, i == 0))
+    sub = pub.stream.subscribe("late", replay_gop=True)
+    assert [x for x in sub.drain() if isinstance(x, Packet)] == []

@@ -173,10 +173,12 @@ async def test_http_refuses_traversal_and_unknown_files(engine: Engine, ffmpeg: 
             async with session.get(hls_url(engine, "safe", f"src/{segment}")) as resp:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == "video/iso.segment"
-                assert "max-age=86400" in resp.headers["Cache-Control"]
+                assert resp.headers["Cache-Control"] == "public, max-age=86400, immutable"
             async with session.get(base + "/metrics") as resp:
                 metrics = await resp.text()
-                assert 'fanz_stream_bytes_in_total{stream="safe"}' in metrics
+                # By default no series names a stream (http.metrics_stream_labels).
+                assert re.search(r"^fanz_stream_bytes_in_total [0-9.e+]+$", metrics, re.M), metrics
+                assert "safe" not in metrics
                 assert "fanz_hls_segments_written_total" in metrics
             async with session.get(base + "/ready") as resp:
                 assert resp.status == 200
@@ -244,4 +246,34 @@ async def test_sliding_window_removes_old_segments(tmp_path: Path, ffmpeg: str, 
         assert len(on_disk) == 4, on_disk  # the window and one spare
         assert output.segments_written == 12
     finally:
+        await engine.stop()
+
+
+async def test_a_key_with_a_slash_cannot_add_a_variant_to_another_stream(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
+) -> None:
+    """Sent as OBS sends it (server rtmp://HOST/live, key victim/evil) while
+    victim is live: refused with the reason, and victim's playlists list
+    only its own renditions."""
+    engine = await start_engine(tmp_path / "data", transcode={"enabled": True, "ladder": "passthrough"})
+    victim = await publish(ffmpeg, h264_aac_flv, rtmp_url(engine, "victim"))
+    try:
+        await wait_for(lambda: "victim" in engine.hls.outputs and engine.hls.outputs["victim"].segments_written, 30)
+        intruder = await publish(
+            ffmpeg, h264_aac_flv, rtmp_url(engine, "ignored"),
+            extra=["-rtmp_app", "live", "-rtmp_playpath", "victim/evil"],
+        )
+        _, err = await asyncio.wait_for(intruder.communicate(), 30)
+        assert intruder.returncode != 0 and b"is not allowed" in err
+        status, text, _ = await get_text(hls_url(engine, "victim"))
+        assert status == 200 and "evil" not in text
+        status, _, _ = await get_text(hls_url(engine, "victim", "evil/media.m3u8"))
+        assert status == 404
+        assert set(engine.hls.outputs["victim"].variants) == {"source"}
+        _, err = await asyncio.wait_for(victim.communicate(), 30)
+        assert victim.returncode == 0, err
+    finally:
+        if victim.returncode is None:
+            victim.kill()
+            await victim.wait()
         await engine.stop()

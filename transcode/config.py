@@ -10,6 +10,11 @@ from transcode.ladder import H264_ENCODERS, LadderConfig, builtin_ladders
 
 ENCODER_CHOICES = ("auto", *H264_ENCODERS)
 
+SOFTWARE_DECODER = "software"
+HARDWARE_DECODERS = ("cuda", "qsv")
+"""Device types probed for ``auto``, in this order of preference."""
+DECODER_CHOICES = ("auto", SOFTWARE_DECODER, *HARDWARE_DECODERS)
+
 
 @dataclass(frozen=True, slots=True)
 class TranscodeSettings:
@@ -20,6 +25,12 @@ class TranscodeSettings:
     encoder: str = doc(
         "H.264 encoder: auto (the first hardware encoder that opens, else libx264) or a name "
         "(h264_nvenc, h264_qsv, libx264).",
+        "auto",
+    )
+    decoder: str = doc(
+        "Video decoder of live transcodes: auto (a GPU decoder, cuda then qsv, if one decodes a test "
+        "frame at start-up, else software, logged with the reason), software, cuda (NVDEC) or qsv. "
+        "Naming a GPU decoder that does not work here stops the engine at start-up.",
         "auto",
     )
     queue_frames: int = doc("Frames a stream's transcoder may fall behind before it drops (counted).", 256)
@@ -38,6 +49,9 @@ class TranscodeSettings:
         if self.encoder not in ENCODER_CHOICES:
             allowed = ", ".join(repr(e) for e in ENCODER_CHOICES)
             raise TranscodeConfigError(f"transcode.encoder {self.encoder!r} is not one of {allowed}")
+        if self.decoder not in DECODER_CHOICES:
+            allowed = ", ".join(repr(d) for d in DECODER_CHOICES)
+            raise TranscodeConfigError(f"transcode.decoder {self.decoder!r} is not one of {allowed}")
         if self.queue_frames < 2:
             raise TranscodeConfigError("transcode.queue_frames must be at least 2")
 

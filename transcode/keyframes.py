@@ -9,6 +9,7 @@ integer timestamps; no PyAV.
 
 from __future__ import annotations
 
+import enum
 from fractions import Fraction
 from typing import Protocol
 
@@ -19,6 +20,19 @@ class KeyframeGrid(Protocol):
     def is_boundary(self, pts: int, time_base: Fraction, source_keyframe: bool) -> bool:
         """Whether the frame at ``pts`` starts a new segment in every rung."""
         ...
+
+
+class GridMode(enum.Enum):
+    """What a :class:`SegmentKeyframeGrid` has found out about the source."""
+
+    UNDECIDED = "undecided"
+    SOURCE = "source"
+    """Boundaries are the source's keyframes: a passed-through copy of the
+    source is aligned with the rungs."""
+    OWN = "own"
+    """The source's keyframes are too far apart: the rungs place their own
+    keyframes every segment target, and a passed-through copy would not line
+    up with them (nor have short segments)."""
 
 
 class SourceKeyframeGrid:
@@ -45,6 +59,81 @@ class SourceKeyframeGrid:
             return False
         self._last = t
         return True
+
+
+SOURCE_INTERVALS_TO_DECIDE = 2
+"""Source keyframe intervals no longer than the segment target that make a
+:class:`SegmentKeyframeGrid` follow the source's keyframes."""
+
+
+class SegmentKeyframeGrid:
+    """Live: short segments whatever keyframe interval the publisher uses.
+
+    While the source sends a keyframe at least every ``target`` seconds, its
+    keyframes are the boundaries (as :class:`SourceKeyframeGrid`), so the
+    passed-through source lines up with the rungs. The source's first
+    keyframe intervals decide:
+
+    - :data:`SOURCE_INTERVALS_TO_DECIDE` of them in a row are no longer than
+      the target (each next keyframe is at or before the first frame at or
+      past the target): mode :attr:`GridMode.SOURCE`. Two rather than one, so
+      that a scene-cut keyframe early in a long-GOP stream (x264's default,
+      and OBS's) does not pass for a short interval;
+    - the first frame at or past ``target`` seconds after the previous
+      boundary is not a source keyframe: the source's interval exceeds the
+      target (OBS sends a keyframe every 250 frames by default, 8.3 s at
+      30 fps), mode :attr:`GridMode.OWN`: from this frame on a boundary falls
+      on the first frame at or past ``target`` seconds after the previous
+      one, whatever the source does.
+
+    Boundaries are measured from the previous boundary, not from a fixed
+    origin, so two boundaries are never less than ``target`` apart and a
+    packager that cuts on the first keyframe at or past the target cuts on
+    every one of them.
+
+    In mode SOURCE a later gap longer than the target switches to OWN too,
+    unless :meth:`pin_to_source` was called (a passed-through copy of the
+    source is being published: its keyframes cannot move, and every rendition
+    must keep the same boundaries). Timestamps that go backwards restart the
+    grid at that frame.
+    """
+
+    def __init__(self, target: Fraction) -> None:
+        if target <= 0:
+            raise TranscodeConfigError("the segment target must be positive")
+        self.target = target
+        self.mode = GridMode.UNDECIDED
+        self.pinned = False
+        self._last: Fraction | None = None
+        self._short_intervals = 0
+
+    def pin_to_source(self) -> None:
+        """In mode SOURCE, keep following the source's keyframes from now on."""
+        self.pinned = True
+
+    def is_boundary(self, pts: int, time_base: Fraction, source_keyframe: bool) -> bool:
+        t = pts * time_base
+        last = self._last
+        if last is None or t < last:
+            self._last = t
+            return True
+        elapsed = t - last
+        if self.mode is GridMode.OWN:
+            boundary = elapsed >= self.target
+        elif source_keyframe:
+            if self.mode is GridMode.UNDECIDED:
+                self._short_intervals += 1
+                if self._short_intervals >= SOURCE_INTERVALS_TO_DECIDE:
+                    self.mode = GridMode.SOURCE
+            boundary = True
+        elif elapsed >= self.target and not (self.pinned and self.mode is GridMode.SOURCE):
+            self.mode = GridMode.OWN
+            boundary = True
+        else:
+            boundary = False
+        if boundary:
+            self._last = t
+        return boundary
 
 
 class FixedKeyframeGrid:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from engine.media import Codec
+from engine.errors import StreamNameError
+from engine.media import Codec, check_stream_name
 from transcode.errors import SourceError, TranscodeConfigError
 
 RATE_CONTROLS = ("vbr", "cbr")
@@ -104,8 +105,7 @@ class RungConfig:
     buffer_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise TranscodeConfigError(f"rung name {self.name!r} must be non-empty and contain no '/'")
+        _check_rendition_name(self.name)
         if self.height < 16 or self.height % 2:
             raise TranscodeConfigError(f"rung {self.name}: height must be even and at least 16")
         if self.bitrate <= 0:
@@ -172,6 +172,7 @@ class LadderConfig:
         return use.bframes if self.bframes is None else self.bframes
 
     def __post_init__(self) -> None:
+        _check_rendition_name(self.passthrough_name)
         names = [r.name for r in self.rungs]
         if self.passthrough:
             names.append(self.passthrough_name)
@@ -191,6 +192,15 @@ class LadderConfig:
             raise TranscodeConfigError(f"ladder {self.name}: durations must be positive")
         if self.audio_channels not in (1, 2):
             raise TranscodeConfigError(f"ladder {self.name}: audio_channels must be 1 or 2")
+
+
+def _check_rendition_name(name: str) -> None:
+    """Rendition names become URL path segments and folders: the stream
+    name rule applies to them too."""
+    try:
+        check_stream_name(name, "rendition name")
+    except StreamNameError as exc:
+        raise TranscodeConfigError(str(exc)) from None
 
 
 def builtin_ladders() -> dict[str, LadderConfig]:
@@ -273,6 +283,16 @@ def passthrough_verdict(ladder: LadderConfig, source: SourceInfo) -> tuple[bool,
     if limits.max_bitrate is not None and source.bitrate is not None and source.bitrate > limits.max_bitrate:
         return False, f"source bitrate {source.bitrate} exceeds {limits.max_bitrate}"
     return True, "within limits"
+
+
+def long_gop_reason(target: Fraction) -> str:
+    """Why a live source whose keyframes are further apart than the segment
+    target is not passed through (for the log and the stream status)."""
+    secs = f"{float(target):g} s"
+    return (
+        f"source keyframes are more than {secs} (the segment target) apart: "
+        f"the rungs place their own keyframes every {secs} and the source is not passed through"
+    )
 
 
 def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:

@@ -20,6 +20,8 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from engine.codecs import CodecError, avc_packet_from_annexb, extradata_to_avcc
 from engine.media import Codec, Packet, Track
+from transcode.config import SOFTWARE_DECODER
+from transcode.decoders import DecoderUnavailable, open_hw_decoder
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap
@@ -93,13 +95,29 @@ def to_av_packet(packet: Packet | None) -> av.Packet | None:
 
 class VideoDecoder:
     """Decodes a model video track (AVCC with an ``avcC`` extradata for
-    H.264) into frames carrying the source's pts and time base."""
+    H.264) into frames carrying the source's pts and time base.
 
-    def __init__(self, track: Track) -> None:
-        ctx = open_decoder(track, DECODERS, "video")
-        assert isinstance(ctx, VideoCodecContext)
-        self.ctx = ctx
-        self.ctx.thread_type = "AUTO"
+    ``hwaccel`` names a hardware device type (``cuda``, ``qsv``) to decode
+    on, as chosen by :func:`transcode.decoders.probe_decoders`. Its frames
+    are downloaded to system memory (``nv12``), which the rung scalers take
+    like any software frame. When the device cannot decode this particular
+    track (codec or profile it lacks), the track is decoded in software and
+    :attr:`name` says so.
+    """
+
+    def __init__(self, track: Track, hwaccel: str | None = None) -> None:
+        self.name = SOFTWARE_DECODER
+        ctx: VideoCodecContext | None = None
+        if hwaccel is not None:
+            try:
+                hw = open_hw_decoder(track, hwaccel)
+                assert isinstance(hw, VideoCodecContext)
+                ctx = hw
+                self.name = hwaccel
+            except DecoderUnavailable as exc:
+                log.info("%s; decoding in software", exc)
+        self.ctx = ctx if ctx is not None else _software_decoder(track)
+        self.track = track
         self.time_base = track.time_base
         self.errors = 0
 
@@ -116,6 +134,16 @@ class VideoDecoder:
             self.errors += 1
             log.debug("video decode error %d: %s", self.errors, exc)
             return []
+        except av.FFmpegError as exc:
+            if self.name == SOFTWARE_DECODER:
+                raise
+            # The device opened but cannot decode this stream (a profile or
+            # size NVDEC lacks): software from the next keyframe on.
+            log.warning("%s decode failed (%s); decoding in software", self.name, exc)
+            self.errors += 1
+            self.name = SOFTWARE_DECODER
+            self.ctx = _software_decoder(self.track)
+            return []
         out = []
         for frame in frames:
             assert isinstance(frame, VideoFrame)
@@ -125,6 +153,13 @@ class VideoDecoder:
             frame.time_base = self.time_base
             out.append(frame)
         return out
+
+
+def _software_decoder(track: Track) -> VideoCodecContext:
+    ctx = open_decoder(track, DECODERS, "video")
+    assert isinstance(ctx, VideoCodecContext)
+    ctx.thread_type = "AUTO"
+    return ctx
 
 
 class RungEncoder:

@@ -34,12 +34,12 @@ from typing import Any
 from aiohttp import web
 
 from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest
-from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError
+from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import StreamRegistry, StreamState
+from webrtc import ice, tap, whep
 from webrtc.config import WebRtcConfig
 from webrtc.errors import OfferError, SessionLimitError
 from webrtc.hub import StreamHub
-from webrtc.ice import HostAddresses
 from webrtc.negotiate import offered_kinds
 from webrtc.sessions import SessionKind, SessionTable
 from webrtc.whep import WhepSession
@@ -100,8 +100,11 @@ class WebRtcHttp:
         self.hubs: dict[str, StreamHub] = {}
         self.closed = False
         self.stats = WebRtcStats()
-        self._hosts = HostAddresses(config.host_addresses, config.include_interface_addresses)
-        self._hosts.install()
+        # aiortc and aioice internals this package relies on: checked once,
+        # so that an unsupported version stops the start, not a session.
+        ice.check_library()
+        tap.check_library()
+        whep.check_library()
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -179,7 +182,7 @@ class WebRtcHttp:
         offer = await self._read_offer(request)
         if isinstance(offer, web.Response):
             return offer
-        if not STREAM_KEY.match(key):
+        if not STREAM_KEY.fullmatch(key):
             return self._error(403, "publish refused: malformed stream key")
         remote = request.remote or ""
         try:
@@ -191,6 +194,9 @@ class WebRtcHttp:
             publisher = self.registry.claim(grant.playback_name)
         except SessionLimitError as exc:
             return self._error(503, str(exc), {"Retry-After": "10"})
+        except StreamNameError as exc:
+            log.warning("whip from %s: publish refused: %s", remote, exc)
+            return self._error(400, f"publish refused: {exc}")
         except StreamBusyError:
             return self._error(409, f"stream {grant.playback_name!r} is already being published")
         record = self.table.open(SessionKind.WHIP, grant.playback_name, asyncio.get_running_loop().time())
@@ -209,6 +215,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_publisher(record.id, "unusable offer")
             return self._error(400, str(exc))
+        except Exception:
+            log.exception("whip %s: answering the offer failed", record.id)
+            await self._end_publisher(record.id, "internal error")
+            return self._error(500, "internal error while answering the offer")
         publisher.stream.on_ended("publish-check", functools.partial(self.publish_check.publish_ended, grant))
         self.stats.whip_sessions += 1
         log.info("whip %s: publishing %s from %s", record.id, grant.playback_name, remote)
@@ -234,7 +244,7 @@ class WebRtcHttp:
         offer = await self._read_offer(request)
         if isinstance(offer, web.Response):
             return offer
-        if not STREAM_NAME.match(name):
+        if not STREAM_NAME.fullmatch(name):
             return self._error(404, "no such stream")
         token = request.query.get("token")
         auth = request.headers.get("Authorization", "")
@@ -272,6 +282,10 @@ class WebRtcHttp:
         except OfferError as exc:
             await self._end_viewer(record.id, "unusable offer")
             return self._error(400, str(exc))
+        except Exception:
+            log.exception("whep %s: answering the offer failed", record.id)
+            await self._end_viewer(record.id, "internal error")
+            return self._error(500, "internal error while answering the offer")
         self.stats.whep_sessions += 1
         return self._created(answer, f"/whep/resource/{record.id}")
 
@@ -327,7 +341,7 @@ class WebRtcHttp:
         return web.FileResponse(STATIC / "publish.html", headers={"Cache-Control": "no-cache"})
 
     async def watch_page(self, request: web.Request) -> web.StreamResponse:
-        if not STREAM_NAME.match(request.match_info["name"]):
+        if not STREAM_NAME.fullmatch(request.match_info["name"]):
             raise web.HTTPNotFound(text="no such stream")
         return web.FileResponse(STATIC / "watch.html", headers={"Cache-Control": "no-cache"})
 
@@ -379,4 +393,3 @@ class WebRtcHttp:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._hosts.uninstall()

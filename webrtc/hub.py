@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from engine.codecs import CodecError, nal_length_size, parameter_sets
 from engine.media import Codec, MediaKind, Packet, StreamEnded, StreamStarted, Track, rescale
-from engine.registry import LiveStream
+from engine.registry import GopCache, LiveStream
 from webrtc.errors import BitstreamError
 from webrtc.feed import Lane, OutPacket, ViewerFeed
 from webrtc.h264 import avcc_to_annexb_keyframe
@@ -31,9 +31,6 @@ from webrtc.transcode import AUDIO_TIME_BASE, VIDEO_TIME_BASE, AacToOpus, Coded,
 
 log = logging.getLogger(__name__)
 
-DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.VP8: "vp8", Codec.VP9: "vp9", Codec.AV1: "libdav1d"}
-GOP_CACHE_LIMIT = 600
-"""Most packets of the current group of pictures kept for joining viewers."""
 
 
 class _Rebase:
@@ -85,7 +82,7 @@ class StreamHub:
         self._length_size = 4
         self._reencoder: VideoToH264 | None = None
         self._opus: AacToOpus | None = None
-        self._gop: list[OutPacket] = []
+        self._gop: GopCache[OutPacket] = GopCache(stream.gop_cache_limit)
         self._video_clock = _Rebase(3000)
         self._audio_clock = _Rebase(960)
         self._sub = stream.subscribe("webrtc", maxsize=subscription_size, replay_gop=True)
@@ -94,7 +91,7 @@ class StreamHub:
     # -- viewers -------------------------------------------------------------
     def add(self, feed: ViewerFeed) -> None:
         self.feeds[feed.id] = feed
-        feed.seed_video(list(self._gop))
+        feed.seed_video(self._gop.items())
         if self._reencoder is not None and not self._gop:
             self._reencoder.request_keyframe()
 
@@ -163,12 +160,13 @@ class StreamHub:
         self._video, self._audio = video, audio
 
     def _start_reencode(self, video: Track) -> None:
-        decoder = DECODERS.get(video.codec)
-        if decoder is None:
-            log.warning("whep %s: no decoder for %s video: audio only", self.stream.name, video.codec.value)
+        try:
+            self._reencoder = VideoToH264(video.codec, video.time_base, video.extradata, gop_frames=self.gop_frames)
+        except BitstreamError as exc:
+            log.warning("whep %s: %s video cannot be re-encoded (%s): audio only", self.stream.name,
+                        video.codec.value, exc)
             self.mode = "unsupported"
             return
-        self._reencoder = VideoToH264(decoder, video.time_base, video.extradata, gop_frames=self.gop_frames)
         self._gop.clear()
         self.mode = "transcode"
         log.info("whep %s: %s source re-encoded to H.264 for WebRTC viewers", self.stream.name, video.codec.value)
@@ -201,12 +199,7 @@ class StreamHub:
                 self._emit_video(OutPacket(c.data, self._video_clock.map(c.pts), c.keyframe))
 
     def _emit_video(self, out: OutPacket) -> None:
-        if out.keyframe:
-            self._gop = [out]
-        elif self._gop and len(self._gop) < GOP_CACHE_LIMIT:
-            self._gop.append(out)
-        else:
-            self._gop = []
+        self._gop.add(out, keyframe=out.keyframe)
         self.packets_out += 1
         for feed in self.feeds.values():
             feed.offer(Lane.VIDEO, out)

@@ -5,17 +5,27 @@ offers no loopback candidate (so a viewer on the same host, or a local
 reverse proxy, can never connect) and, without servers configured, aiortc
 falls back to a public STUN server. :func:`rtc_configuration` always names
 the servers explicitly (an empty list when none are configured), and
-:class:`HostAddresses` makes the ICE library's host-address lookup return the
-configured addresses.
+:class:`HostAddresses` gives the engine's own peer connections the
+configured host addresses.
 
-The ICE library looks host addresses up through one module-level function,
-so the override is process-wide: :meth:`HostAddresses.install` is called once
-at start-up by :class:`webrtc.http.WebRtcHttp` and undone by its ``close``.
+The ICE library (aioice) looks host addresses up through one module-level
+function, ``aioice.ice.get_host_addresses``, and offers no per-connection
+setting. The first :meth:`HostAddresses.applied` replaces that function,
+once, with a dispatcher that answers from a context variable: inside an
+``applied()`` block (and in the tasks it starts, such as aiortc's candidate
+gathering) the configured addresses; everywhere else exactly what the
+library's own function answers. Other peer connections in the process keep
+the library's behaviour. :func:`check_library` confirms the function is
+still where and what this expects; ``tests/webrtc/test_library_hooks.py``
+fails when a new aioice changes it, and pyproject bounds the version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
@@ -49,51 +59,71 @@ def merge_addresses(extra: Sequence[str], interfaces: Sequence[str]) -> list[str
     return seen
 
 
+_ACTIVE: contextvars.ContextVar[HostAddresses | None] = contextvars.ContextVar("fanz_ice_hosts", default=None)
+_library_lookup: HostLookup | None = None
+"""aioice's own lookup, kept when the dispatcher is put in its place."""
+
+
+def check_library() -> None:
+    """Raise :class:`WebRtcUsageError` unless aioice still looks host
+    addresses up through ``aioice.ice.get_host_addresses(use_ipv4,
+    use_ipv6)`` from ``Connection.gather_candidates``."""
+    lookup = getattr(aioice.ice, "get_host_addresses", None)
+    if lookup is None or not callable(lookup):
+        raise WebRtcUsageError("aioice.ice.get_host_addresses is gone: this aioice version is not supported")
+    original = _library_lookup or lookup
+    params = list(inspect.signature(original).parameters)
+    if params != ["use_ipv4", "use_ipv6"]:
+        raise WebRtcUsageError(f"aioice.ice.get_host_addresses takes {params}: this aioice version is not supported")
+    source = inspect.getsource(aioice.ice.Connection.gather_candidates)
+    if "get_host_addresses(" not in source:
+        raise WebRtcUsageError("aioice no longer gathers host candidates through get_host_addresses")
+
+
+def _dispatch(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    assert _library_lookup is not None
+    active = _ACTIVE.get()
+    if active is None:
+        return _library_lookup(use_ipv4, use_ipv6)
+    return active.lookup(use_ipv4, use_ipv6, _library_lookup)
+
+
+def _hook() -> None:
+    global _library_lookup
+    if _library_lookup is None:
+        check_library()
+        _library_lookup = aioice.ice.get_host_addresses
+        aioice.ice.get_host_addresses = _dispatch
+
+
 class HostAddresses:
-    """Replaces the ICE library's host address lookup while installed.
+    """The host addresses the engine's peer connections offer.
 
-    Installations nest: each :meth:`install` is matched by one
-    :meth:`uninstall`, and the original lookup comes back after the last one
-    (several engines in one test process each install their own).
+    Gathering that runs inside :meth:`applied` uses them; nesting is
+    allowed (the innermost block wins) and concurrent tasks each see their
+    own.
     """
-
-    _stack: list[tuple[HostAddresses, HostLookup]] = []
 
     def __init__(self, addresses: Sequence[str], include_interfaces: bool) -> None:
         self.addresses = list(addresses)
         self.include_interfaces = include_interfaces
-        self._installed = False
+
+    @classmethod
+    def from_config(cls, config: WebRtcConfig) -> HostAddresses:
+        return cls(config.host_addresses, config.include_interface_addresses)
 
     def lookup(self, use_ipv4: bool, use_ipv6: bool, original: HostLookup) -> list[str]:
         interfaces = original(use_ipv4, use_ipv6) if self.include_interfaces else []
         extra = [a for a in self.addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
         return merge_addresses(extra, interfaces)
 
-    def install(self) -> None:
-        if self._installed:
-            raise WebRtcUsageError("host addresses are already installed")
-        previous: HostLookup = aioice.ice.get_host_addresses
-        original = self._stack[0][1] if self._stack else previous
-
-        def lookup(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-            return self.lookup(use_ipv4, use_ipv6, original)
-
-        HostAddresses._stack.append((self, previous))
-        aioice.ice.get_host_addresses = lookup
-        self._installed = True
-
-    def uninstall(self) -> None:
-        if not self._installed:
-            return
-        self._installed = False
-        stack = HostAddresses._stack
-        index = next(i for i, (owner, _) in enumerate(stack) if owner is self)
-        _, previous = stack.pop(index)
-        if index == len(stack):
-            # We were the innermost: restore what was there before us.
-            aioice.ice.get_host_addresses = previous  # type: ignore[assignment]
-        else:
-            # Someone installed after us and captured our lookup as theirs to
-            # restore: hand them our predecessor instead.
-            owner, _ = stack[index]
-            stack[index] = (owner, previous)
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Candidates gathered in this block (and in tasks started from
+        it) use these addresses."""
+        _hook()
+        token = _ACTIVE.set(self)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)

@@ -7,9 +7,10 @@ without re-encoding and has one Opus encoder per stream.
 
 from __future__ import annotations
 
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, sdp
+from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 
 from webrtc.errors import OfferError
+from webrtc.sdp import parse_offer
 
 VIDEO_CODECS = ("video/H264", "video/VP8")
 AUDIO_CODECS = ("audio/opus",)
@@ -42,11 +43,7 @@ def offered_kinds(offer_sdp: str) -> list[str]:
     Transceivers are made for exactly these before the offer is applied, so
     that the codec preferences are in force when it is negotiated (a
     transceiver the offer does not take would break the answer)."""
-    try:
-        description = sdp.SessionDescription.parse(offer_sdp)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError) as exc:
-        # The SDP parser reports some malformed lines with assertions.
-        raise OfferError(f"malformed SDP offer: {exc or type(exc).__name__}") from exc
+    description = parse_offer(offer_sdp)
     kinds = [m.kind for m in description.media if m.kind in ("audio", "video")]
     if not kinds:
         raise OfferError("the offer has no audio or video section")

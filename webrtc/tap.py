@@ -11,6 +11,7 @@ connection's ``track`` event), which :func:`tap_receiver` checks.
 
 from __future__ import annotations
 
+import inspect
 import queue
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,24 @@ class _TapQueue(queue.Queue[Any]):
             return
         codec, frame = item
         self._sink(str(codec.name), int(codec.clockRate), bytes(frame.data), int(frame.timestamp))
+
+
+def check_library() -> None:
+    """Raise :class:`WebRtcUsageError` unless aiortc's receiver still keeps
+    a decoder queue that is fed ``(codec, frame)`` and a PLI sender."""
+    init = inspect.getsource(RTCRtpReceiver.__init__)
+    handle = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    receive = inspect.getsource(RTCRtpReceiver.receive)
+    for needed, where, what in (
+        ("self.__decoder_queue", init, "a decoder queue"),
+        ("self.__decoder_thread", init, "a decoder thread"),
+        ("self.__decoder_queue.put((codec, encoded_frame))", handle, "(codec, frame) items on the decoder queue"),
+        ("self.__decoder_queue", receive, "the decoder queue handed to its thread at start"),
+    ):
+        if needed not in where:
+            raise WebRtcUsageError(f"this aiortc version's RTCRtpReceiver has no {what}: not supported")
+    if not inspect.iscoroutinefunction(getattr(RTCRtpReceiver, "_send_rtcp_pli", None)):
+        raise WebRtcUsageError("this aiortc version's RTCRtpReceiver has no _send_rtcp_pli: not supported")
 
 
 def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:

@@ -1,13 +1,15 @@
 """The few conversions WebRTC needs, each once per stream, on PyAV.
 
 * :class:`OpusToAac`: a WHIP publisher's Opus becomes AAC in the registry
-  stream, because the HLS packager carries AAC only.
+  stream, because the HLS packager carries AAC only (through
+  :mod:`transcode.audio`).
 * :class:`AacToOpus`: an RTMP publisher's AAC becomes Opus for WHEP viewers
   (browsers take no AAC over WebRTC); it runs only while viewers exist.
 * :class:`VideoToH264`: VP8 from a WHIP publisher becomes H.264 for HLS, and
   a source with B-frames is re-encoded for WHEP viewers (WebRTC carries one
-  timestamp per frame, so frames must arrive in display order). libx264
-  ``ultrafast`` with ``zerolatency``: no B-frames, no lookahead.
+  timestamp per frame, so frames must arrive in display order). It runs
+  the transcoder's own decoder and rung encoder (:mod:`transcode.video`),
+  libx264 ``ultrafast`` with ``zerolatency``: no B-frames, no lookahead.
 
 Each object is "packet in, list of packets out" and is called off the event
 loop (``loop.run_in_executor``); PyAV releases the GIL inside FFmpeg. One
@@ -23,10 +25,16 @@ from fractions import Fraction
 import av
 import av.error
 from av.audio.codeccontext import AudioCodecContext
-from av.video.codeccontext import VideoCodecContext
-from av.video.frame import PictureType
 
+from engine.codecs import CodecError, nal_length_size, parameter_sets
+from engine.media import Codec, Packet, Track, rescale
+from transcode.audio import AudioTranscoder
+from transcode.encoders import SOFTWARE_H264
+from transcode.errors import SourceError, TranscodeError
+from transcode.ladder import ENCODE_USES, LadderConfig, PlannedRung, RungConfig
+from transcode.video import RungEncoder, VideoDecoder, mark_frame
 from webrtc.errors import BitstreamError
+from webrtc.h264 import avcc_to_annexb_keyframe
 
 AUDIO_RATE = 48_000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
@@ -45,8 +53,8 @@ class Coded:
 
 
 def _decode(
-    decoder: AudioCodecContext | VideoCodecContext, data: bytes, pts: int, time_base: Fraction
-) -> list[av.frame.Frame]:
+    decoder: AudioCodecContext, data: bytes, pts: int, time_base: Fraction
+) -> list[av.AudioFrame]:
     packet = av.Packet(data)
     packet.pts = pts
     packet.dts = pts
@@ -58,52 +66,39 @@ def _decode(
 
 
 class OpusToAac:
-    """Raw Opus packets (48 kHz clock) in, raw AAC-LC access units out.
+    """Raw Opus packets (48 kHz clock) in, raw AAC-LC access units out,
+    through the transcoder's own audio path
+    (:class:`transcode.audio.AudioTranscoder`, the one every rendition's
+    AAC comes from); timestamps stay on the publisher's clock, gaps
+    included.
 
     :attr:`extradata` is the AudioSpecificConfig of the output track.
     """
 
     def __init__(self, bitrate: int = 128_000, channels: int = 2) -> None:
-        self._decoder: AudioCodecContext = av.CodecContext.create("opus", "r")
-        self._decoder.sample_rate = AUDIO_RATE
-        self._decoder.layout = "stereo" if channels == 2 else "mono"
-        self._encoder: AudioCodecContext = av.CodecContext.create("aac", "w")
-        self._encoder.sample_rate = AUDIO_RATE
-        self._encoder.layout = "stereo" if channels == 2 else "mono"
-        self._encoder.format = "fltp"
-        self._encoder.bit_rate = bitrate
-        self._encoder.time_base = AUDIO_TIME_BASE
-        self._encoder.flags |= av.codec.context.Flags.global_header
-        self._encoder.open()
+        ladder = LadderConfig(
+            "webrtc-audio", (), audio_bitrate=bitrate, audio_sample_rate=AUDIO_RATE, audio_channels=channels
+        )
+        source = Track(0, Codec.OPUS, AUDIO_TIME_BASE, b"", sample_rate=AUDIO_RATE, channels=channels)
+        try:
+            self._audio = AudioTranscoder(source, ladder, index=0)
+        except TranscodeError as exc:
+            raise BitstreamError(f"Opus to AAC: {exc}") from exc
         self.channels = channels
-        self.extradata = bytes(self._encoder.extradata or b"")
-        self._next_pts: int | None = None
+        self.extradata = self._audio.track.extradata
 
     def push(self, data: bytes | None, pts: int = 0) -> list[Coded]:
         """Convert one Opus packet with ``pts`` in 1/48000 (``None``
         flushes the encoder)."""
-        frames: list[av.AudioFrame | None]
-        if data is None:
-            frames = [None]
-        else:
-            frames = [f for f in _decode(self._decoder, data, pts, AUDIO_TIME_BASE) if isinstance(f, av.AudioFrame)]
-        out: list[Coded] = []
-        for frame in frames:
-            if frame is not None:
-                # Timestamps follow the publisher's clock; the encoder's own
-                # 1024-sample framing is re-timed from the first one.
-                if self._next_pts is None or frame.pts is None or abs(frame.pts - self._next_pts) > AUDIO_RATE // 10:
-                    self._next_pts = frame.pts if frame.pts is not None else 0
-                frame.pts = self._next_pts
-                frame.time_base = AUDIO_TIME_BASE
-                self._next_pts += frame.samples
-            try:
-                packets = self._encoder.encode(frame)
-            except av.error.FFmpegError as exc:
-                raise BitstreamError(f"AAC encode failed: {exc}") from exc
-            for p in packets:
-                out.append(Coded(bytes(p), int(p.pts or 0), True, int(p.duration or 1024)))
-        return out
+        packet = None if data is None else Packet(0, pts, pts, AUDIO_TIME_BASE, data, True)
+        errors = self._audio.errors
+        try:
+            packets = self._audio.push(packet)
+        except (TranscodeError, av.error.FFmpegError) as exc:
+            raise BitstreamError(f"Opus to AAC failed: {exc}") from exc
+        if not packets and self._audio.errors > errors:
+            raise BitstreamError("Opus decode failed: the decoder refused the packet")
+        return [Coded(p.data, p.pts, True, p.duration or 1024) for p in packets]
 
 
 class AacToOpus:
@@ -155,82 +150,106 @@ class AacToOpus:
 
 
 class VideoToH264:
-    """Encoded video in (``decoder_name`` is an FFmpeg decoder: ``vp8``,
-    ``h264``, ``hevc``; ``extradata`` its record), Annex B H.264 out with the
-    SPS and PPS repeated before every keyframe, timestamps in 1/90000.
+    """Encoded video of ``codec`` in (``extradata`` its record), Annex B
+    H.264 out with the SPS and PPS before every keyframe, timestamps in
+    1/90000.
 
-    ``gop_frames`` bounds the keyframe interval; :meth:`request_keyframe`
-    makes the next output frame a keyframe (a new viewer joins).
+    Decoding and encoding are the transcoder's own
+    (:class:`transcode.video.VideoDecoder` and
+    :class:`transcode.video.RungEncoder` with libx264 ``ultrafast`` and
+    ``zerolatency``, no B-frames); this class only decides the keyframes
+    and converts the output for a WebRTC packetiser. ``gop_frames`` bounds
+    the keyframe interval; :meth:`request_keyframe` makes the next output
+    frame a keyframe (a new viewer joins). ``bitrate`` 0 picks one from the
+    picture size.
     """
 
     def __init__(
-        self, decoder_name: str, time_base: Fraction, extradata: bytes = b"", gop_frames: int = 30, bitrate: int = 0
+        self, codec: Codec, time_base: Fraction, extradata: bytes = b"", gop_frames: int = 30, bitrate: int = 0
     ) -> None:
-        self._decoder: VideoCodecContext = av.CodecContext.create(decoder_name, "r")  # type: ignore[assignment]
-        if extradata:
-            self._decoder.extradata = extradata
+        try:
+            self._decoder = VideoDecoder(Track(0, codec, time_base, extradata))
+        except (SourceError, av.error.FFmpegError) as exc:
+            raise BitstreamError(f"no decoder for {codec.value}: {exc}") from exc
+        # One frame in, one frame out, without frame threading: its delay of
+        # a frame per thread matters to WebRTC, and after a corrupt VP8
+        # packet FFmpeg's frame threads can hang when the context closes.
+        self._decoder.ctx.thread_type = "NONE"
         self._in_tb = time_base
-        self._gop = gop_frames
+        self._gop = max(1, gop_frames)
         self._bitrate = bitrate
-        self._encoder: VideoCodecContext | None = None
+        self._encoder: RungEncoder | None = None
+        self._param_sets: list[bytes] = []
+        self._length_size = 4
         self._size: tuple[int, int] | None = None
+        self._since_key = 0
         self._force_key = False
 
     def request_keyframe(self) -> None:
         self._force_key = True
 
-    def _open(self, width: int, height: int) -> VideoCodecContext:
-        enc: VideoCodecContext = av.CodecContext.create("libx264", "w")
-        enc.width = width
-        enc.height = height
-        enc.pix_fmt = "yuv420p"
-        enc.time_base = VIDEO_TIME_BASE
-        enc.framerate = Fraction(30)
-        enc.gop_size = self._gop
-        enc.max_b_frames = 0
-        if self._bitrate:
-            enc.bit_rate = self._bitrate
-        enc.options = {
-            "preset": "ultrafast",
-            "tune": "zerolatency",
-            "profile": "baseline" if width * height <= 1920 * 1080 else "main",
-            "x264-params": f"repeat-headers=1:keyint={self._gop}:min-keyint={max(1, self._gop // 2)}:scenecut=0",
-        }
-        enc.open()
-        return enc
+    def _open(self, width: int, height: int) -> RungEncoder:
+        bitrate = self._bitrate or max(300_000, width * height * 3)
+        profile = "baseline" if width * height <= 1920 * 1080 else "main"
+        rung = RungConfig("webrtc", height, bitrate, max_frame_rate=None, profile=profile)
+        ladder = LadderConfig(
+            "webrtc", (rung,), passthrough=False, x264_preset="ultrafast", x264_tune="zerolatency", bframes=0
+        )
+        try:
+            encoder = RungEncoder(
+                PlannedRung(rung, width, height, None, None), ladder, SOFTWARE_H264, self._in_tb, ENCODE_USES["live"]
+            )
+            self._param_sets = parameter_sets(encoder.track)
+            self._length_size = nal_length_size(encoder.track)
+        except (TranscodeError, CodecError) as exc:
+            raise BitstreamError(f"H.264 encoder for {width}x{height}: {exc}") from exc
+        self._since_key = 0
+        return encoder
 
     def push(self, data: bytes | None, pts: int = 0) -> list[Coded]:
         """Convert one packet with ``pts`` in the source time base (``None``
         flushes)."""
-        frames: list[av.VideoFrame | None] = []
-        if data is None:
-            frames.append(None)
-        else:
-            frames.extend(f for f in _decode(self._decoder, data, pts, self._in_tb) if isinstance(f, av.VideoFrame))
         out: list[Coded] = []
+        errors = self._decoder.errors
+        try:
+            frames = self._decoder.decode(None if data is None else Packet(0, pts, pts, self._in_tb, data))
+        except av.error.FFmpegError as exc:
+            raise BitstreamError(f"video decode failed: {exc}") from exc
+        if not frames and self._decoder.errors > errors:
+            raise BitstreamError("video decode failed: the decoder refused the packet")
         for frame in frames:
-            if frame is not None:
-                size = (frame.width - frame.width % 2, frame.height - frame.height % 2)
-                if self._encoder is None or size != self._size:
-                    if self._encoder is not None:
-                        out.extend(self._drain(None))
-                    self._encoder = self._open(*size)
-                    self._size = size
-                if frame.format.name != "yuv420p" or (frame.width, frame.height) != size:
-                    frame = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-                src_pts = frame.pts if frame.pts is not None else pts
-                frame.pts = int(src_pts * self._in_tb / VIDEO_TIME_BASE)
-                frame.time_base = VIDEO_TIME_BASE
-                frame.pict_type = PictureType.I if self._force_key else PictureType.NONE
-                self._force_key = False
-            out.extend(self._drain(frame))
+            size = (frame.width - frame.width % 2, frame.height - frame.height % 2)
+            if self._encoder is None or size != self._size:
+                if self._encoder is not None:
+                    out.extend(self._coded(self._flush()))
+                self._encoder = self._open(*size)
+                self._size = size
+            boundary = self._force_key or self._since_key == 0 or self._since_key >= self._gop
+            self._force_key = False
+            self._since_key = 1 if boundary else self._since_key + 1
+            mark_frame(frame, self._in_tb, boundary)
+            try:
+                packets = self._encoder.encode(frame, boundary)
+            except TranscodeError as exc:
+                raise BitstreamError(f"H.264 encode failed: {exc}") from exc
+            out.extend(self._coded(packets))
+        if data is None and self._encoder is not None:
+            out.extend(self._coded(self._flush()))
         return out
 
-    def _drain(self, frame: av.VideoFrame | None) -> list[Coded]:
-        if self._encoder is None:
-            return []
+    def _flush(self) -> list[Packet]:
+        assert self._encoder is not None
         try:
-            packets = self._encoder.encode(frame)
-        except av.error.FFmpegError as exc:
+            return self._encoder.flush()
+        except TranscodeError as exc:
             raise BitstreamError(f"H.264 encode failed: {exc}") from exc
-        return [Coded(bytes(p), int(p.pts or 0), bool(p.is_keyframe)) for p in packets]
+
+    def _coded(self, packets: list[Packet]) -> list[Coded]:
+        return [
+            Coded(
+                avcc_to_annexb_keyframe(p.data, p.keyframe, self._param_sets, self._length_size),
+                rescale(p.pts, p.time_base, VIDEO_TIME_BASE),
+                p.keyframe,
+            )
+            for p in packets
+        ]

@@ -11,61 +11,36 @@ from the cache). An ICE or DTLS failure ends only this viewer.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import AnyRtcpPacket
 
 from webrtc.config import WebRtcConfig
-from webrtc.errors import OfferError
+from webrtc.errors import WebRtcUsageError
 from webrtc.feed import Lane, ViewerFeed
 from webrtc.hub import StreamHub
-from webrtc.ice import rtc_configuration
+from webrtc.ice import HostAddresses, rtc_configuration
 from webrtc.negotiate import AUDIO_CODECS, WHEP_VIDEO_CODECS, offered_kinds, prefer_codecs
+from webrtc.sdp import answer_offer
 
 log = logging.getLogger(__name__)
 
 TIME_BASES = {Lane.VIDEO: Fraction(1, 90_000), Lane.AUDIO: Fraction(1, 48_000)}
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What :func:`answer_offer` settled: the answer's SDP and the media
-    kinds (``"audio"``, ``"video"``) the offer and answer agreed on."""
-
-    sdp: str
-    kinds: frozenset[str]
-
-
-async def answer_offer(pc: RTCPeerConnection, offer_sdp: str) -> Answer:
-    """Apply ``offer_sdp`` to ``pc`` and set the local answer.
-
-    Shared by WHEP and WHIP: the caller adds its transceivers (with codec
-    preferences) first. An offer aiortc cannot use, one with no audio or
-    video section, or one that cannot be answered is an :class:`OfferError`;
-    any other error is a local fault and is raised as it is."""
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
-        raise OfferError(f"unusable SDP offer: {exc}") from exc
-    except Exception as exc:  # aiortc raises its own errors for offers it cannot use
-        if type(exc).__module__.startswith("aiortc"):
-            raise OfferError(f"unusable SDP offer: {exc}") from exc
-        raise
-    kinds = frozenset(t.kind for t in pc.getTransceivers() if t.mid is not None)
-    if not kinds:
-        raise OfferError("the offer has no audio or video section")
-    try:
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-    except (ValueError, RuntimeError) as exc:
-        raise OfferError(f"cannot answer the offer: {exc}") from exc
-    return Answer(str(pc.localDescription.sdp), kinds)
+def check_library() -> None:
+    """Raise :class:`WebRtcUsageError` unless aiortc's sender still handles
+    each RTCP packet in ``_handle_rtcp_packet(packet)`` (the viewer's
+    liveness comes from there: aiortc has no public RTCP event)."""
+    handler = getattr(RTCRtpSender, "_handle_rtcp_packet", None)
+    if not inspect.iscoroutinefunction(handler) or list(inspect.signature(handler).parameters) != ["self", "packet"]:
+        raise WebRtcUsageError("this aiortc version's RTCRtpSender has no _handle_rtcp_packet(packet): not supported")
 
 
 class FeedTrack(MediaStreamTrack):
@@ -131,7 +106,8 @@ class WhepSession:
             transceiver = self.pc.addTransceiver(FeedTrack(self.feed, lane), direction="sendonly")
             prefer_codecs(transceiver, mimes, sender=True)
             self._watch_rtcp(transceiver.sender)
-        answer = await answer_offer(self.pc, offer_sdp)
+        with HostAddresses.from_config(self.config).applied():
+            answer = await answer_offer(self.pc, offer_sdp)
         self.hub.add(self.feed)
         return answer.sdp
 

@@ -30,11 +30,11 @@ from engine.registry import Publisher
 from webrtc.config import WebRtcConfig
 from webrtc.errors import BitstreamError
 from webrtc.h264 import AnnexBToAvcc, vp8_is_keyframe
-from webrtc.ice import rtc_configuration
+from webrtc.ice import HostAddresses, rtc_configuration
 from webrtc.negotiate import AUDIO_CODECS, VIDEO_CODECS, offered_kinds, prefer_codecs
+from webrtc.sdp import answer_offer
 from webrtc.tap import request_keyframe, tap_receiver
 from webrtc.transcode import AUDIO_TIME_BASE, VIDEO_TIME_BASE, Coded, OpusToAac, VideoToH264
-from webrtc.whep import answer_offer
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class WhipSession:
         for kind in offered_kinds(offer_sdp):
             mimes = VIDEO_CODECS if kind == "video" else AUDIO_CODECS
             prefer_codecs(self.pc.addTransceiver(kind, direction="recvonly"), mimes, sender=False)
-        answer = await answer_offer(self.pc, offer_sdp)
+        with HostAddresses.from_config(self.config).applied():
+            answer = await answer_offer(self.pc, offer_sdp)
         self._has_video = "video" in answer.kinds
         self._has_audio = "audio" in answer.kinds
         if self._has_audio:
@@ -216,7 +217,7 @@ class WhipSession:
             return
         if self._vp8 is None:
             gop = max(1, round(30 * self.config.transcode_gop_s))
-            self._vp8 = VideoToH264("vp8", VIDEO_TIME_BASE, gop_frames=gop)
+            self._vp8 = VideoToH264(Codec.VP8, VIDEO_TIME_BASE, gop_frames=gop)
             self._tasks.append(self._loop.create_task(self._video_worker(self._vp8), name=f"whip-vp8-{self.id}"))
         if not self._enqueue(self._video_q, data, pts):
             # A dropped VP8 frame breaks every frame after it until the next

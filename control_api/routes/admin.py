@@ -7,6 +7,7 @@ from control_api import schemas as S
 from control_api.authn import actor_of
 from control_api.errors import Conflict
 from control_api.plane import ControlPlane
+from control_api.revocations import EVERY_STREAM, Revocation
 from control_api.routing import ROLES_ADMIN, ROLES_PLATFORM, Reply, RequestCtx, Router, paged
 from control_api.store import audit, streams, users
 from control_api.store import webhooks as hooks
@@ -48,14 +49,16 @@ def register(router: Router, plane: ControlPlane) -> None:
                                       ctx.body, plane.clock())
         return Reply(200, users.user_view(row))
 
-    @router.op("POST", "/admin/users/{user_id}/ban", summary="Ban a user: their sessions end and their live "
-               "stream ends at once", tag=TAG, roles=ROLES_ADMIN, body=S.BAN_BODY, ok=(200, S.ref("Kicked")),
+    @router.op("POST", "/admin/users/{user_id}/ban", summary="Ban a user: their sessions, their playback and "
+               "their live stream end at once", tag=TAG, roles=ROLES_ADMIN, body=S.BAN_BODY, ok=(200, S.ref("Kicked")),
                errors=(409,))
     async def ban(ctx: RequestCtx) -> Reply:
         if ctx.param("user_id") == ctx.user().id:
             raise Conflict("an admin cannot ban themselves")
         actor = actor_of(ctx.principal, ctx.remote)
-        user = await users.set_banned(plane.db, actor, ctx.param("user_id"), ctx.body["reason"], plane.clock())
+        now = plane.clock()
+        user = await users.set_banned(plane.db, actor, ctx.param("user_id"), ctx.body["reason"], now)
+        await plane.revoke([Revocation(user["id"], EVERY_STREAM, now, "banned")])
         current = await streams.open_stream(plane.db, user["id"])
         disconnected = False
         if current is not None:
@@ -82,7 +85,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         check_target(ctx.body["url"], plane.config.webhook_allowed_hosts)
         events = sorted(set(ctx.body.get("events") or S.EVENTS))
         row, secret = await hooks.create_endpoint(plane.db, actor_of(ctx.principal, ctx.remote), ctx.body["url"],
-                                                  events, plane.clock())
+                                                  events, plane.clock(), plane.sealer)
         return Reply(201, hooks.endpoint_view(row, secret))
 
     @router.op("GET", "/webhooks", summary="Webhook endpoints", tag="webhooks", roles=ROLES_PLATFORM,

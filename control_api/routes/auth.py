@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from control_api import schemas as S
-from control_api.authn import actor_of, limit_auth
+from control_api.authn import actor_of, auth_failed, limit_auth
 from control_api.db import Row
 from control_api.errors import Conflict, Forbidden, Unauthenticated
 from control_api.plane import ControlPlane
@@ -59,18 +59,21 @@ def register(router: Router, plane: ControlPlane) -> None:
         user = await users.find_by_username(plane.db, b["username"])
         ok = await asyncio.to_thread(verify_password, b["password"], user["password_hash"] if user else decoy)
         if user is None or not ok:
+            auth_failed(plane, ctx.remote, b["username"])
             raise Unauthenticated("wrong username or password", kind="bad-credentials")
         if user["banned"]:
             raise Forbidden("this account is banned", kind="banned")
         if user["totp_enabled"]:
-            await check_otp(user, b.get("otp"))
+            await check_otp(user, b.get("otp"), ctx.remote)
         return Reply(200, await token_pair(user, ctx.remote))
 
-    async def check_otp(user: Row, code: str | None) -> None:
+    async def check_otp(user: Row, code: str | None, remote: str) -> None:
         if code is None:
             raise Unauthenticated("this account needs a TOTP code in 'otp'", kind="otp-required")
-        step = totp_match(user["totp_secret"], code, plane.clock(), int(user["totp_last_step"]))
+        secret = users.totp_secret(user, plane.sealer)
+        step = None if secret is None else totp_match(secret, code, plane.clock(), int(user["totp_last_step"]))
         if step is None or not await users.use_totp_step(plane.db, user["id"], step):
+            auth_failed(plane, remote, str(user["username"]))
             raise Unauthenticated("wrong or already used TOTP code", kind="otp-invalid")
 
     @router.op("POST", "/auth/refresh", summary="Trade a refresh token for new tokens", tag=TAG, roles=None,
@@ -108,7 +111,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         if user["totp_enabled"]:
             raise Conflict("two-factor authentication is already on; disable it first")
         secret = new_totp_secret()
-        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, secret, False, plane.clock())
+        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, secret, False, plane.clock(), plane.sealer)
         return Reply(200, {"secret": secret, "otpauth_uri": totp_uri(secret, me.username, cfg.totp_issuer)})
 
     @router.op("POST", "/auth/2fa/verify", summary="Confirm TOTP enrolment with a first code", tag=TAG,
@@ -119,8 +122,9 @@ def register(router: Router, plane: ControlPlane) -> None:
         user = await users.get_user(plane.db, me.id)
         if user["totp_secret"] is None or user["totp_enabled"]:
             raise Conflict("no TOTP enrolment is waiting; call /auth/2fa/enable first")
-        await check_otp(user, ctx.body["code"])
-        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, user["totp_secret"], True, plane.clock())
+        await check_otp(user, ctx.body["code"], ctx.remote)
+        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, users.totp_secret(user, plane.sealer), True,
+                             plane.clock(), plane.sealer)
         return Reply(200, {"totp_enabled": True})
 
     @router.op("POST", "/auth/2fa/disable", summary="Turn TOTP off (needs a current code)", tag=TAG,
@@ -131,8 +135,8 @@ def register(router: Router, plane: ControlPlane) -> None:
         user = await users.get_user(plane.db, me.id)
         if not user["totp_enabled"]:
             raise Conflict("two-factor authentication is not on")
-        await check_otp(user, ctx.body["code"])
-        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, None, False, plane.clock())
+        await check_otp(user, ctx.body["code"], ctx.remote)
+        await users.set_totp(plane.db, actor_of(me, ctx.remote), me.id, None, False, plane.clock(), plane.sealer)
         return Reply(200, {"totp_enabled": False})
 
     @router.op("POST", "/auth/api-keys", summary="Create an API key for a platform service", tag=TAG,

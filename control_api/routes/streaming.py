@@ -7,6 +7,7 @@ from control_api import schemas as S
 from control_api.authn import actor_of
 from control_api.db import Row
 from control_api.errors import Conflict, Forbidden, NotFound
+from control_api.forwarded import request_origin
 from control_api.plane import ControlPlane
 from control_api.routing import (
     ROLES_ANY_USER,
@@ -127,23 +128,24 @@ def register(router: Router, plane: ControlPlane) -> None:
                            "peak": stream["peak_viewers"], "total_views": stream["total_views"],
                            **paged(items, ctx.query)})
 
-    async def live_stream_for(ctx: RequestCtx, me: Principal) -> tuple[Row, float]:
+    async def live_stream_for(ctx: RequestCtx, me: Principal) -> tuple[Row, float, float | None]:
         """The stream named in the path, if it has not ended and ``me`` may
-        watch it (subscription, pay-per-view, or free)."""
+        watch it (subscription, pay-per-view, or free), the time now and
+        when that access ends by itself (``None``: it does not)."""
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
         if stream["status"] == "ended":
             raise Conflict("this stream has ended", kind="stream-ended")
         now = plane.clock()
-        await commerce.check_access(plane.db, stream, me.id, me.role, now)
-        return stream, now
+        until = await commerce.check_access(plane.db, stream, me.id, me.role, now)
+        return stream, now, until
 
     @router.op("POST", ID_PATH + "/join", summary="Join a stream: returns a signed, expiring playback URL",
                tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409,))
     async def join(ctx: RequestCtx) -> Reply:
         me = ctx.user()
-        stream, now = await live_stream_for(ctx, me)
+        stream, now, until = await live_stream_for(ctx, me)
         session_id = await streams.join(plane.db, stream["id"], me.id, ctx.remote, now)
-        url, token, expires = plane.playback_url(stream["playback_id"], me.id)
+        url, token, expires = plane.playback_url(stream["playback_id"], me.id, request_origin(ctx.request), until)
         stream = await streams.get_stream(plane.db, stream["id"])
         return Reply(200, {"playback_url": url, "token": token, "expires_at": expires,
                            "viewer_session_id": session_id, "stream": streams.stream_view(stream)})
@@ -157,13 +159,17 @@ def register(router: Router, plane: ControlPlane) -> None:
         stream = await streams.get_stream(plane.db, stream["id"])
         return Reply(200, {"stream_id": stream["id"], "left": left, "concurrent": int(stream["viewers"])})
 
-    @router.op("POST", ID_PATH + "/gift", summary="Send a virtual gift to the creator", tag=TAG,
-               roles=ROLES_ANY_USER, body=S.GIFT_BODY, ok=(201, S.ref("GiftSend")), errors=(409,))
+    @router.op("POST", ID_PATH + "/gift", summary="Record a paid virtual gift (a tip) to the creator (the "
+               "platform's payment service or an admin; processors use /payments/webhook)", tag=TAG,
+               roles=ROLES_PLATFORM, body=S.GIFT_BODY, ok=(201, S.ref("GiftSend")), errors=(409,))
     async def gift(ctx: RequestCtx) -> Reply:
         me = ctx.user()
-        stream, now = await live_stream_for(ctx, me)
-        row = await commerce.send_gift(plane.db, actor_of(me, ctx.remote), stream["id"], me.id, ctx.body["gift_id"],
-                                       ctx.body.get("quantity", 1), ctx.body.get("message", ""), now)
+        stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
+        if stream["status"] == "ended":
+            raise Conflict("this stream has ended", kind="stream-ended")
+        row = await commerce.send_gift(plane.db, actor_of(me, ctx.remote), stream["id"], ctx.body["sender_id"],
+                                       ctx.body["gift_id"], ctx.body.get("quantity", 1), ctx.body.get("message", ""),
+                                       plane.clock())
         view = commerce.gift_send_view(row)
         await plane.webhooks.emit("gift.sent", {**view, "creator_id": stream["user_id"]})
         return Reply(201, view)
@@ -207,15 +213,11 @@ def register(router: Router, plane: ControlPlane) -> None:
                                           b["duration_s"], b["size_bytes"])
         return Reply(201, row)
 
-    @router.op("POST", ID_PATH + "/unlock", summary="Record a pay-per-view purchase of the stream", tag=TAG,
-               roles=ROLES_ANY_USER | ROLES_PLATFORM, body=S.UNLOCK, ok=(201, S.ref("Unlock")), errors=(409,))
+    @router.op("POST", ID_PATH + "/unlock", summary="Record a paid pay-per-view purchase of the stream (the "
+               "platform's payment service or an admin; processors use /payments/webhook)", tag=TAG,
+               roles=ROLES_PLATFORM, body=S.UNLOCK, ok=(201, S.ref("Unlock")), errors=(409,))
     async def unlock(ctx: RequestCtx) -> Reply:
         me = ctx.user()
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
-        user_id = ctx.body.get("user_id", me.id)
-        if user_id != me.id and me.role not in ("admin", "service"):
-            raise Forbidden("only a platform service or an admin may unlock for another user")
-        if me.kind == "api_key" and "user_id" not in ctx.body:
-            raise Conflict("a platform service must name the user_id to unlock for")
-        row = await commerce.unlock(plane.db, actor_of(me, ctx.remote), stream, user_id, plane.clock())
+        row = await commerce.unlock(plane.db, actor_of(me, ctx.remote), stream, ctx.body["user_id"], plane.clock())
         return Reply(201, row)

@@ -158,6 +158,21 @@ async def mark_ended(db: Database, actor: Actor, stream_id: str, reason: str, no
     return str(before)
 
 
+
+async def live_streams(db: Database) -> list[Row]:
+    """``id`` and ``playback_id`` of every stream the store lists as live."""
+    return await db.fetch("SELECT id, playback_id FROM live_streams WHERE status = 'live' ORDER BY started_at, id")
+
+
+async def close_stale_viewers(db: Database, now: float) -> int:
+    """Close viewer sessions left open on streams that are not live (after a
+    crash nothing closed them); returns how many."""
+    return await db.execute(
+        "UPDATE viewers SET left_at = $1 WHERE left_at IS NULL AND stream_id IN "
+        "(SELECT id FROM live_streams WHERE status <> 'live')",
+        now,
+    )
+
 # -- viewers ---------------------------------------------------------------------
 async def join(db: Database, stream_id: str, user_id: str, remote: str, now: float) -> str:
     """Open (or reuse) the viewer's session on a stream and keep the peak.

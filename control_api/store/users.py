@@ -9,6 +9,7 @@ from control_api.errors import Conflict, NotFound
 from control_api.security import new_id, new_secret, secret_hash
 from control_api.store import audit
 from control_api.store.audit import Actor
+from drm.keystore import Sealer
 
 PUBLIC_FIELDS = ("id", "username", "display_name", "bio", "role", "verified", "creator_status", "created_at")
 
@@ -54,12 +55,19 @@ async def find_by_username(db: Database, username: str) -> Row | None:
     return await db.fetchrow("SELECT * FROM users WHERE username = $1", username)
 
 
-async def list_users(db: Database, limit: int, offset: int, role: str | None = None) -> list[Row]:
-    if role is None:
-        return await db.fetch("SELECT * FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
-    return await db.fetch(
-        "SELECT * FROM users WHERE role = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3", role, limit, offset
-    )
+async def list_users(db: Database, limit: int, offset: int, role: str | None = None,
+                     include_admins: bool = True) -> list[Row]:
+    """Users in creation order, of one ``role`` when given; admin accounts
+    only with ``include_admins``."""
+    if role is not None:
+        return await db.fetch(
+            "SELECT * FROM users WHERE role = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3", role, limit, offset
+        )
+    if not include_admins:
+        return await db.fetch(
+            "SELECT * FROM users WHERE role <> 'admin' ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
+        )
+    return await db.fetch("SELECT * FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset)
 
 
 async def update_user(db: Database, actor: Actor, user_id: str, changes: dict[str, Any], now: float) -> Row:
@@ -192,11 +200,25 @@ async def api_key_by_secret(db: Database, key: str, now: float) -> Row | None:
 
 
 # -- TOTP ---------------------------------------------------------------------
-async def set_totp(db: Database, actor: Actor, user_id: str, secret: str | None, enabled: bool, now: float) -> None:
+def _totp_context(user_id: str) -> str:
+    return f"users.totp_secret:{user_id}"
+
+
+def totp_secret(row: Row, sealer: Sealer) -> str | None:
+    """The user's TOTP seed, opened from its sealed column (``None``: none)."""
+    if row["totp_secret"] is None:
+        return None
+    return sealer.open(str(row["totp_secret"]), _totp_context(str(row["id"])))
+
+
+async def set_totp(db: Database, actor: Actor, user_id: str, secret: str | None, enabled: bool, now: float,
+                   sealer: Sealer) -> None:
+    """Store a TOTP seed (sealed; ``None`` clears it) and whether it is on."""
+    stored = None if secret is None else sealer.seal(secret, _totp_context(user_id))
     async with db.transaction() as tx:
         await tx.execute(
             "UPDATE users SET totp_secret = $2, totp_enabled = $3, updated_at = $4 WHERE id = $1",
-            user_id, secret, enabled, now,
+            user_id, stored, enabled, now,
         )
         if secret is None or enabled:
             await audit.record(tx, actor, "user.totp_" + ("enable" if enabled else "disable"), "user", user_id, now)
@@ -208,3 +230,17 @@ async def use_totp_step(db: Database, user_id: str, step: int) -> bool:
     return await db.execute(
         "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND totp_last_step < $2", user_id, step
     ) == 1
+
+
+async def seal_clear_totp(db: Database, sealer: Sealer) -> int:
+    """Seal TOTP seeds stored in clear by earlier versions; returns how many
+    were sealed."""
+    rows = await db.fetch("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
+    sealed = 0
+    for row in rows:
+        if not Sealer.is_sealed(row["totp_secret"]):
+            sealed += await db.execute(
+                "UPDATE users SET totp_secret = $2 WHERE id = $1 AND totp_secret = $3",
+                row["id"], sealer.seal(row["totp_secret"], _totp_context(row["id"])), row["totp_secret"],
+            )
+    return sealed

@@ -10,6 +10,7 @@ from control_api.errors import NotFound
 from control_api.security import new_id
 from control_api.store import audit
 from control_api.store.audit import Actor
+from drm.keystore import Sealer
 
 
 def endpoint_view(row: Row, secret: str | None = None) -> dict[str, Any]:
@@ -23,13 +24,26 @@ def delivery_view(row: Row) -> dict[str, Any]:
     return {k: row[k] for k in keys}
 
 
-async def create_endpoint(db: Database, actor: Actor, url: str, events: list[str], now: float) -> tuple[Row, str]:
+def _context(endpoint_id: str) -> str:
+    return f"webhook_endpoints.secret:{endpoint_id}"
+
+
+def signing_secret(row: Row, sealer: Sealer, id_column: str = "id") -> str:
+    """An endpoint's signing secret, opened from its sealed column."""
+    return sealer.open(str(row["secret"]), _context(str(row[id_column])))
+
+
+async def create_endpoint(db: Database, actor: Actor, url: str, events: list[str], now: float,
+                          sealer: Sealer) -> tuple[Row, str]:
+    """Register an endpoint; returns its row and the signing secret, which is
+    stored sealed and shown only this once."""
     endpoint_id, secret = new_id(), "whsec_" + secrets.token_urlsafe(32)
     async with db.transaction() as tx:
         await tx.execute(
             "INSERT INTO webhook_endpoints (id, url, secret, events, active, created_by, created_at) "
             "VALUES ($1, $2, $3, $4, 1, $5, $6)",
-            endpoint_id, url, secret, ",".join(events), actor.id if actor.kind == "user" else None, now,
+            endpoint_id, url, sealer.seal(secret, _context(endpoint_id)), ",".join(events),
+            actor.id if actor.kind == "user" else None, now,
         )
         await audit.record(tx, actor, "webhook.create", "webhook", endpoint_id, now, {"url": url, "events": events})
         row = await tx.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", endpoint_id)
@@ -94,3 +108,17 @@ async def list_deliveries(db: Database, endpoint_id: str, limit: int, offset: in
         "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
         endpoint_id, limit, offset,
     )
+
+
+async def seal_clear_secrets(db: Database, sealer: Sealer) -> int:
+    """Seal signing secrets stored in clear by earlier versions; returns how
+    many were sealed."""
+    rows = await db.fetch("SELECT id, secret FROM webhook_endpoints")
+    sealed = 0
+    for row in rows:
+        if not Sealer.is_sealed(row["secret"]):
+            sealed += await db.execute(
+                "UPDATE webhook_endpoints SET secret = $2 WHERE id = $1 AND secret = $3",
+                row["id"], sealer.seal(row["secret"], _context(row["id"])), row["secret"],
+            )
+    return sealed

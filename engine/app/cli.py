@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.app import features
 from engine.app.config import EngineConfig, load_config, settings_markdown
 from engine.errors import ConfigError
+from transcode.errors import TranscodeConfigError
 
 # Sub-commands that belong to other packages: name -> (module, help). Each
 # module has ``main(argv) -> int``; imported only when used, so a node that
@@ -120,7 +122,13 @@ def _run_serve(config: EngineConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
-        module = importlib.import_module(DELEGATED[argv[0]][0])
+        name = DELEGATED[argv[0]][0]
+        if argv[0] == "effects":
+            effects_cli = features.load(features.EFFECTS, name)
+            if effects_cli is None:
+                return 2
+            return int(effects_cli.main(argv[1:]))
+        module = importlib.import_module(name)
         return int(module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -140,3 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_serve(config)
     except KeyboardInterrupt:
         return 0
+    except TranscodeConfigError as exc:
+        # Found at start-up, e.g. a GPU decoder named in the config that
+        # does not work on this machine.
+        parser.exit(2, f"fanz-media: configuration error: {exc}\n")

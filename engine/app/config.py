@@ -17,7 +17,8 @@ from typing import Any
 
 from control_api.config import ApiConfig
 from effects.config import EffectsSettings
-from engine.errors import ConfigError
+from engine.errors import ConfigError, StreamNameError
+from engine.media import check_stream_name
 from engine.settings import SettingInfo, build, describe, doc
 from ingest.rtmp.limits import RtmpLimits
 from packager.hls.config import HlsConfig
@@ -31,7 +32,15 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = doc("Address every listener binds to.", "0.0.0.0")
-    data_dir: Path = doc("Where HLS output, recordings and the embedded database live.", Path("data"))
+    data_dir: Path = doc(
+        "Where HLS output, recordings and the embedded database live; kept private (0700) to the engine's user.",
+        Path("data"),
+    )
+    master_key_file: str = doc(
+        "File holding the engine's master key (64 hex digits) that seals secrets at rest. "
+        "Empty: generated once as DATA_DIR/master.key (mode 0600).",
+        "",
+    )
     dev: bool = doc(
         "Development mode: every stream key is accepted and doubles as the playback name. Never in production.",
         False,
@@ -64,6 +73,11 @@ class HttpConfig:
         "(unless --dev).",
         True,
     )
+    metrics_stream_labels: bool = doc(
+        "Label /metrics series with stream and rendition names. Off: those series are summed over streams, "
+        "so the endpoint names no playback id (paid ones included) to whoever can reach it.",
+        False,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +89,17 @@ class StreamsConfig:
     gop_cache_packets: int = doc("Most packets kept of the current GOP for viewers that join mid-stream.", 2048)
     ended_retention_s: float = doc("How long an ended stream's HLS stays available.", 600.0)
     keys: dict[str, str] = doc(
-        "Static stream keys when the control API is off: a table of secret key = playback name.",
+        "Static stream keys when the control API is off: a table of secret key = playback name "
+        "(playback names follow the stream name rule: 1-64 of A-Z a-z 0-9 _ -).",
         factory=dict,
     )
+
+    def __post_init__(self) -> None:
+        for name in self.keys.values():
+            try:
+                check_stream_name(name, "playback name")
+            except StreamNameError as exc:
+                raise ValueError(f"streams.keys: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,21 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from control_api.app import API_PREFIX, create_app, get_checks
-from effects.chain import EffectChain
+from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
+from drm.keystore import make_private_dir
+from effects.catalog import StageKind, default_catalog
 from effects.errors import EffectsError
-from effects.stage import StageKind
+from engine.app import features
 from engine.app.config import EngineConfig
+from engine.app.live_effects import EffectUpdates
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
@@ -32,13 +37,19 @@ from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
+from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
+from transcode.config import HARDWARE_DECODERS, SOFTWARE_DECODER
+from transcode.decoders import probe_decoders
 from transcode.encoders import EncoderProbe, probe_encoders
 from transcode.errors import TranscodeConfigError
 from transcode.ladder import LadderConfig, RungConfig
 from transcode.live import LiveTranscoder
-from webrtc.http import WebRtcHttp
+
+if TYPE_CHECKING:
+    from effects.chain import EffectChain
+    from webrtc.http import WebRtcHttp
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +57,30 @@ log = logging.getLogger(__name__)
 class Engine:
     """Every running part of one node."""
 
-    def __init__(self, config: EngineConfig, checks: tuple[PublishCheck, PlaybackCheck] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        checks: tuple[PublishCheck, PlaybackCheck] | None = None,
+        hls_disk: Disk | None = None,
+    ) -> None:
+        """``hls_disk`` is where HLS files go (the local file system unless
+        given: an object store, or a disk made slow in the tests)."""
         self.config = config
         self.data_dir = Path(config.server.data_dir)
+        make_private_dir(self.data_dir)
         self.registry = StreamRegistry(
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
         self.api_app: web.Application | None = None
         if config.http.api:
-            api_config = replace(config.api, data_dir=self.data_dir)
+            key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
+            api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
             self.api_app = create_app(api_config, self.registry)
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
-        self.metrics = Metrics()
+        self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
+        self.metrics.combine_by_max("fanz_effect_frame_milliseconds")
         self.metrics.add_source(stream_metrics(self.registry))
         self.hls = HlsService(
             config.hls,
@@ -68,17 +89,27 @@ class Engine:
             fanout_buffer=config.streams.fanout_buffer,
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
+            disk=hls_disk,
         )
         self.metrics.add_source(self._hls_metrics)
         self.webrtc: WebRtcHttp | None = None
-        if config.webrtc.enabled:
-            self.webrtc = WebRtcHttp(self.registry, self.publish_check, self.playback_check, config.webrtc)
+        webrtc = features.load(features.WEBRTC, "webrtc.http") if config.webrtc.enabled else None
+        if webrtc is not None:
+            self.webrtc = webrtc.WebRtcHttp(self.registry, self.publish_check, self.playback_check, config.webrtc)
             self.metrics.add_source(self._webrtc_metrics)
         self.encoders: EncoderProbe | None = None
+        self.decoder = SOFTWARE_DECODER
+        """The video decoder every live transcode uses (chosen at start-up)."""
         self.transcoders: dict[str, LiveTranscoder] = {}
         self._transcode_tasks: set[asyncio.Task[None]] = set()
         self.effect_chains: dict[str, EffectChain] = {}
+        self.effect_updates = EffectUpdates(self._apply_effects, self._effects_applied)
+        self._chain_type: type[EffectChain] | None = None
         if config.transcode.enabled:
+            chain_module = features.load(features.EFFECTS, "effects.chain")
+            if chain_module is not None:
+                self._chain_type = chain_module.EffectChain
+                self._check_configured_effects()
             self.registry.on_stream_created(self._start_transcoder)
             self.registry.on_settings_changed(self._settings_changed)
             self.metrics.add_source(self._effects_metrics)
@@ -120,7 +151,7 @@ class Engine:
 
     # -- transcoding --------------------------------------------------------
     def _start_transcoder(self, stream: LiveStream) -> None:
-        if "/" in stream.name:
+        if stream.rendition is not None:
             return  # a rendition, not a source
         if self.encoders is None:
             log.error("stream %s: encoders were not probed; not transcoding", stream.name)
@@ -144,7 +175,12 @@ class Engine:
             frame_filter=chain.process_video if chain is not None else None,
             audio_filter=chain.process_audio if chain is not None else None,
             queue_size=settings.queue_frames,
+            # Rungs cut keyframes where HLS cuts segments when the
+            # publisher's keyframes are further apart than that.
+            segment_target=Fraction(self.config.hls.target_duration_s),
+            decoder=self.decoder,
         )
+        log.info("stream %s: decoding with %s, encoding with %s", stream.name, self.decoder, transcoder.encoder)
         self.transcoders[stream.name] = transcoder
         task = asyncio.get_running_loop().create_task(self._run_transcoder(transcoder), name=f"tx:{stream.name}")
         self._transcode_tasks.add(task)
@@ -164,17 +200,35 @@ class Engine:
                 log.error("stream %s: its own ladder is invalid (%s); using %s", name, exc, default.name)
         return default
 
+    def _check_configured_effects(self) -> None:
+        """Build the configured chains once, so that an effect whose file
+        or model cannot be opened stops the start, not the first stream."""
+        assert self._chain_type is not None
+        effects = self.config.effects
+        for specs in (effects.default, *effects.streams.values()):
+            try:
+                self._chain_type(specs, threads=1).close()
+            except EffectsError as exc:
+                raise ConfigError(f"effects: {exc}") from exc
+
     def _effects_for(self, name: str) -> EffectChain | None:
         """The stream's effect chain: its own settings (control API) or the
-        config's. Kept for the stream's life so that changes apply live."""
+        config's. Kept for the stream's life so that changes apply live.
+        ``None`` when the effects extra is not installed."""
         configured = self.registry.settings(name).get("effects")
+        chain_type = self._chain_type
+        if chain_type is None:
+            if configured or self.config.effects.specs_for(name):
+                log.warning("stream %s: effects are off on this node; its effects are not applied", name)
+            return None
         try:
+            threads = self.config.effects.threads
             if isinstance(configured, (dict, list)):
-                chain = EffectChain.from_settings(configured)
+                chain = chain_type.from_settings(configured, threads=threads)
             else:
                 specs = self.config.effects.specs_for(name)
                 budget = self.config.effects.budget_ms or None
-                chain = EffectChain(specs, budget_ms=budget) if specs else EffectChain((), budget_ms=budget)
+                chain = chain_type(specs, budget_ms=budget, threads=threads)
         except EffectsError as exc:
             log.error("stream %s: effects not applied: %s", name, exc)
             return None
@@ -182,19 +236,37 @@ class Engine:
         return chain
 
     def _settings_changed(self, name: str, key: str, value: object) -> None:
-        """Effects changed while live: rebuild the stages off the event loop
-        (models load there); the next decoded frame uses them."""
+        """Effects changed while live: queue the rebuild on the stream's
+        ordered queue (stages build off the event loop, where models load;
+        the next decoded frame uses them).
+
+        A video effect must also reach the passed-through source rendition,
+        which carries the publisher's own pictures: it is switched to an
+        encoded picture at the next source keyframe, before the new stages
+        are even built, and stays encoded for the rest of the broadcast (see
+        :meth:`LiveTranscoder.seal_passthrough`)."""
         chain = self.effect_chains.get(name)
         if key != "effects" or chain is None or not isinstance(value, (dict, list)):
             return
+        transcoder = self.transcoders.get(name)
+        if transcoder is not None and _names_video_effect(value):
+            transcoder.seal_passthrough("a video effect was switched on")
+        # The chain travels with the update: the worker thread never reads
+        # the engine's dicts, which the event loop changes.
+        self.effect_updates.submit(name, (chain, value))
 
-        def apply() -> None:
-            try:
-                chain.update(value)
-            except EffectsError as exc:
-                log.error("stream %s: effects update refused: %s", name, exc)
+    @staticmethod
+    def _apply_effects(name: str, update: object) -> None:
+        """Runs in the stream's effects worker thread."""
+        assert isinstance(update, tuple)
+        chain, value = update  # the stream's EffectChain and its new settings
+        chain.update(value)
 
-        asyncio.get_running_loop().run_in_executor(None, apply)
+    def _effects_applied(self, name: str, update: object) -> None:
+        chain = self.effect_chains.get(name)
+        transcoder = self.transcoders.get(name)
+        if chain is not None and transcoder is not None and chain.has(StageKind.VIDEO):
+            transcoder.seal_passthrough("a video effect is on")
 
     async def _run_transcoder(self, transcoder: LiveTranscoder) -> None:
         try:
@@ -204,7 +276,9 @@ class Engine:
         finally:
             if self.transcoders.get(transcoder.source_name) is transcoder:
                 del self.transcoders[transcoder.source_name]
-                self.effect_chains.pop(transcoder.source_name, None)
+                chain = self.effect_chains.pop(transcoder.source_name, None)
+                if chain is not None:
+                    chain.close()
 
     def _transcode_status(self, name: str) -> dict[str, object]:
         transcoder = self.transcoders.get(name)
@@ -217,6 +291,9 @@ class Engine:
             "dropped_frames": status.drops.total,
             "queue_depth": status.queue_depth,
             "passthrough": status.passthrough_reason or "on",
+            "keyframes": status.keyframes,
+            "decoder": status.decoder,
+            "encoder": status.encoder,
         }
 
     def _hls_status(self, name: str) -> dict[str, object]:
@@ -239,13 +316,18 @@ class Engine:
             labels=["stream"],
         )
         queue = GaugeMetricFamily("fanz_transcode_queue_depth", "Frames waiting for the encoder.", labels=["stream"])
+        codecs = GaugeMetricFamily(
+            "fanz_transcode_stream_info", "Each transcoded stream's video decoder and encoder.",
+            labels=["stream", "decoder", "encoder"],
+        )
         for name, transcoder in self.transcoders.items():
             status = transcoder.status
+            codecs.add_metric([name, status.decoder, status.encoder], 1)
             for rendition, encoder in status.renditions.items():
                 encoders.add_metric([name, rendition, encoder], 1)
             dropped.add_metric([name], status.drops.total)
             queue.add_metric([name], status.queue_depth)
-        return [encoders, dropped, queue]
+        return [encoders, dropped, queue, codecs]
 
     def _effects_metrics(self) -> Iterable[Metric]:
         labels = ["stream", "position", "effect"]
@@ -255,6 +337,11 @@ class Engine:
         skipped = CounterMetricFamily(
             "fanz_effect_skipped_frames", "Frames an effect stage skipped to keep up.", labels=labels
         )
+        reused = CounterMetricFamily(
+            "fanz_effect_reused_frames",
+            "Frames a critical effect stage (background, face privacy) drew with its last analysis to keep up.",
+            labels=labels,
+        )
         cost = GaugeMetricFamily(
             "fanz_effect_frame_milliseconds", "Recent time per frame of each effect stage.", labels=labels
         )
@@ -263,8 +350,9 @@ class Engine:
                 values = [name, str(stage.index), stage.name]
                 frames.add_metric(values, stage.frames)
                 skipped.add_metric(values, stage.skipped)
+                reused.add_metric(values, stage.reused)
                 cost.add_metric(values, stage.recent_ms)
-        return [frames, skipped, cost]
+        return [frames, skipped, reused, cost]
 
     def _webrtc_metrics(self) -> Iterable[Metric]:
         assert self.webrtc is not None
@@ -285,6 +373,7 @@ class Engine:
     # -- HTTP ---------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
+        hide_server_header(app)
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
@@ -313,7 +402,10 @@ class Engine:
         return web.json_response({"status": "ready"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+        # The collectors read dicts that only this loop changes: copy their
+        # values here, and let a worker thread do the text formatting.
+        families = self.metrics.snapshot()
+        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render_snapshot, families)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     # -- lifecycle -------------------------------------------------------------
@@ -333,9 +425,17 @@ class Engine:
             # Opening each hardware encoder takes a moment: off the loop.
             self.encoders = await asyncio.get_running_loop().run_in_executor(None, probe_encoders)
             log.info("H.264 encoders available: %s", ", ".join(self.encoders.available))
+            wanted = self.config.transcode.decoder
+            candidates = () if wanted == SOFTWARE_DECODER else HARDWARE_DECODERS if wanted == "auto" else (wanted,)
+            decoders = await asyncio.get_running_loop().run_in_executor(None, probe_decoders, candidates)
+            # A GPU decoder named in the config that does not work stops the
+            # start here (TranscodeConfigError), before any stream is taken.
+            self.decoder = decoders.choose(wanted)
+            log.info("video decoder: %s", self.decoder)
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
+        await self._reconcile()
         site = web.TCPSite(self.http_runner, host, self.config.http.port, reuse_address=True)
         await site.start()
         server = getattr(site, "_server", None)
@@ -360,6 +460,20 @@ class Engine:
             self.http_port,
         )
 
+    async def _reconcile(self) -> None:
+        """Before any publisher can connect: forget what an earlier run left
+        behind when it died without stopping (``kill -9``, a power cut). Its
+        HLS folders are deleted (this run serves none of them), and the
+        control API's store stops listing its streams as live."""
+        live = {stream.name for stream in self.registry.streams()}
+        stale = await asyncio.get_running_loop().run_in_executor(
+            None, remove_stale_outputs, self.hls.root, live | set(self.hls.outputs)
+        )
+        if stale:
+            log.warning("removed HLS output of %d streams left by an earlier run: %s", len(stale), ", ".join(stale))
+        if self.api_app is not None and self.config.api.reconcile_on_start:
+            await self.api_app[PLANE].reconcile(live)
+
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         self._cleanups.append(cleanup)
 
@@ -372,6 +486,7 @@ class Engine:
             await self.webrtc.close()
         self.registry.close()
         await self.registry.drain()
+        await self.effect_updates.close()
         for transcoder in tuple(self.transcoders.values()):
             transcoder.stop()
         for task in tuple(self._transcode_tasks):
@@ -382,6 +497,41 @@ class Engine:
             await cleanup()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+
+
+def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
+    """Whether effect settings (the control API's JSON form) name a video
+    effect. Anything that cannot be read as effect names counts as one: the
+    cost of a needless switch is encoding, the cost of a missed one is a
+    face shown."""
+    effects = value.get("effects", []) if isinstance(value, dict) else value
+    if not isinstance(effects, list):
+        return True
+    registry = default_catalog()
+    for item in effects:
+        name = item.get("effect") if isinstance(item, dict) else None
+        if not isinstance(name, str) or name not in registry:
+            return True
+        if registry.get(name).kind is StageKind.VIDEO:
+            return True
+    return False
+
+
+def remove_stale_outputs(root: Path, keep: set[str]) -> list[str]:
+    """Delete every entry under the HLS root except the folders named in
+    ``keep``; returns the names deleted. Runs off the event loop."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for entry in sorted(root.iterdir()):
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
 
 
 async def run(config: EngineConfig) -> None:

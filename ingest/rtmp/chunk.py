@@ -71,8 +71,15 @@ class ChunkReader:
     since they change how the following chunks are read.
     """
 
-    def __init__(self, limits: RtmpLimits) -> None:
+    def __init__(self, limits: RtmpLimits, authorized: bool = True) -> None:
         self._limits = limits
+        self._max_message = limits.max_message_size
+        self._max_pending = limits.max_pending_bytes
+        self._budget_note = ""
+        if not authorized:
+            self._max_message = min(limits.pre_publish_max_message_size, limits.max_message_size)
+            self._max_pending = min(limits.pre_publish_max_pending_bytes, limits.max_pending_bytes)
+            self._budget_note = " before the publish is authorized"
         self._buf = bytearray()
         self._pos = 0
         self._states: dict[int, _InState] = {}
@@ -90,6 +97,16 @@ class ChunkReader:
         """Bytes received but not yet consumed (at most one chunk's worth
         plus what the peer sent ahead)."""
         return len(self._buf) - self._pos + self._pending
+
+    def authorize(self) -> None:
+        """Lift the small pre-publish budget to the full limits. The session
+        calls it when the publish is accepted, so that an unauthenticated
+        peer can never make the server hold more than the pre-publish
+        budget (a large message announced earlier that is still arriving
+        keeps being checked against the full limits from here on)."""
+        self._max_message = self._limits.max_message_size
+        self._max_pending = self._limits.max_pending_bytes
+        self._budget_note = ""
 
     def set_chunk_size(self, size: int) -> None:
         """Apply the peer's Set Chunk Size. Raises :class:`RtmpProtocolError`
@@ -189,8 +206,10 @@ class ChunkReader:
                 p += 4
 
         if not continuing:
-            if length > self._limits.max_message_size:
-                raise RtmpLimitError(f"message of {length} bytes exceeds the limit of {self._limits.max_message_size}")
+            if length > self._max_message:
+                raise RtmpLimitError(
+                    f"message of {length} bytes exceeds the limit of {self._max_message}{self._budget_note}"
+                )
             received = 0
         else:
             assert state.partial is not None
@@ -221,8 +240,8 @@ class ChunkReader:
             state.partial = bytearray()
             self._states[csid] = state
         assert state.partial is not None
-        if self._pending + take > self._limits.max_pending_bytes:
-            raise RtmpLimitError(f"more than {self._limits.max_pending_bytes} bytes of unfinished messages")
+        if self._pending + take > self._max_pending:
+            raise RtmpLimitError(f"more than {self._max_pending} bytes of unfinished messages{self._budget_note}")
         state.partial += buf[p : p + take]
         self._pending += take
         self._pos = p + take

@@ -24,6 +24,14 @@ class RtmpLimits:
     """Largest single RTMP message (a keyframe) the peer may send."""
     max_pending_bytes: int = 16 << 20
     """Bytes of partly received messages held across all chunk streams."""
+    pre_publish_max_message_size: int = 64 << 10
+    """Largest message accepted before the publish is authorized: connect,
+    createStream, publish, metadata and codec configurations are small, and
+    ffmpeg, OBS and GStreamer send media only after ``Publish.Start``."""
+    pre_publish_max_pending_bytes: int = 128 << 10
+    """Bytes of unfinished messages a connection may hold before its publish
+    is authorized. With ``max_connections`` this bounds what unauthenticated
+    peers can make the server hold (1,000 x 128 KiB = 125 MiB by default)."""
     max_chunk_streams: int = 64
     """Distinct chunk stream ids one connection may use."""
     max_amf_depth: int = 16
@@ -59,6 +67,8 @@ class RtmpLimits:
             "max_chunk_size",
             "max_message_size",
             "max_pending_bytes",
+            "pre_publish_max_message_size",
+            "pre_publish_max_pending_bytes",
             "max_chunk_streams",
             "max_amf_depth",
             "max_amf_items",

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from engine.auth import PublishCheck, PublishRequest
-from engine.errors import PublishDenied, StreamBusyError
+from engine.errors import PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import Publisher, StreamRegistry
 from ingest.rtmp.errors import RtmpProtocolError, RtmpUsageError
 from ingest.rtmp.events import (
@@ -198,6 +198,11 @@ class _Connection:
             return
         try:
             publisher = server.registry.claim(grant.playback_name)
+        except StreamNameError as exc:
+            server.publishes_refused += 1
+            log.warning("rtmp %s: publish refused: %s", self.stats.remote, exc)
+            self.session.reject_publish("NetStream.Publish.BadName", str(exc))
+            return
         except StreamBusyError:
             server.publishes_refused += 1
             self.session.reject_publish("NetStream.Publish.BadName", "stream is already being published")

@@ -84,7 +84,8 @@ class RtmpServerSession:
         self._app_names = app_names
         self._amf_limits = AmfLimits(limits.max_amf_depth, limits.max_amf_items)
         self._handshake = ServerHandshake(random_source)
-        self._reader = ChunkReader(limits)
+        # Small limits until the publish check says yes: see RtmpLimits.
+        self._reader = ChunkReader(limits, authorized=False)
         self._writer = ChunkWriter()
         self._out = bytearray()
         self._events: deque[Event] = deque()
@@ -172,6 +173,7 @@ class RtmpServerSession:
         if self.state is not SessionState.PUBLISH_PENDING:
             raise RtmpUsageError(f"accept_publish in state {self.state.value}")
         self.state = SessionState.PUBLISHING
+        self._reader.authorize()
         self._send(m.stream_begin(self._publish_stream))
         self._status("status", "NetStream.Publish.Start", f"{self._publish_key} is now published.",
                      {"details": self._publish_key})

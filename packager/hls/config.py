@@ -39,9 +39,20 @@ class HlsConfig:
         "How long a request for a live stream's playlist waits for the first segment before 404.", 8.0
     )
     cors_origin: str = doc("Access-Control-Allow-Origin sent with every HLS response.", "*")
-    segment_cache_s: int = doc("Cache-Control max-age of media segments, in seconds.", 86400)
+    segment_cache_s: int = doc(
+        "Cache-Control max-age of media segments and parts, in seconds (public for free streams, private for "
+        "streams that need a playback token).",
+        86400,
+    )
+    writer_threads: int = doc(
+        "Threads that cut, mux and write every stream's HLS files off the event loop (each stream's work runs "
+        "in order, on one thread at a time).",
+        8,
+    )
 
     def __post_init__(self) -> None:
+        if self.writer_threads < 1:
+            raise ValueError("hls.writer_threads must be at least 1")
         if self.target_duration_s <= 0:
             raise ValueError("hls.target_duration_s must be positive")
         if self.window_segments < 3:

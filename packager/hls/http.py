@@ -2,7 +2,15 @@
 
 Every request passes the playback check; a ``token`` query parameter is
 handed to it and, when present, carried into every URI of the playlists the
-viewer receives so that segment requests are authorised too.
+viewer receives so that segment requests are authorised too. A request held
+open (a player early for the first segment, an LL-HLS blocking reload, a
+preload hint) is checked again when it is answered, so access that ends
+while it waits ends for it too.
+
+Segments and parts are immutable, and cached for ``hls.segment_cache_s``:
+by anyone (``public``) when the playback check says the stream is free,
+only by the viewer's own browser (``private``) otherwise, so that a shared
+cache never hands paid media to a viewer without a token.
 
 Only names the packager itself writes are served: stream names and file
 names are matched against strict patterns and the final path is checked to
@@ -18,7 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from engine.auth import PlaybackCheck, PlaybackRequest
+from engine.auth import PlaybackCheck, PlaybackGrant, PlaybackRequest
 from engine.errors import PlaybackDenied
 from packager.hls.live import HlsService
 from packager.hls.output import MEDIA_PLAYLIST, StreamOutput
@@ -61,15 +69,25 @@ class HlsHttp:
         return web.HTTPNotFound(text=why, headers=self._headers(NO_CACHE))
 
     async def _authorize(self, request: web.Request, name: str) -> str | None:
-        if not STREAM_NAME.match(name):
+        token, _ = await self._check(request, name)
+        return token
+
+    async def _check(self, request: web.Request, name: str) -> tuple[str | None, PlaybackGrant | None]:
+        if not STREAM_NAME.fullmatch(name):
             raise self._not_found()
         token = request.query.get("token")
         remote = request.remote or ""
         try:
-            await self.check.authorize_playback(PlaybackRequest(name, token, remote))
+            grant = await self.check.authorize_playback(PlaybackRequest(name, token, remote))
         except PlaybackDenied as exc:
             raise web.HTTPForbidden(text=f"playback refused: {exc}", headers=self._headers(NO_CACHE)) from exc
-        return token
+        return token, grant
+
+    def _media_cache(self, grant: PlaybackGrant | None) -> str:
+        """Cache-Control of a segment or part: shared caches may keep the
+        media of free streams only."""
+        scope = "public" if grant is not None and grant.public else "private"
+        return f"{scope}, max-age={self.service.config.segment_cache_s}, immutable"
 
     @staticmethod
     def _rewriter(token: str | None):  # type: ignore[no-untyped-def]
@@ -112,6 +130,8 @@ class HlsHttp:
             text = output.render_multivariant(rewrite)
         if text is None:
             raise self._not_found("stream has no segments yet")
+        if waited:
+            await self._authorize(request, name)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
 
     def _bad_request(self, why: str) -> web.HTTPBadRequest:
@@ -148,16 +168,22 @@ class HlsHttp:
                 raise self._bad_request("_HLS_msn is more than two segments ahead of the live edge")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 3 * playlist.target_duration
+            held = False
             while not playlist.has(msn, part):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise web.HTTPServiceUnavailable(text="segment not ready in time", headers=self._headers(NO_CACHE))
+                held = True
                 await output.wait_changed(remaining)
+            if held:
+                await self._authorize(request, name)
         skip = request.query.get("_HLS_skip") in ("YES", "v2")
         text = output.render_media(variant, self._rewriter(token), skip=skip)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
 
-    async def part_file(self, request: web.Request, name: str, variant_name: str, filename: str) -> web.Response:
+    async def part_file(
+        self, request: web.Request, name: str, variant_name: str, filename: str, cache: str
+    ) -> web.Response:
         """A partial segment, from memory; the one the preload hint names is
         held until it exists (4.4.5.3)."""
         output = await self._output(name)
@@ -168,32 +194,36 @@ class HlsHttp:
         found = playlist.part(filename)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 3 * playlist.target_duration
+        held = False
         while found is None and filename == playlist.next_part_uri and not playlist.ended:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            held = True
             await output.wait_changed(remaining)
             found = playlist.part(filename)
         if found is None:
             raise self._not_found("no such part")
-        headers = self._headers(f"public, max-age={self.service.config.segment_cache_s}, immutable")
+        if held:
+            await self._authorize(request, name)
+        headers = self._headers(cache)
         return web.Response(body=found.data, content_type=CONTENT_TYPES[Path(filename).suffix], headers=headers)
 
     async def media_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         variant, filename = request.match_info["variant"], request.match_info["file"]
-        if not VARIANT_NAME.match(variant):
+        if not VARIANT_NAME.fullmatch(variant):
             raise self._not_found("no such file")
-        if PART_FILE.match(filename):
-            await self._authorize(request, name)
-            return await self.part_file(request, name, variant, filename)
-        if not MEDIA_FILE.match(filename):
+        if PART_FILE.fullmatch(filename):
+            _, grant = await self._check(request, name)
+            return await self.part_file(request, name, variant, filename, self._media_cache(grant))
+        if not MEDIA_FILE.fullmatch(filename):
             raise self._not_found("no such file")
-        await self._authorize(request, name)
+        _, grant = await self._check(request, name)
         path = (self.root / name / variant / filename).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
             raise self._not_found("no such file")
         suffix = Path(filename).suffix
-        headers = self._headers(f"public, max-age={self.service.config.segment_cache_s}, immutable")
+        headers = self._headers(self._media_cache(grant))
         headers["Content-Type"] = CONTENT_TYPES[suffix]
         return web.FileResponse(path, headers=headers)

@@ -1,24 +1,31 @@
 """The live HLS packager: reads streams from the registry, writes HLS.
 
 :class:`HlsService` attaches one task per stream when the registry creates
-it. Each task reads the stream through a bounded subscription (a slow disk
-never slows the publisher; it loses packets, counted, and resumes on the next
-keyframe), feeds the sans-I/O :class:`Segmenter`, and lets
-:class:`StreamOutput` write the files.
+it. Each task reads the stream through a bounded subscription and hands what
+it reads to the stream's ordered job queue, where the sans-I/O
+:class:`Segmenter` cuts and muxes it and :class:`StreamOutput` writes the
+files; the event loop only moves packets and publishes playlists. A slow
+disk never slows the publisher or another stream: its stream's queue
+backs up to a bound, then that stream's subscription loses packets, counted,
+and resumes on the next keyframe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
-from engine.media import StreamEnded
+from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
+from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
+from packager.hls.disk import Disk, LocalDisk, SerialQueue, call_on_loop, drained
 from packager.hls.muxers import muxer_factory
 from packager.hls.output import StreamOutput
 from packager.hls.segmenter import Segmenter
@@ -26,18 +33,29 @@ from packager.hls.segmenter import Segmenter
 log = logging.getLogger(__name__)
 
 SOURCE_VARIANT = "src"
+FLUSH_TIMEOUT_S = 30.0
+"""How long a stream's task waits for its last files when it stops."""
+MAX_HELD = 64
+"""Most packets held back for the next video packet (a stream that declared
+video and sends only audio still reaches the packager)."""
 
 
 class HlsService:
     """Every stream's HLS output under ``root``.
 
-    A stream named ``NAME/RUNG`` is a rendition of ``NAME`` (the transcoder
-    publishes them) and becomes the variant ``RUNG`` of ``NAME``'s output.
+    A rendition (a stream whose :attr:`~engine.registry.LiveStream.rendition`
+    is set; the transcoder publishes them) becomes the variant named by its
+    rung in its source's output.
     With ``package_source`` off, the source itself is not a variant: the
     transcoder's renditions (its passed-through copy included) are.
 
     Ended streams stay readable (with ``EXT-X-ENDLIST``) for
     ``ended_retention_s`` seconds, then their files are removed.
+
+    Files go through ``disk`` (the local file system unless given), from a
+    pool of ``config.writer_threads`` threads; each stream's jobs run in order, one
+    at a time, and at most ``fanout_buffer`` of them wait before the stream's
+    task stops reading (and its subscription starts dropping).
     """
 
     def __init__(
@@ -48,8 +66,15 @@ class HlsService:
         fanout_buffer: int = 1024,
         ended_retention_s: float = 600.0,
         package_source: bool = True,
+        disk: Disk | None = None,
     ) -> None:
         self.package_source = package_source
+        self.disk: Disk = disk if disk is not None else LocalDisk()
+        self._pool = ThreadPoolExecutor(max_workers=config.writer_threads, thread_name_prefix="hls-writer")
+        # One queue per stream name, kept while an output of that name
+        # exists or its removal is pending, so that a name published again
+        # never races the removal of its previous folder.
+        self._queues: dict[str, SerialQueue] = {}
         self.config = config
         self.root = root
         self.registry = registry
@@ -64,18 +89,21 @@ class HlsService:
 
     def attach(self, stream: LiveStream) -> None:
         """Start packaging ``stream`` (called by the registry)."""
-        parent, sep, rung = stream.name.partition("/")
-        if sep:
-            existing = self.outputs.get(parent)
+        rendition = stream.rendition
+        if rendition is not None:
+            existing = self.outputs.get(rendition.source)
             if existing is None or existing.ended:
                 log.warning("rendition %s has no live source output; not packaged", stream.name)
                 return
-            output, variant_name = existing, rung
+            output, variant_name = existing, rendition.rung
         else:
             timer = self._expiry.pop(stream.name, None)
             if timer is not None:
                 timer.cancel()
-            output = StreamOutput(stream.name, self.root, self.config)
+            queue = self._queues.get(stream.name)
+            if queue is None:
+                queue = self._queues[stream.name] = SerialQueue(self._pool, stream.name)
+            output = StreamOutput(stream.name, self.root, self.config, queue=queue, disk=self.disk)
             self.outputs[stream.name] = output
             if not self.package_source:
                 return
@@ -102,23 +130,48 @@ class HlsService:
             origin=output.origin,
         )
         self.segmenters[name] = segmenter
+        ended = False
+        # Packets that cannot end a part or a segment (audio, when there is
+        # video) wait for the next one that can: each job woken in a worker
+        # thread costs more than the packet itself.
+        pending: list[StreamItem] = []
+        video: int | None = None
         try:
             async for item in sub:
-                segmenter.feed(item, time.time())
-                # Drain what is already buffered before touching the disk.
-                for more in sub.drain():
-                    segmenter.feed(more, time.time())
-                    if isinstance(more, StreamEnded):
+                # Take what is already buffered in the same job.
+                for taken in itertools.chain((item,), sub.drain()):
+                    pending.append(taken)
+                    if isinstance(taken, StreamStarted):
+                        video = next((t.index for t in taken.tracks if t.kind is MediaKind.VIDEO), None)
+                    elif isinstance(taken, StreamEnded):
+                        ended = True
                         break
-                output.apply(variant, segmenter.events())
-                if segmenter.ended:
+                last = pending[-1]
+                if isinstance(last, Packet) and video not in (None, last.track) and len(pending) < MAX_HELD:
+                    continue
+                output.feed(variant, segmenter, pending, time.time())
+                pending = []
+                if ended:
                     break
+                if output.error is not None:
+                    raise PackagerError(f"stream {name}: writing its HLS output failed") from output.error
+                if output.queue.pending > self.fanout_buffer:
+                    await output.flush()
         finally:
             sub.close()
-            if not segmenter.ended:
-                segmenter.feed(StreamEnded("packager stopped"), time.time())
-                output.apply(variant, segmenter.events())
-            self._schedule_expiry(output.name, output)
+            if not ended:
+                pending.append(StreamEnded("packager stopped"))
+                output.feed(variant, segmenter, pending, time.time())
+            try:
+                await asyncio.wait_for(output.flush(), FLUSH_TIMEOUT_S)
+            except TimeoutError:
+                log.error("stream %s: HLS output still writing after %.0fs", name, FLUSH_TIMEOUT_S)
+            finally:
+                if output.error is not None:
+                    output.abandon(variant)
+                if self.segmenters.get(name) is segmenter:
+                    del self.segmenters[name]
+                self._schedule_expiry(output.name, output)
 
     def _schedule_expiry(self, name: str, output: StreamOutput) -> None:
         if not output.ended or name in self._expiry:
@@ -131,8 +184,19 @@ class HlsService:
         self._expiry.pop(name, None)
         if self.outputs.get(name) is output:
             del self.outputs[name]
-            self.segmenters.pop(name, None)
             output.remove_files()
+            queue = self._queues.get(name)
+            if queue is not None:
+                loop = asyncio.get_running_loop()
+                removed = queue
+
+                queue.submit(lambda: call_on_loop(loop, self._forget_queue, name, removed))
+
+    def _forget_queue(self, name: str, queue: SerialQueue) -> None:
+        """The folder of an expired stream is gone: drop its queue unless the
+        name is live again (its new output uses the same queue)."""
+        if name not in self.outputs and self._queues.get(name) is queue:
+            del self._queues[name]
 
     async def close(self) -> None:
         for task in tuple(self._tasks):
@@ -143,3 +207,11 @@ class HlsService:
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
+        # Let the files already queued be written (bounded): a stream's last
+        # playlist says it ended.
+        busy = [asyncio.ensure_future(drained(q)) for q in self._queues.values() if q.pending]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=FLUSH_TIMEOUT_S)
+            for future in late:
+                future.cancel()
+        self._pool.shutdown(wait=False)

@@ -4,23 +4,31 @@ the multivariant playlist is written from.
 This is the I/O half that goes with :class:`packager.hls.segmenter.Segmenter`:
 it writes segments and playlists atomically (write, then rename, so a web
 server never reads half a file) and removes segments that left the window.
+
+Work happens in two steps. The first runs in the stream's job queue (a
+worker thread for live streams, see :mod:`packager.hls.disk`): feeding the
+segmenter (so TS and fMP4 building is done there too), numbering segments
+and writing their files. The second runs on the event loop, only once a
+segment's file is written: the in-memory playlists that players are served
+learn of it, then the playlist files are queued behind it. A playlist never
+names a segment that cannot be read yet. VOD writing runs both steps in the
+caller's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from engine.codecs import codec_string, describe_track
-from engine.media import MediaKind, Track
+from engine.media import MediaKind, StreamItem, Track
 from packager.hls.config import HlsConfig, SegmentFormat
+from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, call_on_loop, drained
 from packager.hls.playlist import (
     MediaPlaylist,
     PartEntry,
@@ -34,6 +42,7 @@ from packager.hls.playlist import (
 from packager.hls.segmenter import (
     InitReady,
     PartReady,
+    Segmenter,
     SegmenterEvent,
     SegmentReady,
     SegmentsEnded,
@@ -46,11 +55,27 @@ MULTIVARIANT = "index.m3u8"
 MEDIA_PLAYLIST = "media.m3u8"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+@dataclass(frozen=True, slots=True)
+class _InitWritten:
+    event: InitReady
+    uri: str | None
+    tracks: tuple[Track, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _PartNumbered:
+    event: PartReady
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SegmentWritten:
+    event: SegmentReady
+    sequence: int
+    uri: str
+
+
+_Ready = _InitWritten | _PartNumbered | _SegmentWritten | SegmentsEnded
 
 
 @dataclass(slots=True)
@@ -92,7 +117,8 @@ class VariantOutput:
     removed_pending: list[SegmentEntry] = field(default_factory=list)
     sequence_offset: int | None = None
     starts: dict[int, Fraction] = field(default_factory=dict)
-    """Media time at which each of this variant's segments starts."""
+    """Media time at which each of this variant's segments starts (these two
+    are the numbering's, read and written only in the stream's job queue)."""
 
 
 class StreamOutput:
@@ -102,8 +128,19 @@ class StreamOutput:
     handlers can wait for the next one without polling.
     """
 
-    def __init__(self, name: str, root: Path, config: HlsConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        config: HlsConfig,
+        queue: JobQueue | None = None,
+        disk: Disk | None = None,
+    ) -> None:
         self.name = name
+        self.queue: JobQueue = queue if queue is not None else InlineQueue(name)
+        self.disk: Disk = disk if disk is not None else LocalDisk()
+        self.error: BaseException | None = None
+        """The first disk job of this output that failed."""
         self.directory = root / name
         self.config = config
         self.variants: dict[str, VariantOutput] = {}
@@ -120,9 +157,30 @@ class StreamOutput:
         # delay; distinct segments are a target duration apart).
         self._same_moment = Fraction(config.target_duration_s).limit_denominator(1000) / 4
         self._changed = asyncio.Event()
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
+        # Only jobs in the queue read these: a variant's numbering looks at
+        # the variants registered before it.
+        self._numbered: list[VariantOutput] = []
+        directory = self.directory
+
+        def prepare() -> None:
+            self.disk.remove_tree(directory)
+            self.disk.make_dir(directory)
+
+        self._submit(prepare)
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Queue ``job`` behind every earlier one of this stream; remember
+        the first failure."""
+
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:
+                if self.error is None:
+                    self.error = exc
+                raise
+
+        self.queue.submit(run)
 
     @property
     def version(self) -> int:
@@ -136,7 +194,6 @@ class StreamOutput:
 
     def add_variant(self, name: str) -> VariantOutput:
         directory = self.directory / name
-        directory.mkdir(parents=True, exist_ok=True)
         target = ceil_seconds(self.config.target_duration_s)
         playlist = MediaPlaylist(
             target_duration=target, window=self.config.window_segments, version=self.version,
@@ -145,6 +202,12 @@ class StreamOutput:
         ext = ".m4s" if self.config.segment_format is SegmentFormat.FMP4 else ".ts"
         variant = VariantOutput(name, directory, playlist, ext)
         self.variants[name] = variant
+
+        def register() -> None:
+            self.disk.make_dir(directory)
+            self._numbered.append(variant)
+
+        self._submit(register)
         return variant
 
     async def wait_changed(self, timeout: float) -> bool:
@@ -161,30 +224,88 @@ class StreamOutput:
         self._changed = asyncio.Event()
 
     def apply(self, variant: VariantOutput, events: Sequence[SegmenterEvent]) -> None:
-        """Write what the segmenter produced and refresh the playlists."""
-        if not events:
-            return
+        """Write what the segmenter produced and refresh the playlists, in
+        the caller's thread (VOD)."""
+        if events:
+            self._publish(variant, self._prepare(variant, events))
+
+    def feed(self, variant: VariantOutput, segmenter: Segmenter, items: Sequence[StreamItem], now: float) -> None:
+        """Hand ``items`` to ``segmenter`` in this stream's job queue; what it
+        produces is written there and then published on the running event
+        loop. Returns at once."""
+        loop = asyncio.get_running_loop()
+
+        def job() -> None:
+            for item in items:
+                segmenter.feed(item, now)
+            events = segmenter.events()
+            if events:
+                ready = self._prepare(variant, events)
+                call_on_loop(loop, self._publish, variant, ready)
+
+        self._submit(job)
+
+    async def flush(self) -> None:
+        """Wait until every job queued so far has run and what it wrote is
+        published."""
+        await drained(self.queue)
+
+    # -- in the job queue --------------------------------------------------------
+    def _prepare(self, variant: VariantOutput, events: Sequence[SegmenterEvent]) -> list[_Ready]:
+        """Number and write what the segmenter produced (no playlist changes)."""
+        ready: list[_Ready] = []
         for event in events:
             if isinstance(event, InitReady):
-                variant.tracks = tuple(describe_track(t) for t in event.tracks)
+                uri = None
                 if event.data:
-                    variant.init_uri = f"init_{self.instance}_{event.version}.mp4"
-                    write_atomic(variant.directory / variant.init_uri, event.data)
-                self.multivariant = None  # codecs may have changed
+                    uri = f"init_{self.instance}_{event.version}.mp4"
+                    self.disk.write(variant.directory / uri, event.data)
+                ready.append(_InitWritten(event, uri, tuple(describe_track(t) for t in event.tracks)))
             elif isinstance(event, PartReady):
-                self._add_part(variant, event)
+                ready.append(_PartNumbered(event, self._aligned(variant, event.segment_sequence, event.segment_start)))
             elif isinstance(event, SegmentReady):
-                self._add_segment(variant, event)
+                sequence = self._aligned(variant, event.sequence, event.start)
+                uri = f"seg_{self.instance}_{sequence}{variant.extension}"
+                self.disk.write(variant.directory / uri, event.data)
+                ready.append(_SegmentWritten(event, sequence, uri))
             elif isinstance(event, SegmentsEnded):
+                ready.append(event)
+        return ready
+
+    # -- on the event loop -------------------------------------------------------
+    def _publish(self, variant: VariantOutput, ready: Sequence[_Ready]) -> None:
+        """Show players what is now on disk, then queue the playlist files."""
+        if not ready:
+            return
+        for item in ready:
+            if isinstance(item, _InitWritten):
+                variant.tracks = item.tracks
+                if item.uri is not None:
+                    variant.init_uri = item.uri
+                self.multivariant = None  # codecs may have changed
+            elif isinstance(item, _PartNumbered):
+                self._add_part(variant, item.event, item.sequence)
+            elif isinstance(item, _SegmentWritten):
+                self._add_segment(variant, item.event, item.sequence, item.uri)
+            elif isinstance(item, SegmentsEnded):
                 variant.playlist.end()
         # Parts are served from memory only; the files on disk (for origins
         # and inspection) change when a whole segment, an init segment or the
         # end arrives, which spares a write per part.
-        if any(not isinstance(event, PartReady) for event in events):
+        if any(not isinstance(item, _PartNumbered) for item in ready):
             self._write_media_playlist(variant)
             if variant.playlist.segments:
                 self._refresh_multivariant()
         if self.variants and all(v.playlist.ended for v in self.variants.values()):
+            self.ended = True
+        self._notify()
+
+    def abandon(self, variant: VariantOutput) -> None:
+        """End ``variant``'s playlist where it stands (its files could not be
+        written), so that players stop waiting and the output can expire."""
+        if not variant.playlist.ended:
+            variant.playlist.end()
+        if all(v.playlist.ended for v in self.variants.values()):
             self.ended = True
         self._notify()
 
@@ -196,7 +317,7 @@ class StreamOutput:
         if variant.sequence_offset is None:
             variant.sequence_offset = 0
             tolerance = self._same_moment
-            others = [v for v in self.variants.values() if v is not variant and v.starts]
+            others = [v for v in self._numbered if v is not variant and v.starts]
             for other in others:
                 match = next((n for n, t in other.starts.items() if abs(t - start) <= tolerance), None)
                 if match is not None:
@@ -232,17 +353,13 @@ class StreamOutput:
     def part_uri(self, variant: VariantOutput, sequence: int, index: int) -> str:
         return f"part_{self.instance}_{sequence}_{index}{variant.extension}"
 
-    def _add_part(self, variant: VariantOutput, event: PartReady) -> None:
-        sequence = self._aligned(variant, event.segment_sequence, event.segment_start)
+    def _add_part(self, variant: VariantOutput, event: PartReady, sequence: int) -> None:
         uri = self.part_uri(variant, sequence, event.index)
         part = PartEntry(uri, event.duration, event.independent, event.data)
         variant.playlist.add_part(sequence, part, event.discontinuity, variant.init_uri)
         variant.playlist.next_part_uri = self.part_uri(variant, sequence, event.index + 1)
 
-    def _add_segment(self, variant: VariantOutput, event: SegmentReady) -> None:
-        sequence = self._aligned(variant, event.sequence, event.start)
-        uri = f"seg_{self.instance}_{sequence}{variant.extension}"
-        write_atomic(variant.directory / uri, event.data)
+    def _add_segment(self, variant: VariantOutput, event: SegmentReady, sequence: int, uri: str) -> None:
         self.segments_written += 1
         variant.stats.add(len(event.data), event.duration, event.video_frames)
         rounded = round(event.duration)
@@ -275,10 +392,7 @@ class StreamOutput:
         variant.removed_pending.extend(removed)
         while len(variant.removed_pending) > self.config.keep_extra_segments:
             old = variant.removed_pending.pop(0)
-            try:
-                (variant.directory / old.uri).unlink()
-            except FileNotFoundError:
-                pass
+            self._delete(variant.directory / old.uri)
             self._remove_unused_init(variant, old.init_uri)
 
     def _remove_unused_init(self, variant: VariantOutput, init_uri: str | None) -> None:
@@ -286,7 +400,13 @@ class StreamOutput:
             return
         in_use = any(s.init_uri == init_uri for s in (*variant.playlist.segments, *variant.removed_pending))
         if not in_use:
-            (variant.directory / init_uri).unlink(missing_ok=True)
+            self._delete(variant.directory / init_uri)
+
+    def _delete(self, path: Path) -> None:
+        self._submit(lambda: self.disk.unlink(path))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        self._submit(lambda: self.disk.write(path, data))
 
     def rendition_reports(self, variant: VariantOutput) -> list[RenditionReport]:
         """Where every other variant's live edge is (LL-HLS)."""
@@ -307,7 +427,7 @@ class StreamOutput:
         # The file on disk is for origins and debugging; players are served
         # from memory, where blocking reloads and delta updates are answered.
         if variant.playlist.segments or variant.playlist.ended:
-            write_atomic(variant.directory / MEDIA_PLAYLIST, self.render_media(variant, lambda u: u).encode())
+            self._write(variant.directory / MEDIA_PLAYLIST, self.render_media(variant, lambda u: u).encode())
 
     def variant_entry(self, variant: VariantOutput) -> Variant:
         video = next((t for t in variant.tracks if t.kind is MediaKind.VIDEO), None)
@@ -335,7 +455,7 @@ class StreamOutput:
         text = render_multivariant([self.variant_entry(v) for v in ready], self.version)
         if text != self.multivariant:
             self.multivariant = text
-            write_atomic(self.directory / MULTIVARIANT, text.encode())
+            self._write(self.directory / MULTIVARIANT, text.encode())
 
     def render_multivariant(self, rewrite: UriRewriter) -> str | None:
         ready = [v for v in self.variants.values() if v.playlist.segments]
@@ -344,4 +464,6 @@ class StreamOutput:
         return render_multivariant([self.variant_entry(v) for v in ready], self.version, rewrite)
 
     def remove_files(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Queue the removal of the stream's folder (after its pending writes)."""
+        directory = self.directory
+        self._submit(lambda: self.disk.remove_tree(directory))

@@ -17,7 +17,10 @@ a part and its parent segment never disagree.
 
 A publisher that reconnects restarts its clock at zero; the segmenter shifts
 the new timestamps to continue where the old ones ended and marks the next
-segment as a discontinuity, so players keep going without a reload.
+segment as a discontinuity, so players keep going without a reload. A
+restart whose clock continues (``StreamStarted.clock_continues``: new codec
+parameters mid-stream) cuts and marks a discontinuity too, with a new
+initialisation segment, but keeps the timeline.
 """
 
 from __future__ import annotations
@@ -196,9 +199,10 @@ class Segmenter:
         restarted = self._muxer is not None
         if restarted:
             self._close_open(final=True)
-            self._realign = True
             self._pending_discontinuity = True
-            self._anchor = None
+            if not item.clock_continues:
+                self._realign = True
+                self._anchor = None
         self._tracks = item.tracks
         self._video = next((t.index for t in item.tracks if t.kind is MediaKind.VIDEO), None)
         self._held.clear()

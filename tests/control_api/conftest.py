@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +22,15 @@ from control_api.app import API_PREFIX, create_app, get_checks
 from control_api.bootstrap import create_admin
 from control_api.checks import StoreChecks
 from control_api.config import ApiConfig
+from control_api.db import Database
 from control_api.plane import ControlPlane
+from control_api.revocations import RevocationFeed
 from engine.registry import StreamRegistry
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PASSWORD = "correct horse battery"
+PROCESSOR = "testpay"
+PROCESSOR_SECRET = "whsec_" + "s3cr3t" * 8
 
 
 def _pg_admin(sql: str) -> None:
@@ -83,7 +87,9 @@ def api_config(db_url: str, tmp_path: Path) -> ApiConfig:
         webhook_max_attempts=3,
         webhook_timeout_s=5,
         auth_rate_per_minute_per_ip=10_000,
-        auth_rate_per_minute_per_user=10_000,
+        auth_failures_per_user_address=10_000,
+        auth_failures_per_user=10_000,
+        payment_processors={PROCESSOR: PROCESSOR_SECRET},
     )
 
 
@@ -153,8 +159,10 @@ class Api:
         return await self.login(username)
 
 
-async def serve_api(config: ApiConfig, registry: StreamRegistry) -> tuple[TestClient, web.Application]:
-    app = create_app(config, registry)
+async def serve_api(config: ApiConfig, registry: StreamRegistry,
+                    revocation_feed: Callable[[Database], RevocationFeed] | None = None
+                    ) -> tuple[TestClient, web.Application]:
+    app = create_app(config, registry, revocation_feed)
     root = web.Application()
     root.add_subapp(API_PREFIX, app)
     client = TestClient(TestServer(root, host="127.0.0.1"))

@@ -138,7 +138,7 @@ async def test_api_keys_for_services(api: Api) -> None:
 
 
 async def test_auth_rate_limits(api_config: ApiConfig) -> None:
-    config = replace(api_config, auth_rate_per_minute_per_user=3, auth_rate_per_minute_per_ip=6)
+    config = replace(api_config, auth_failures_per_user_address=3, auth_rate_per_minute_per_ip=6)
     registry = StreamRegistry(grace_s=0)
     client, app = await serve_api(config, registry)
     try:

@@ -1,8 +1,9 @@
 """The whole story over HTTP, end to end on one engine: a creator registers,
 gets a key and publishes with ffmpeg over RTMP; a fan without a
-subscription is refused; the fan subscribes, joins and plays the stream with
-hls.js in headless Chromium; gifts reach the leaderboard; webhooks reach a
-local receiver with valid signatures; a ban ends the live stream."""
+subscription is refused and cannot subscribe on their own; once the
+subscription is paid the fan joins and plays the stream with hls.js in
+headless Chromium; paid gifts reach the leaderboard; webhooks reach a local
+receiver with valid signatures; a ban ends the live stream."""
 
 from __future__ import annotations
 
@@ -113,8 +114,14 @@ async def test_creator_fan_story(tmp_path: Path, ffmpeg: str, media_dir: Path) -
             assert await http.get_status(f"{base}/hls/{playback_id}/index.m3u8") == 403
             assert await http.get_status(f"{base}/hls/{playback_id}/index.m3u8?token=forged.token") == 403
 
-            # The fan subscribes, joins and plays with hls.js.
-            status, _ = await http.call("POST", "/subscriptions", ftoken, {"creator_id": creator["user"]["id"]})
+            # The fan cannot subscribe on their own; the payment is recorded by
+            # an admin (or the payment service, or a processor's event).
+            fan_id = fan["user"]["id"]
+            status, _ = await http.call("POST", "/subscriptions", ftoken, {"creator_id": creator["user"]["id"],
+                                                                            "fan_id": fan_id})
+            assert status == 403
+            status, _ = await http.call("POST", "/subscriptions", admin_token, {"creator_id": creator["user"]["id"],
+                                                                                 "fan_id": fan_id})
             assert status == 201
             status, joined = await http.call("POST", f"/streaming/{stream['id']}/join", ftoken)
             assert status == 200 and joined["playback_url"].startswith(f"{base}/hls/{playback_id}/index.m3u8?token=")
@@ -122,10 +129,11 @@ async def test_creator_fan_story(tmp_path: Path, ffmpeg: str, media_dir: Path) -
             assert report.ok, report
             assert report.played_time >= 4.0
 
-            # Gifts show on the leaderboard.
+            # Paid gifts show on the leaderboard.
             for gift_id, quantity in (("rose", 5), ("diamond", 1)):
-                status, _ = await http.call("POST", f"/streaming/{stream['id']}/gift", ftoken,
-                                            {"gift_id": gift_id, "quantity": quantity, "message": "love it"})
+                status, _ = await http.call("POST", f"/streaming/{stream['id']}/gift", admin_token,
+                                            {"sender_id": fan_id, "gift_id": gift_id, "quantity": quantity,
+                                             "message": "love it"})
                 assert status == 201
             _, board = await http.call("GET", f"/streaming/{stream['id']}/gifts")
             assert board["leaderboard"][0]["username"] == "big_fan"

@@ -133,6 +133,7 @@ async def test_regenerate_key_disconnects_publisher(api: Api) -> None:
 
 
 async def test_subscribers_only_access(api: Api) -> None:
+    admin = await api.admin()
     creator, key, stream = await creator_with_key(api, "exclusive", visibility="subscribers")
     grant, publisher = await publish(api, key)
     fan = await api.register("curious_fan")
@@ -141,7 +142,8 @@ async def test_subscribers_only_access(api: Api) -> None:
     with pytest.raises(PlaybackDenied):
         await api.checks.authorize_playback(PlaybackRequest(grant.playback_name, None, "x"))
 
-    await api.call("POST", "/subscriptions", fan, json={"creator_id": creator.id, "tier": "basic"}, expect=201)
+    await api.call("POST", "/subscriptions", admin, json={"creator_id": creator.id, "fan_id": fan.id, "tier": "basic"},
+                   expect=201)
     _, joined = await api.call("POST", f"/streaming/{stream['id']}/join", fan, expect=200)
     url = urlsplit(joined["playback_url"])
     assert url.path == f"/hls/{grant.playback_name}/index.m3u8"
@@ -172,11 +174,12 @@ async def test_subscribers_only_access(api: Api) -> None:
 
 
 async def test_pay_per_view_and_free(api: Api) -> None:
+    admin = await api.admin()
     _, _, ppv = await creator_with_key(api, "ppv_creator", visibility="pay_per_view", price_cents=499)
     fan = await api.register("buyer")
     status, problem = await api.call("POST", f"/streaming/{ppv['id']}/join", fan)
     assert status == 403 and problem["type"] == "/problems/payment-required"
-    _, unlock = await api.call("POST", f"/streaming/{ppv['id']}/unlock", fan, json={}, expect=201)
+    _, unlock = await api.call("POST", f"/streaming/{ppv['id']}/unlock", admin, json={"user_id": fan.id}, expect=201)
     assert unlock["amount_cents"] == 499
     await api.call("POST", f"/streaming/{ppv['id']}/join", fan, expect=200)
 
@@ -185,7 +188,7 @@ async def test_pay_per_view_and_free(api: Api) -> None:
     await api.checks.authorize_playback(PlaybackRequest(grant.playback_name, None, "x"))
     with pytest.raises(PlaybackDenied):
         await api.checks.authorize_playback(PlaybackRequest("no_such_stream", None, "x"))
-    status, problem = await api.call("POST", f"/streaming/{free['id']}/unlock", fan, json={})
+    status, problem = await api.call("POST", f"/streaming/{free['id']}/unlock", admin, json={"user_id": fan.id})
     assert status == 409
     publisher.close()
 
@@ -202,11 +205,12 @@ async def test_gifts_leaderboard_and_webhook_retry(api: Api) -> None:
         fans = [await api.register(f"giver_{i}") for i in range(3)]
         _, catalogue = await api.call("GET", "/gifts", expect=200)
         prices = {g["id"]: g["price_cents"] for g in catalogue["items"]}
-        await api.call("POST", f"/streaming/{stream['id']}/gift", fans[0], json={"gift_id": "rose", "quantity": 3},
+        gift_path = f"/streaming/{stream['id']}/gift"
+        await api.call("POST", gift_path, admin, json={"sender_id": fans[0].id, "gift_id": "rose", "quantity": 3},
                        expect=201)
-        await api.call("POST", f"/streaming/{stream['id']}/gift", fans[1], json={"gift_id": "diamond"}, expect=201)
-        await api.call("POST", f"/streaming/{stream['id']}/gift", fans[0], json={"gift_id": "heart"}, expect=201)
-        status, _ = await api.call("POST", f"/streaming/{stream['id']}/gift", fans[2], json={"gift_id": "unicorn"})
+        await api.call("POST", gift_path, admin, json={"sender_id": fans[1].id, "gift_id": "diamond"}, expect=201)
+        await api.call("POST", gift_path, admin, json={"sender_id": fans[0].id, "gift_id": "heart"}, expect=201)
+        status, _ = await api.call("POST", gift_path, admin, json={"sender_id": fans[2].id, "gift_id": "unicorn"})
         assert status == 404
         _, board = await api.call("GET", f"/streaming/{stream['id']}/gifts", expect=200)
         assert [(e["username"], e["total_cents"]) for e in board["leaderboard"]] == [

@@ -54,7 +54,7 @@ def test_access_token_roundtrip_and_expiry() -> None:
 
 def test_playback_token_binding() -> None:
     now = 1_700_000_000
-    token = issue_playback_token(SECRET, PlaybackClaims("abc", "viewer", now + 10))
+    token = issue_playback_token(SECRET, PlaybackClaims("abc", "viewer", now + 10, now))
     assert read_playback_token(SECRET, token, "abc", now).viewer_id == "viewer"
     for secret, name, at in ((SECRET, "abd", now), (SECRET, "abc", now + 10), ("x" * 48, "abc", now)):
         with pytest.raises(PlaybackTokenInvalid):
@@ -71,7 +71,7 @@ def test_playback_token_hostile(token: str) -> None:
 @given(st.binary(max_size=200))
 @settings(max_examples=200, deadline=None)
 def test_playback_token_bit_flips(junk: bytes) -> None:
-    good = issue_playback_token(SECRET, PlaybackClaims("abc", "v", 2**40))
+    good = issue_playback_token(SECRET, PlaybackClaims("abc", "v", 2**40, 0))
     mutated = good[: len(good) // 2] + junk.hex() + good[len(good) // 2 :]
     if mutated != good:
         with pytest.raises(PlaybackTokenInvalid):
@@ -125,7 +125,7 @@ def test_validation_never_crashes(value: object) -> None:
 
 
 def test_rate_limiter_refills() -> None:
-    limiter = RateLimiter(per_minute=2, max_keys=2)
+    limiter = RateLimiter(2, max_keys=2)
     assert limiter.hit("a", 0) == 0 and limiter.hit("a", 0) == 0
     assert limiter.hit("a", 0) == pytest.approx(30)
     assert limiter.hit("a", 30) == 0

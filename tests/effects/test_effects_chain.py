@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -12,6 +15,9 @@ import pytest
 from effects.chain import EffectChain
 from effects.errors import EffectOptionError
 from effects.models import ModelStore
+from effects.options import Option, OptionType
+from effects.registry import EffectRegistry
+from effects.stage import EffectInfo, StageContext, StageKind
 
 
 def _frames(path: Path) -> list[av.VideoFrame]:
@@ -122,3 +128,99 @@ def test_no_skips_without_budget(face_frames: list[av.VideoFrame], models: Model
 def test_empty_chain_passes_frames_through(face_frames: list[av.VideoFrame], models: ModelStore) -> None:
     chain = EffectChain([], models=models)
     assert chain.process_video(face_frames[0]) is face_frames[0]
+
+
+class _Slow:
+    """A stage that takes a known time (sleeping, so the machine's load
+    does not change it much) and marks the frame, so the test can see which
+    frames it touched; ``reuse`` is its cheap form."""
+
+    def __init__(self, options: Mapping[str, Any], context: StageContext) -> None:
+        self.cost = options["ms"] / 1000.0
+        self.touched = 0
+        self.full = 0
+
+    def process(self, image: np.ndarray) -> np.ndarray:
+        time.sleep(self.cost)
+        self.full += 1
+        return self.reuse(image)
+
+    def reuse(self, image: np.ndarray) -> np.ndarray:
+        self.touched += 1
+        return image
+
+
+def _registry(critical: bool, made: list[_Slow] | None = None) -> EffectRegistry:
+    def build(options: Mapping[str, Any], context: StageContext) -> _Slow:
+        stage = _Slow(options, context)
+        if made is not None:
+            made.append(stage)
+        return stage
+
+    def info(name: str, critical: bool) -> EffectInfo:
+        return EffectInfo(name, StageKind.VIDEO, "sleeps", (Option("ms", OptionType.FLOAT, 1.0, "sleep", 0, 1000),),
+                          critical=critical, factory=build)
+
+    return EffectRegistry([info("slow", critical), info("cheap", False)])
+
+
+def _tiny_frames(count: int) -> list[av.VideoFrame]:
+    frames = []
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(np.zeros((36, 64, 3), np.uint8), format="bgr24")
+        frame.pts = i
+        frames.append(frame)
+    return frames
+
+
+def test_budget_skips_what_cannot_fit_and_keeps_what_can(models: ModelStore) -> None:
+    # 25 ms of optional work against a 12 ms budget: the costly stage gives
+    # way (counted) on most frames, and is only tried again now and then to
+    # see whether it got cheaper; the cheap one always runs.
+    chain = EffectChain(["slow:ms=25", "cheap:ms=1"], registry=_registry(critical=False), models=models,
+                        budget_ms=12)
+    frames = _tiny_frames(40)
+    for frame in frames:
+        chain.process_video(frame)
+    slow, cheap = chain.stats()
+    assert slow.frames + slow.skipped == len(frames) and slow.skipped >= 0.75 * len(frames)
+    assert cheap.skipped == 0 and cheap.frames == len(frames)
+    assert slow.reused == cheap.reused == 0
+
+
+def test_budget_makes_critical_stages_reuse_not_skip(models: ModelStore) -> None:
+    made: list[_Slow] = []
+    chain = EffectChain(["slow:ms=25", "cheap:ms=1"], registry=_registry(critical=True, made=made),
+                        models=models, budget_ms=12)
+    frames = _tiny_frames(30)
+    for frame in frames:
+        chain.process_video(frame)
+    slow, cheap = chain.stats()
+    impl = made[0]
+    # Applied on every frame, mostly from its last analysis.
+    assert slow.skipped == 0 and slow.frames == len(frames) == impl.touched
+    assert slow.reused == len(frames) - impl.full and slow.reused >= len(frames) - 5
+    assert cheap.frames + cheap.skipped == len(frames)
+
+
+def test_real_stages_reuse_under_pressure_and_still_hide_the_face(
+    face_frames: list[av.VideoFrame], models: ModelStore
+) -> None:
+    chain = EffectChain(["background:mode=colour", "face_privacy:mode=pixelate,strength=1", "beauty"],
+                        models=models, budget_ms=0.001)
+    face = None
+    for frame in face_frames:
+        out = chain.process_video(frame).to_ndarray(format="bgr24")
+        if face is None:
+            from effects.faces import FaceDetector
+
+            face = FaceDetector(models).detect(frame.to_ndarray(format="bgr24"))[0]
+        x0, y0, x1, y1 = face.int_box(out.shape[1], out.shape[0])
+        grey = out[y0 + 4:y1 - 4, x0 + 4:x1 - 4].astype(int).sum(axis=2)
+        # Pixelated on every frame: most horizontal neighbours are equal.
+        assert (np.diff(grey, axis=1) == 0).mean() > 0.6
+    stats = {s.name: s for s in chain.stats()}
+    assert stats["beauty"].skipped >= len(face_frames) - 1
+    for name in ("background", "face_privacy"):
+        assert stats[name].skipped == 0 and stats[name].frames == len(face_frames)
+        assert stats[name].reused >= len(face_frames) - 1

@@ -5,6 +5,7 @@ broken peers next to a healthy one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import shutil
@@ -369,3 +370,75 @@ async def test_digest_handshake_satisfies_a_checking_player(harness: Harness, ff
     assert rc != 0
     assert "validating failed" not in err and "Handshake" not in err
     assert "NetStream.Play.Failed" in err or "this server does not play" in err, err
+
+
+async def test_unauthorized_peers_cannot_make_the_server_hold_large_messages(harness: Harness) -> None:
+    """An unauthenticated connection announcing a 4 MiB message (allowed once
+    a publish is accepted) is closed at once instead of being buffered."""
+    peer = Peer()
+    payload = _raw_connect(peer) + peer.set_chunk_size(1 << 16)
+    payload += peer.message(m.DATA_AMF0, b"\x05" * (4 << 20), 0, csid=5)[: 256 << 10]
+    before = harness.server.protocol_errors
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.server.port)
+    writer.write(C0C1)
+    s = await reader.readexactly(3073)
+    writer.write(c2_for(s) + payload)
+    # The server closes while our bytes are still in flight: EOF or a reset.
+    with contextlib.suppress(ConnectionResetError):
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await wait_for(lambda: harness.server.protocol_errors == before + 1, 10)
+    assert harness.server.connection_count == 0
+
+
+async def _publish_status(port: int, key: str) -> dict[str, object]:
+    """Publish ``key`` to app ``live`` byte by byte; the server's last
+    ``onStatus`` info object."""
+    peer = Peer()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(C0C1)
+    s = await reader.readexactly(3073)
+    peer.replies(s)
+    writer.write(c2_for(s) + _raw_connect(peer) + peer.command("createStream", 2, None)
+                 + peer.command("publish", 3, None, key, "live", stream_id=1))
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    statuses = [amf0.decode(x.payload) for x in peer.replies(data) if x.type_id == m.COMMAND_AMF0]
+    last = statuses[-1]
+    assert last[0] == "onStatus" and isinstance(last[3], dict)
+    return last[3]
+
+
+@pytest.mark.parametrize("key", ["victim/evil", "a.b", "x" * 65, "line\n", "../etc", "caf\u00e9", " pad"])
+async def test_stream_names_outside_the_charset_are_refused(
+    harness: Harness, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    info = await _publish_status(harness.server.port, key)
+    assert info["code"] == "NetStream.Publish.BadName"
+    assert "is not allowed" in str(info["description"]) and "A-Z" in str(info["description"])
+    assert harness.registry.streams() == ()
+    assert harness.server.publishes_refused == 1
+    assert any("publish refused" in r.getMessage() and "is not allowed" in r.getMessage() for r in caplog.records)
+
+
+async def test_slash_in_a_key_cannot_reach_another_stream(
+    harness: Harness, ffmpeg: str, clip: Path, media_dir: Path
+) -> None:
+    """Tried as OBS sends it (server rtmp://HOST/live, key victim/evil):
+    refused while victim is live, and victim is not touched."""
+    long_clip = make_clip(ffmpeg, media_dir / "rtmp_ingest_6s.flv", seconds=6, size="320x180", gop_seconds=1)
+    victim = await publish(ffmpeg, long_clip, harness.url("victim"))
+    await wait_for(lambda: len(harness.packets("victim")) > 0, 20)
+    intruder = await publish(
+        ffmpeg, clip, harness.url("ignored"), extra=["-rtmp_app", "live", "-rtmp_playpath", "victim/evil"]
+    )
+    rc, err = await finish(intruder)
+    assert rc != 0
+    assert "is not allowed" in err  # ffmpeg prints the server's description
+    assert [s.name for s in harness.registry.streams()] == ["victim"]
+    rc, err = await finish(victim)
+    assert rc == 0, err
+    items = harness.collect("victim")
+    assert [type(i) for i in items if not isinstance(i, Packet)] == [StreamStarted]
+    assert harness.server.publishes_refused == 1 and harness.server.publishes_started == 1

@@ -387,3 +387,53 @@ def test_random_messages_while_publishing(msgs: list[tuple[int, bytes, int, int]
                     assert event.packet.time_base == Fraction(1, 1000)
     except RtmpProtocolError:
         pass
+
+
+def test_unauthorized_peer_is_held_to_the_small_pre_publish_budget() -> None:
+    """Before the publish check answers, a peer may not make the server hold
+    more than the pre-publish budget, even when the full limits are large."""
+    limits = RtmpLimits(pre_publish_max_message_size=1024, pre_publish_max_pending_bytes=2048)
+    session = RtmpServerSession(limits)
+    peer = Peer()
+    handshake(session, peer)
+    session.receive_data(peer.set_chunk_size(1 << 16))
+    # A 100 KiB message announced right after the handshake: refused at once,
+    # before any of its body is buffered.
+    big = peer.message(m.DATA_AMF0, b"\x05" * (100 << 10), 0, csid=5)
+    with pytest.raises(RtmpLimitError, match="before the publish is authorized"):
+        session.receive_data(big[:64])
+    assert session.state is SessionState.CLOSED
+
+
+def test_unfinished_messages_before_publish_count_against_the_pre_publish_budget() -> None:
+    limits = RtmpLimits(pre_publish_max_message_size=1024, pre_publish_max_pending_bytes=2048)
+    session = RtmpServerSession(limits)
+    peer = Peer()
+    publish_until_requested(session, peer)
+    list(session.events())
+    # Three 1000-byte messages, each sent only up to its first chunk of 128
+    # bytes on its own chunk stream, stay under the budget; many more do not.
+    with pytest.raises(RtmpLimitError, match="unfinished messages before the publish is authorized"):
+        for csid in range(10, 40):
+            session.receive_data(peer.message(m.DATA_AMF0, b"\x05" * 1000, 1, csid=csid)[:140])
+
+
+def test_accepted_publish_gets_the_full_limits() -> None:
+    limits = RtmpLimits(pre_publish_max_message_size=1024, pre_publish_max_pending_bytes=2048)
+    session, peer, _ = accepted(limits)
+    list(session.events())
+    session.receive_data(peer.set_chunk_size(1 << 16))
+    session.receive_data(peer.video(avc_config_body(), 0))
+    session.receive_data(peer.audio(aac_config_body(), 0))
+    # A 200 KiB keyframe: far above the pre-publish budget, fine once authorized.
+    session.receive_data(peer.video(avc_frame_body(True, 0, b"\x65" + b"\x88" * (200 << 10)), 0))
+    assert any(p.keyframe and len(p.data) > 200 << 10 for p in packets(list(session.events())))
+
+
+def test_pre_publish_budget_never_exceeds_the_full_limits() -> None:
+    limits = RtmpLimits(max_message_size=512, max_pending_bytes=512)
+    session = RtmpServerSession(limits)
+    peer = Peer()
+    handshake(session, peer)
+    with pytest.raises(RtmpLimitError, match="limit of 512 before"):
+        session.receive_data(peer.message(m.DATA_AMF0, b"\x05" * 600, 0, csid=5)[:20])

@@ -143,6 +143,36 @@ def test_reconnect_continues_timeline_with_discontinuity() -> None:
     assert min(p.dts_seconds for s in made[1].segments for p in s) >= segs[idx].start
 
 
+def test_restart_on_the_same_clock_cuts_there_and_keeps_the_timeline() -> None:
+    """New codec parameters mid-stream (a rendition switched from a copied
+    to an encoded picture at a keyframe): a new init segment, a cut and a
+    discontinuity at that keyframe, and no shift of the timestamps, so the
+    rendition stays aligned with the others."""
+    seg, made = make()
+    stream = av_stream(8, gop_s=1)
+    seg.feed(StreamStarted((VIDEO, AUDIO)), now=0.0)
+    switch = next(p for p in stream if p.track == 0 and p.keyframe and p.dts == 3000)
+    index = stream.index(switch)
+    for p in stream[:index]:
+        seg.feed(p, now=0.0)
+    encoded = VIDEO.with_changes(extradata=b"\x01\x4d\x00\x1e")
+    seg.feed(StreamStarted((encoded, AUDIO), discontinuity=True, clock_continues=True), now=50.0)
+    for p in stream[index:]:
+        seg.feed(p, now=50.0)
+    seg.feed(StreamEnded(""), now=60.0)
+    events = seg.events()
+    inits = [e for e in events if isinstance(e, InitReady)]
+    assert len(inits) == 2 and inits[1].tracks[0].extradata == encoded.extradata
+    segs = segments(events)
+    flagged = [s for s in segs if s.discontinuity]
+    assert len(flagged) == 1
+    # The cut is at the switch keyframe, on the original timeline (not re-based).
+    assert flagged[0].start == Fraction(3000 + H, 1000)
+    assert [float(s.start) for s in segs] == [10.0, 12.0, 13.0, 15.0, 17.0]
+    assert flagged[0].program_date_time == segs[0].program_date_time + 3.0
+    assert made[1].segments[0][0].dts == 3000 + H
+
+
 def test_backwards_timestamps_are_dropped_and_counted() -> None:
     seg, _ = make()
     seg.feed(StreamStarted((VIDEO,)), now=0.0)

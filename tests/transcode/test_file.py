@@ -318,3 +318,45 @@ def test_files_get_file_settings_and_live_gets_live_settings(
     for opts in (file_opts, live_opts):
         assert opts["scenecut"] == "0"
     assert file_types.count("I") == live_types.count("I") == 3
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_sealed_passthrough_encodes_on_a_rung_lane_with_its_audio_interleaved(clip: Path, parallel: bool) -> None:
+    """The passthrough encoded from a keyframe on (a video effect switched
+    on) runs like any rung: on a lane of its own, with the shared audio
+    held behind its video, and its restart after the audio that comes
+    before the switch."""
+    tracks, packets = model_packets(clip)
+    tx = StreamTranscoder(
+        small_ladder(parallel_rungs=parallel),
+        "libx264",
+        SourceKeyframeGrid(),
+        passthrough_switch=lambda p: p.keyframe and p.pts >= 1000,
+    )
+    events = tx.start(tracks)
+    for packet in packets:
+        events += tx.push(packet)
+    events += tx.flush()
+    assert isinstance(tx._source_lane, ThreadedLane if threads_pay(parallel) else InlineLane)
+    source = [e for e in events if e.name == "source"]
+    restart = next(i for i, e in enumerate(source) if isinstance(e, RenditionStarted) and e.clock_continues)
+    before = [e.packet for e in source[:restart] if isinstance(e, RenditionPacket)]
+    after = [e.packet for e in source[restart + 1 :] if isinstance(e, RenditionPacket)]
+    assert max(p.pts for p in before if p.track == 0) < 1000
+    encoded = [p for p in after if p.track == 0]
+    assert encoded[0].keyframe and encoded[0].pts == 1000
+    assert tx.encoders["source"] == "libx264" and tx.stats.frames_encoded["source"] == len(encoded)
+    # The audio up to the switch stays before the restart...
+    assert all(p.dts_seconds <= encoded[0].dts_seconds for p in before if p.track == 1)
+    # ...and after it no audio goes out ahead of the video of the same moment.
+    latest_audio = None
+    for p in after:
+        if p.track == 1:
+            latest_audio = p.dts_seconds
+        else:
+            assert latest_audio is None or latest_audio <= p.dts_seconds
+    assert any(p.track == 1 for p in after)
+    audio = sorted(p.dts for p in before + after if p.track == 1)
+    assert audio == sorted(e.packet.dts for e in events if isinstance(e, RenditionPacket)
+                           and e.name == "288p" and e.packet.track == 1)
+    assert not [t for t in threading.enumerate() if t.name.startswith("rung:") and t.is_alive()]

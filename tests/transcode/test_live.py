@@ -14,6 +14,7 @@ import pytest
 from engine.codecs import join_avcc
 from engine.media import Codec, Packet, StreamEnded, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
+from tests.conftest import make_clip
 from transcode.core import RenditionPacket, StreamTranscoder
 from transcode.encoders import EncoderProbe
 from transcode.fanout import usable_cpus
@@ -31,8 +32,8 @@ def watch_renditions(registry: StreamRegistry, source: str) -> dict[str, Subscri
     subs: dict[str, Subscription] = {}
 
     def created(stream: LiveStream) -> None:
-        if stream.name.startswith(source + "/"):
-            subs[stream.name] = stream.subscribe("test", maxsize=100_000)
+        if stream.rendition is not None and stream.rendition.source == source:
+            subs[stream.rendition.rung] = stream.subscribe("test", maxsize=100_000)
 
     registry.on_stream_created(created)
     return subs
@@ -56,7 +57,7 @@ async def run_live(
             await asyncio.sleep(0.005)
     pub.close("done")
     await asyncio.wait_for(task, 60)
-    items = {name.split("/", 1)[1]: list(sub.drain()) for name, sub in subs.items()}
+    items = {rung: list(sub.drain()) for rung, sub in subs.items()}
     return live, items, packets
 
 
@@ -96,6 +97,156 @@ async def test_overrun_drops_whole_gops_and_counts(clip: Path, probe: EncoderPro
     # The passed-through source is copied on the event loop: nothing lost.
     source_video = [x for x in items["source"] if isinstance(x, Packet) and x.track == 0]
     assert len(source_video) == total_video
+
+
+@pytest.fixture(scope="module")
+def long_gop_clip(ffmpeg: str, media_dir: Path) -> Path:
+    """4 s of 640x360 30 fps H.264 with a single keyframe (a 300-frame GOP)."""
+    return make_clip(ffmpeg, media_dir / "tc_640x360_4s_gop300.mp4", seconds=4, gop_seconds=10)
+
+
+async def test_long_source_gop_rungs_place_their_own_keyframes(long_gop_clip: Path, probe: EncoderProbe) -> None:
+    live, items, packets = await run_live(long_gop_clip, probe, queue_size=100_000, segment_target=Fraction(1))
+    assert sorted(p.pts for p in packets if p.track == 0 and p.keyframe) == [0]
+    # The passthrough rendition is never published: its one keyframe would
+    # make one 4 s segment that lines up with nothing.
+    assert sorted(items) == ["240p", "288p"]
+    for name, got in items.items():
+        keys = sorted(x.pts for x in got if isinstance(x, Packet) and x.track == 0 and x.keyframe)
+        assert keys == [0, 1000, 2000, 3000], name
+        assert any(isinstance(x, Packet) and x.track == 1 for x in got)
+    status = live.status
+    assert status.keyframes == "own"
+    assert "more than 1 s" in status.passthrough_reason and "not passed through" in status.passthrough_reason
+    assert status.renditions == {"cam/288p": "libx264", "cam/240p": "libx264"}
+    assert status.decoder == "software" and status.encoder == "libx264"
+
+
+async def test_short_source_gop_keeps_passthrough_with_its_audio(clip: Path, probe: EncoderProbe) -> None:
+    live, items, packets = await run_live(clip, probe, queue_size=100_000, segment_target=Fraction(2))
+    assert sorted(items) == ["240p", "288p", "source"]
+    assert live.status.keyframes == "source"
+    source_keys = sorted(p.pts for p in packets if p.track == 0 and p.keyframe)
+    for name, got in items.items():
+        keys = sorted(x.pts for x in got if isinstance(x, Packet) and x.track == 0 and x.keyframe)
+        assert keys == source_keys, name
+    # The source rendition was announced only after the first keyframe
+    # interval was seen; what was held for it comes in timestamp order, so
+    # its start has audio as well as video.
+    source = [x for x in items["source"] if isinstance(x, Packet)]
+    assert [p.data for p in source if p.track == 0] == [p.data for p in packets if p.track == 0]
+    first_late_video = next(i for i, p in enumerate(source) if p.track == 0 and p.dts * p.time_base >= 1)
+    assert any(p.track == 1 and p.dts * p.time_base < Fraction(1, 2) for p in source[:first_late_video])
+
+
+async def test_restart_with_a_long_gop_ends_the_passthrough(
+    clip: Path, long_gop_clip: Path, probe: EncoderProbe
+) -> None:
+    registry = StreamRegistry(grace_s=30)
+    subs = watch_renditions(registry, "cam")
+    live = LiveTranscoder(
+        registry, "cam", small_ladder(), probe, encoder="libx264", queue_size=100_000, segment_target=Fraction(1)
+    )
+    pub = registry.claim("cam")
+    task = None
+    for path in (clip, long_gop_clip):
+        tracks, packets = model_packets(path)
+        pub.start(tracks)
+        if task is None:
+            task = asyncio.create_task(live.run())
+        for i, packet in enumerate(packets):
+            pub.write(packet)
+            if i % 8 == 0:
+                await asyncio.sleep(0.005)
+        if path == clip:
+            # The first publish, 1 s GOPs: passed through.
+            await asyncio.sleep(0.5)
+            assert "cam/source" in live.status.renditions
+            pub.close("reconnecting")
+            pub = registry.claim("cam")
+    pub.kick("done")
+    assert task is not None
+    await asyncio.wait_for(task, 60)
+    source = list(subs["source"].drain())
+    assert isinstance(source[-1], StreamEnded) and "too far apart" in source[-1].reason
+    assert "cam/source" not in live.status.renditions
+    assert live.status.keyframes == "own"
+    rung = [x for x in subs["288p"].drain() if isinstance(x, Packet) and x.track == 0 and x.keyframe]
+    # The second publish's keyframes come from the rungs, every second.
+    assert [p.pts for p in rung][-4:] == [0, 1000, 2000, 3000]
+
+
+async def test_sealed_passthrough_is_encoded_from_the_next_keyframe(clip: Path, probe: EncoderProbe) -> None:
+    """A video effect switched on while live: the source rendition stops
+    being a copy at the next source keyframe and carries the filtered
+    picture from there, and every rendition restarts on the same clock at
+    that keyframe (one segment cut and discontinuity in all of them)."""
+    tracks, packets = model_packets(clip)
+    registry = StreamRegistry(grace_s=0)
+    subs = watch_renditions(registry, "cam")
+    pub = registry.claim("cam")
+    pub.start(tracks)
+    painting = False
+
+    def paint(frame: av.VideoFrame) -> av.VideoFrame:
+        if not painting:
+            return frame
+        out = av.VideoFrame(frame.width, frame.height, "yuv420p")
+        for plane, value in zip(out.planes, (16, 128, 128), strict=True):
+            plane.update(bytes([value]) * plane.buffer_size)
+        out.pts, out.time_base = frame.pts, frame.time_base
+        return out
+
+    live = LiveTranscoder(
+        registry, "cam", small_ladder(), probe, encoder="libx264", frame_filter=paint, queue_size=100_000
+    )
+    task = asyncio.create_task(live.run())
+    await asyncio.sleep(0)
+    for packet in packets:
+        if packet.track == 0 and packet.pts == 1500:
+            painting = True  # the effect is on from here (the worker may lag: only later frames are checked)
+            live.seal_passthrough("test")
+        pub.write(packet)
+        await asyncio.sleep(0.002)
+    pub.close("done")
+    await asyncio.wait_for(task, 60)
+    items = {rung: list(sub.drain()) for rung, sub in subs.items()}
+    assert live.passthrough_sealed
+    # The copy stops right before the next source keyframe (2000 ms)...
+    source = items["source"]
+    starts = [i for i, x in enumerate(source) if isinstance(x, StreamStarted)]
+    assert len(starts) == 2
+    restart = source[starts[1]]
+    assert isinstance(restart, StreamStarted) and restart.discontinuity and restart.clock_continues
+    copied = [x for x in source[: starts[1]] if isinstance(x, Packet) and x.track == 0]
+    video = [p for p in packets if p.track == 0]
+    keyframe = next(i for i, p in enumerate(video) if p.keyframe and p.pts == 2000)
+    assert [p.data for p in copied] == [p.data for p in video[:keyframe]]
+    # ...and the encoded picture starts on it, as a keyframe, at the source's size.
+    encoded = [x for x in source[starts[1] :] if isinstance(x, Packet) and x.track == 0]
+    assert encoded[0].keyframe and encoded[0].pts == 2000
+    assert restart.tracks[0].width == 640 and restart.tracks[0].height == 360
+    assert restart.tracks[0].extradata != source[0].tracks[0].extradata  # type: ignore[union-attr]
+    assert live.status.renditions["cam/source"] == "libx264"
+    # The filter reaches it: its pictures are the painted ones.
+    dec = av.CodecContext.create("h264", "r")
+    dec.extradata = restart.tracks[0].extradata
+    frames = []
+    for p in encoded:
+        av_packet = av.Packet(p.data)
+        av_packet.pts = p.pts
+        frames += dec.decode(av_packet)
+    luma = frames[-1].to_ndarray(format="gray")
+    assert float(luma.mean()) < 8 and float(luma.std()) < 2  # painted black (the test pattern is colourful)
+    # Every rung restarts at that same keyframe, on the same clock.
+    for rung in ("288p", "240p"):
+        got = items[rung]
+        restarts = [i for i, x in enumerate(got) if isinstance(x, StreamStarted) and x.clock_continues]
+        assert len(restarts) == 1, rung
+        after = next(x for x in got[restarts[0] :] if isinstance(x, Packet) and x.track == 0)
+        assert after.keyframe and after.pts == 2000, rung
+        before = [x for x in got[: restarts[0]] if isinstance(x, Packet) and x.track == 0]
+        assert max(p.pts for p in before) < 2000, rung
 
 
 async def test_unknown_source_refused(probe: EncoderProbe) -> None:

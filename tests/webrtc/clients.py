@@ -25,6 +25,11 @@ from aiortc import (
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from webrtc.ice import HostAddresses
+
+LOOPBACK = HostAddresses(["127.0.0.1"], include_interfaces=False)
+"""The test peers gather loopback candidates only, as the engine is told to."""
+
 VIDEO_CLOCK = 90_000
 
 
@@ -109,7 +114,8 @@ class WhipClient:
             force_codec(self.pc, "video", self.video_codec)
         if self.audio is not None:
             self.pc.addTransceiver(self.audio, direction="sendonly")
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        with LOOPBACK.applied():
+            await self.pc.setLocalDescription(await self.pc.createOffer())
         async with session.post(
             self.url, data=self.pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
         ) as resp:
@@ -149,7 +155,8 @@ class WhepClient:
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.on("track", self._on_track)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        with LOOPBACK.applied():
+            await self.pc.setLocalDescription(await self.pc.createOffer())
         async with session.post(
             self.url,
             data=self.pc.localDescription.sdp,

@@ -3,6 +3,7 @@ PyAV), the ICE host-address override and the config's validation."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import subprocess
 from fractions import Fraction
@@ -12,9 +13,11 @@ import aioice.ice
 import av
 import pytest
 
+import webrtc.ice as ice_module
 from engine.codecs import parse_asc
+from engine.media import Codec
 from webrtc.config import WebRtcConfig
-from webrtc.errors import BitstreamError, WebRtcUsageError
+from webrtc.errors import BitstreamError
 from webrtc.h264 import AnnexBToAvcc
 from webrtc.ice import HostAddresses, rtc_configuration
 from webrtc.transcode import AacToOpus, OpusToAac, VideoToH264
@@ -56,7 +59,7 @@ def test_opus_to_aac_and_back(ffmpeg: str, tmp_path: Path) -> None:
 def test_vp8_to_h264(ffmpeg: str, tmp_path: Path) -> None:
     src = _encode(ffmpeg, tmp_path / "v.webm", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=2",
                                                 "-c:v", "libvpx", "-b:v", "400k"])
-    conv = VideoToH264("vp8", Fraction(1, 1000), gop_frames=15)
+    conv = VideoToH264(Codec.VP8, Fraction(1, 1000), gop_frames=15)
     out = []
     with av.open(str(src)) as c:
         for p in c.demux(c.streams.video[0]):
@@ -73,30 +76,32 @@ def test_vp8_to_h264(ffmpeg: str, tmp_path: Path) -> None:
     units = [norm.push(c.data) for c in out]
     assert all(u is not None for u in units) and (norm.width, norm.height) == (320, 240)
     with pytest.raises(BitstreamError):
-        VideoToH264("vp8", Fraction(1, 1000)).push(b"\xff" * 20, 0)
+        VideoToH264(Codec.VP8, Fraction(1, 1000)).push(b"\xff" * 20, 0)
 
 
-def test_host_addresses_nest_and_restore() -> None:
-    original = aioice.ice.get_host_addresses
+async def test_host_addresses_apply_only_inside_their_block() -> None:
     a = HostAddresses(["127.0.0.1"], include_interfaces=False)
     b = HostAddresses(["127.0.0.2", "::1"], include_interfaces=False)
-    a.install()
-    assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
-    b.install()
-    assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.2", "::1"]
-    a.uninstall()  # not the innermost: b stays in force
-    assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.2"]
-    b.uninstall()
-    assert aioice.ice.get_host_addresses is original
-    with_ifaces = HostAddresses(["127.0.0.1"], include_interfaces=True)
-    with_ifaces.install()
-    try:
+    with a.applied():
+        library = ice_module._library_lookup
+        assert library is not None
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        with b.applied():  # the innermost block wins
+            assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.2", "::1"]
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+    # Outside any block: exactly what the library itself answers.
+    assert aioice.ice.get_host_addresses(True, False) == library(True, False)
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(True, False)
+
+    async def seen(hosts: HostAddresses) -> list[str]:
+        with hosts.applied():
+            await asyncio.sleep(0)
+            return aioice.ice.get_host_addresses(True, True)
+
+    # Concurrent tasks each see their own addresses.
+    assert await asyncio.gather(seen(a), seen(b)) == [["127.0.0.1"], ["127.0.0.2", "::1"]]
+    with HostAddresses(["127.0.0.1"], include_interfaces=True).applied():
         assert aioice.ice.get_host_addresses(True, False)[0] == "127.0.0.1"
-        with pytest.raises(WebRtcUsageError):
-            with_ifaces.install()
-    finally:
-        with_ifaces.uninstall()
-    assert aioice.ice.get_host_addresses is original
 
 
 def test_no_default_stun_and_config_checks() -> None:

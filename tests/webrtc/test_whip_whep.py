@@ -224,6 +224,26 @@ async def test_checks_and_limits() -> None:
         assert node.webrtc.stats.refused >= 5
 
 
+class NameChecks(AllowAllChecks):
+    """Grants whatever playback name the key maps to, like a platform with a
+    bad record would."""
+
+    async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
+        return PublishGrant({"k1": "victim/evil", "k2": "a.b"}.get(request.key, request.key))
+
+
+async def test_whip_refuses_names_outside_the_rule(caplog: pytest.LogCaptureFixture) -> None:
+    async with make_node(checks=NameChecks()) as node:
+        for key in ("k1", "k2", "x" * 65):
+            client = WhipClient(f"{node.base}/whip/{key}", CounterVideoTrack())
+            assert await client.start(node.http) == 400, key
+            assert "is not allowed" in client.body and "A-Z" in client.body
+            await client.pc.close()
+        assert node.registry.streams() == ()
+        assert node.webrtc.table.count(SessionKind.WHIP) == 0
+        assert sum("publish refused" in r.getMessage() for r in caplog.records) == 3
+
+
 async def test_quiet_sessions_are_reaped_and_failures_end_one_viewer() -> None:
     config = WebRtcConfig(include_interface_addresses=False, session_idle_timeout_s=2.0)
     async with make_node(config) as node:

@@ -1,0 +1,54 @@
+"""Optional features and the extras that carry them.
+
+The core install (``pip install fanz-media-engine``) serves RTMP ingest,
+transcoding, HLS and the control API. Live effects need the ``effects``
+extra (OpenCV, Pillow) and WebRTC needs the ``webrtc`` extra (aiortc). A
+feature whose extra is not installed is turned off with one log line that
+says which extra to install; every other part of the engine runs as usual.
+
+Only a missing library of the extra itself turns a feature off: an import
+error from anything else (the project's own modules) is a fault and is
+raised as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """A feature, the extra that installs it and the top-level packages
+    that extra brings."""
+
+    name: str
+    extra: str
+    packages: frozenset[str]
+
+
+EFFECTS = Feature("effects", "effects", frozenset({"cv2", "PIL"}))
+WEBRTC = Feature("webrtc", "webrtc", frozenset({"aiortc", "aioice"}))
+
+
+def load(feature: Feature, module: str) -> ModuleType | None:
+    """Import ``module`` for ``feature``; ``None`` (with one log line) when
+    a package of the feature's extra is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in feature.packages:
+            raise
+        log.warning(
+            "%s: off (%s is not installed; install the [%s] extra: pip install 'fanz-media-engine[%s]')",
+            feature.name,
+            missing,
+            feature.extra,
+            feature.extra,
+        )
+        return None
