@@ -10,11 +10,18 @@ same job, in one run.
    written by hand: they come from ``transcode.encoders.encoder_options`` and
    the same planned rungs the engine computes, so preset, profile, level,
    bitrate, maxrate, bufsize, GOP length, B-frames, closed GOP, forced IDRs on
-   the 2 s grid and scene-cut off are the same on both sides. It prints wall
+   the 2 s grid and scene-cut off are the same on both sides, all from the
+   engine's named ``file`` settings (B-frames, lookahead, x264 frame
+   threads; the live part uses the ``live`` ones). It prints wall
    time, CPU time (utime+stime of the process and its children, from
    ``getrusage(RUSAGE_CHILDREN)``), source frames per second (frames / wall),
    peak resident memory, and the ratios engine/ffmpeg. Below 1 the engine is
-   the faster or cheaper one.
+   the faster or cheaper one. ``--cpus N`` runs both tools under
+   ``taskset`` on the first N CPUs, ``--parallel M`` runs M copies of the
+   job at once (frames/s is then their sum); given several values, every
+   (N, M) pair is measured and gets its own ratios. ``--serial-rungs`` adds
+   the engine with ``parallel_rungs = false`` (decode, scale and encode on
+   one thread) as a third tool, ``engine-serial``.
 2. **Live capacity.** How many concurrent live 720p30 streams with a 3-rung
    ladder (720p, 480p, 360p) the machine keeps in real time. For the engine,
    ``fanz-media serve --dev`` on loopback gets N RTMP publishers
@@ -38,6 +45,7 @@ Usage (from the repository root)::
     .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --seconds 4 --max-streams 2 --duration 10
     .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --part file --repeats 3 --json
     .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --part live --side engine
+    .venv/bin/python -m benchmarks.ladder_vs_ffmpeg --part file --cpus 1 2 --parallel 1 2 --seconds 3
 
 Caveats worth knowing when reading the figures: the engine runs PyAV's
 bundled FFmpeg and libx264 while the CLI is the system's ffmpeg (``--ffmpeg``
@@ -85,7 +93,16 @@ from benchmarks.common import (
 )
 from engine.media import Codec
 from transcode.encoders import SOFTWARE_H264, encoder_options
-from transcode.ladder import LadderConfig, PlannedRung, RungConfig, SourceInfo, builtin_ladders, plan_ladder
+from transcode.ladder import (
+    ENCODE_USES,
+    EncodeUse,
+    LadderConfig,
+    PlannedRung,
+    RungConfig,
+    SourceInfo,
+    builtin_ladders,
+    plan_ladder,
+)
 
 HOST = "127.0.0.1"
 POLL_S = 1.0
@@ -100,10 +117,12 @@ AAC_FRAME = 1024
 def bench_ladders(preset: str = "veryfast") -> tuple[LadderConfig, LadderConfig]:
     """The file ladder (1080p, 720p, 480p, 360p; no passthrough) and the live
     one (720p, 480p, 360p), both with the built-in rungs' bitrates, profiles
-    and levels, VBR, no B-frames and a 2 s segment grid."""
+    and levels, VBR and a 2 s segment grid. B-frames and tune are left to
+    the job's named settings: ``file`` for the file part (B-frames,
+    lookahead, frame threads), ``live`` for the live part (zerolatency)."""
     rungs = builtin_ladders()["transcode-only"].rungs
     file_ladder = LadderConfig("bench4", rungs, passthrough=False, x264_preset=preset, rate_control="vbr",
-                               bframes=0, segment_duration=Fraction(2))
+                               segment_duration=Fraction(2))
     live_ladder = replace(file_ladder, name="bench3", rungs=tuple(r for r in rungs if r.height <= 720))
     return file_ladder, live_ladder
 
@@ -113,6 +132,8 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if value is None:
+        return '""'  # how the config spells "not set" (TOML has no null)
     if isinstance(value, (str, Fraction)):
         text = str(value)
         if any(c in text for c in '"\\\n') or len(text) > 200:
@@ -137,13 +158,12 @@ def ladder_toml(ladder: LadderConfig) -> str:
     command was built from (the tests check the round trip)."""
     fields: dict[str, object] = {
         "passthrough": ladder.passthrough, "x264_preset": ladder.x264_preset, "rate_control": ladder.rate_control,
-        "bframes": ladder.bframes, "encoder_threads": ladder.encoder_threads,
+        "x264_tune": ladder.x264_tune, "bframes": ladder.bframes, "encoder_threads": ladder.encoder_threads,
+        "parallel_rungs": ladder.parallel_rungs,
         "segment_duration": ladder.segment_duration, "max_gop_duration": ladder.max_gop_duration,
         "audio_bitrate": ladder.audio_bitrate, "audio_sample_rate": ladder.audio_sample_rate,
         "audio_channels": ladder.audio_channels,
     }
-    # Written even when unset: an empty string is "no tune", whatever the default.
-    fields["x264_tune"] = "" if ladder.x264_tune is None else ladder.x264_tune
     lines = [f"[transcode.ladders.{ladder.name}]", "rungs = ["]
     lines += [f"  {_rung_toml(r)}," for r in ladder.rungs]
     lines.append("]")
@@ -165,23 +185,24 @@ def engine_config_toml(ladders: Sequence[LadderConfig], live_ladder: str | None)
     return "\n".join(head) + "\n" + "\n".join(ladder_toml(ladder) for ladder in ladders)
 
 
-def x264_stream_args(ladder: LadderConfig, rung: PlannedRung, index: int) -> list[str]:
+def x264_stream_args(ladder: LadderConfig, rung: PlannedRung, index: int, use: EncodeUse) -> list[str]:
     """ffmpeg options for output video stream ``index``: the engine's own
     option set (``encoder_options``) plus the codec-context fields that
     ``open_encoder`` sets (bitrate, GOP cap, B-frames, closed GOP, global
-    header, threads)."""
+    header, thread type and count), all for ``use`` (file or live)."""
     spec = f":v:{index}"
     rate = rung.frame_rate or Fraction(30)
     args = [
         f"-b{spec}", str(rung.config.bitrate),
         f"-g{spec}", str(max(1, int(rate * ladder.max_gop_duration))),
-        f"-bf{spec}", str(ladder.bframes),
+        f"-bf{spec}", str(ladder.bframes_for(use)),
         f"-flags{spec}", "+cgop+global_header",
         f"-sc_threshold{spec}", "0",
+        f"-thread_type{spec}", use.thread_type.lower(),
     ]  # fmt: skip
     if ladder.encoder_threads:
         args += [f"-threads{spec}", str(ladder.encoder_threads)]
-    for key, value in encoder_options(SOFTWARE_H264, ladder, rung).items():
+    for key, value in encoder_options(SOFTWARE_H264, ladder, rung, use).items():
         args += [f"-{key}{spec}", value]
     return args
 
@@ -210,8 +231,9 @@ def ffmpeg_ladder_command(ffmpeg: str, source: Path, outdir: Path, ladder: Ladde
     for i in range(count):
         cmd += ["-map", f"[v{i}]", "-map", "0:a:0"]
     cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    use = ENCODE_USES["live" if live_duration_s is not None else "file"]
     for i, rung in enumerate(plan.rungs):
-        cmd += x264_stream_args(ladder, rung, i)
+        cmd += x264_stream_args(ladder, rung, i, use)
     grid = "source" if live_duration_s is not None else f"expr:gte(t,n_forced*{float(ladder.segment_duration):g})"
     cmd += ["-force_key_frames", grid]
     cmd += ["-c:a", "aac", "-b:a", str(ladder.audio_bitrate), "-ar", str(ladder.audio_sample_rate),
@@ -385,11 +407,16 @@ class Settings:
     ffmpeg: str
     cache_dir: Path
     as_json: bool
+    cpus: tuple[int | None, ...] = (None,)
+    parallel: tuple[int, ...] = (1,)
+    serial_rungs: bool = False
 
 
 @dataclass
 class FileRun:
-    """One tool transcoding the clip along the file ladder once."""
+    """One tool transcoding the clip along the file ladder, ``parallel``
+    copies at once, on ``cpus`` cores (``None``: no pinning). ``fps`` is
+    the aggregate: source frames of every copy per wall second."""
 
     tool: str
     wall_s: float
@@ -400,6 +427,34 @@ class FileRun:
     output_mb: float
     ok: bool
     failures: list[str] = field(default_factory=list)
+    cpus: int | None = None
+    parallel: int = 1
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One copy of the job: its command, output folder and log."""
+
+    cmd: list[str]
+    outdir: Path
+    log: Path
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on, in order."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def pinned(cmd: list[str], cpus: int | None, taskset: str = "taskset") -> list[str]:
+    """``cmd`` run under ``taskset`` on the first ``cpus`` allowed CPUs
+    (unchanged for ``None``). Both tools' thread pools size themselves from
+    the affinity mask (x264 and libavcodec read it), so each sees N cores."""
+    if cpus is None:
+        return cmd
+    allowed = allowed_cpus()
+    if not 1 <= cpus <= len(allowed):
+        raise BenchmarkError(f"--cpus {cpus}: this process may use {len(allowed)} CPUs")
+    return [taskset, "-c", ",".join(str(c) for c in allowed[:cpus]), *cmd]
 
 
 def _check_file_run(rc: int, log: Path, outdir: Path, renditions: Sequence[str],
@@ -409,76 +464,125 @@ def _check_file_run(rc: int, log: Path, outdir: Path, renditions: Sequence[str],
     return vod_output_failures(outdir, renditions, duration_s), tree_bytes(outdir)
 
 
-async def measure_file_run(tool: str, cmd: list[str], outdir: Path, log: Path, frames: int,
-                           renditions: Sequence[str], duration_s: float) -> FileRun:
-    """Runs ``cmd`` alone to the end and measures it, then checks its output."""
+async def measure_jobs(tool: str, jobs: Sequence[FileJob], frames: int, renditions: Sequence[str],
+                       duration_s: float, cpus: int | None = None) -> FileRun:
+    """Starts every job at once, waits for all of them, measures the set
+    (wall from the first start to the last end, CPU of all, peak of the
+    summed resident memory), then checks every output."""
     async with ProcessSet() as procs:
         cpu_before = children_cpu_s()
         started = time.perf_counter()
-        proc = await spawn_logged(procs, cmd, log, log_stdout=False)
+        running = [await spawn_logged(procs, job.cmd, job.log, log_stdout=False) for job in jobs]
         stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_peak_rss([proc.pid], stop))
+        sampler = asyncio.create_task(sample_peak_rss([p.pid for p in running], stop))
         try:
-            rc = await proc.wait()
+            codes = [await p.wait() for p in running]
         finally:
             stop.set()
             peak = await sampler
         wall = time.perf_counter() - started
         cpu = children_cpu_s() - cpu_before
-    failures, size = await asyncio.to_thread(_check_file_run, rc, log, outdir, renditions, duration_s)
-    return FileRun(tool, wall, cpu, frames / wall, 100 * cpu / wall, peak / 2**20, size / 2**20, not failures,
-                   failures)
+    failures: list[str] = []
+    size = 0
+    for job, rc in zip(jobs, codes, strict=True):
+        found, written = await asyncio.to_thread(_check_file_run, rc, job.log, job.outdir, renditions, duration_s)
+        failures += found if len(jobs) == 1 else [f"{job.outdir.name}: {f}" for f in found]
+        size += written
+    count = len(jobs)
+    return FileRun(tool, wall, cpu, count * frames / wall, 100 * cpu / wall, peak / 2**20, size / 2**20,
+                   not failures, failures, cpus, count)
+
+
+async def measure_file_run(tool: str, cmd: list[str], outdir: Path, log: Path, frames: int,
+                           renditions: Sequence[str], duration_s: float) -> FileRun:
+    """Runs ``cmd`` alone to the end and measures it, then checks its output."""
+    return await measure_jobs(tool, [FileJob(cmd, outdir, log)], frames, renditions, duration_s)
+
+
+SERIAL_ENGINE = "engine-serial"
+"""The engine with ``parallel_rungs = false`` (``--serial-rungs``): decode,
+scale and encode one after another on one thread, for comparison."""
+
+
+def file_ratios(best: dict[str, FileRun], engine_tool: str = "engine") -> dict[str, float]:
+    """``engine_tool`` / ffmpeg for wall time, CPU time and aggregate frames
+    per second (empty unless both tools have a good run)."""
+    engine, ffmpeg = best.get(engine_tool), best.get("ffmpeg")
+    if engine is None or ffmpeg is None:
+        return {}
+    return {"wall": engine.wall_s / ffmpeg.wall_s, "cpu": engine.cpu_s / ffmpeg.cpu_s,
+            "fps": engine.fps / ffmpeg.fps}
+
+
+def setup_key(cpus: int | None, parallel: int) -> str:
+    return f"cpus={'all' if cpus is None else cpus} parallel={parallel}"
 
 
 async def file_part(settings: Settings, file_ladder: LadderConfig) -> dict[str, Any]:
-    """Both tools, alternating, ``settings.repeats`` times; the fastest run
-    of each counts."""
+    """Both tools, alternating, ``settings.repeats`` times for every
+    (``--cpus``, ``--parallel``) pair; the fastest run of each counts."""
     clip = await asyncio.to_thread(make_source_clip, settings.ffmpeg, settings.cache_dir, seconds=settings.seconds)
     info, frames, duration = await asyncio.to_thread(probe_source, clip)
     renditions = plan_ladder(file_ladder, info).rendition_names
     runs: list[FileRun] = []
+    setups = [(cpus, parallel) for cpus in settings.cpus for parallel in settings.parallel]
+    serial_ladder = replace(file_ladder, name=f"{file_ladder.name}-serial", parallel_rungs=False)
+    tools = list(settings.sides)
+    if settings.serial_rungs and "engine" in tools:
+        tools.insert(tools.index("engine") + 1, SERIAL_ENGINE)
     with tempfile.TemporaryDirectory(prefix="fanz-ladder-file-") as tmp:
         work = Path(tmp)
         config = work / "engine.toml"
-        config.write_text(engine_config_toml([file_ladder], None))
+        config.write_text(engine_config_toml([file_ladder, serial_ladder], None))
         exe = engine_executable() if "engine" in settings.sides else ""
-        for repeat in range(settings.repeats):
-            for tool in settings.sides:
-                outdir = work / f"{tool}-{repeat}"
-                if tool == "engine":
-                    cmd = engine_transcode_command(exe, clip, outdir, file_ladder.name, config)
-                else:
-                    outdir.mkdir()
-                    cmd = ffmpeg_ladder_command(settings.ffmpeg, clip, outdir, file_ladder, info)
-                if not settings.as_json:
-                    print(f"file ladder: {tool}, run {repeat + 1} of {settings.repeats} ...", file=sys.stderr,
-                          flush=True)
-                run = await measure_file_run(tool, cmd, outdir, work / f"{tool}-{repeat}.log", frames,
-                                             renditions, duration)
-                for failure in run.failures:
-                    print(f"  {tool}: {failure}", file=sys.stderr, flush=True)
-                runs.append(run)
-                shutil.rmtree(outdir, ignore_errors=True)
-    best: dict[str, FileRun] = {}
+        for cpus, parallel in setups:
+            for repeat in range(settings.repeats):
+                for tool in tools:
+                    jobs = []
+                    for copy in range(parallel):
+                        outdir = work / f"{tool}-{repeat}-{copy}"
+                        if tool == "engine":
+                            cmd = engine_transcode_command(exe, clip, outdir, file_ladder.name, config)
+                        elif tool == SERIAL_ENGINE:
+                            cmd = engine_transcode_command(exe, clip, outdir, serial_ladder.name, config)
+                        else:
+                            outdir.mkdir()
+                            cmd = ffmpeg_ladder_command(settings.ffmpeg, clip, outdir, file_ladder, info)
+                        jobs.append(FileJob(pinned(cmd, cpus), outdir, work / f"{tool}-{repeat}-{copy}.log"))
+                    if not settings.as_json:
+                        print(f"file ladder: {tool}, {setup_key(cpus, parallel)}, run {repeat + 1} of "
+                              f"{settings.repeats} ...", file=sys.stderr, flush=True)
+                    run = await measure_jobs(tool, jobs, frames, renditions, duration, cpus)
+                    for failure in run.failures:
+                        print(f"  {tool}: {failure}", file=sys.stderr, flush=True)
+                    runs.append(run)
+                    for job in jobs:
+                        shutil.rmtree(job.outdir, ignore_errors=True)
+    by_setup: dict[str, dict[str, FileRun]] = {}
     for run in runs:
+        best = by_setup.setdefault(setup_key(run.cpus, run.parallel), {})
         if run.ok and (run.tool not in best or run.wall_s < best[run.tool].wall_s):
             best[run.tool] = run
-    ratios: dict[str, float] = {}
-    if "engine" in best and "ffmpeg" in best:
-        ratios = {"wall": best["engine"].wall_s / best["ffmpeg"].wall_s,
-                  "cpu": best["engine"].cpu_s / best["ffmpeg"].cpu_s}
+    first = by_setup.get(setup_key(*setups[0]), {})
     return {
         "source": str(clip), "source_frames": frames, "source_seconds": duration,
         "source_size": f"{info.width}x{info.height}", "ladder": list(renditions),
-        "runs": [asdict(r) for r in runs], "best": {k: asdict(v) for k, v in best.items()},
-        "ratio_engine_over_ffmpeg": ratios,
+        "runs": [asdict(r) for r in runs],
+        "setups": {key: {"best": {k: asdict(v) for k, v in best.items()},
+                         "ratio_engine_over_ffmpeg": file_ratios(best),
+                         "ratio_serial_engine_over_ffmpeg": file_ratios(best, SERIAL_ENGINE)}
+                   for key, best in by_setup.items()},
+        # The first setup, as before --cpus and --parallel existed.
+        "best": {k: asdict(v) for k, v in first.items()},
+        "ratio_engine_over_ffmpeg": file_ratios(first),
     }
 
 
 # --- command line ------------------------------------------------------------------------
 
 FILE_COLUMNS = (
-    ("tool", "tool"), ("wall_s", "wall s"), ("cpu_s", "cpu s"), ("fps", "frames/s"), ("core_pct", "% core"),
+    ("tool", "tool"), ("cpus", "cpus"), ("parallel", "parallel"), ("wall_s", "wall s"), ("cpu_s", "cpu s"),
+    ("fps", "frames/s"), ("core_pct", "% core"),
     ("peak_rss_mb", "peak RSS MB"), ("output_mb", "output MB"), ("ok", "ok"),
 )
 LIVE_COLUMNS = (
@@ -493,11 +597,21 @@ def render(result: dict[str, Any]) -> str:
     file = result.get("file")
     if file:
         lines.append(f"file ladder {'/'.join(file['ladder'])} from {file['source_size']}, "
-                     f"{file['source_frames']} frames ({file['source_seconds']:.1f} s); fastest run of each:")
-        lines.append(format_table(file["best"].values(), FILE_COLUMNS))
-        for what, ratio in file["ratio_engine_over_ffmpeg"].items():
-            verdict = "engine faster" if ratio < 1 else "ffmpeg faster" if ratio > 1 else "even"
-            lines.append(f"engine / ffmpeg {what}: {ratio:.2f} ({verdict if what == 'wall' else 'lower is better'})")
+                     f"{file['source_frames']} frames ({file['source_seconds']:.1f} s) per copy; "
+                     "fastest run of each (frames/s: all copies together):")
+        rows = [run for setup in file["setups"].values() for run in setup["best"].values()]
+        lines.append(format_table(rows, FILE_COLUMNS))
+        for key, setup in file["setups"].items():
+            ratios = setup["ratio_engine_over_ffmpeg"]
+            if not ratios:
+                continue
+            verdict = "engine faster" if ratios["wall"] < 1 else "ffmpeg faster" if ratios["wall"] > 1 else "even"
+            lines.append(f"{key}: engine / ffmpeg wall {ratios['wall']:.2f} ({verdict}), "
+                         f"cpu {ratios['cpu']:.2f} (lower is better), frames/s {ratios['fps']:.2f}")
+            serial = setup.get("ratio_serial_engine_over_ffmpeg")
+            if serial:
+                lines.append(f"{key}: engine with serial rungs / ffmpeg wall {serial['wall']:.2f}, "
+                             f"cpu {serial['cpu']:.2f}, frames/s {serial['fps']:.2f}")
     live = result.get("live")
     if live:
         if lines:
@@ -527,8 +641,22 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--ffmpeg", default=shutil.which("ffmpeg") or "ffmpeg")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "fanz-benchmark",
                         help="where the source clips are kept between runs")
+    parser.add_argument("--cpus", type=int, nargs="+", default=None, metavar="N",
+                        help="file part: run both tools under taskset on the first N CPUs; several N run in turn "
+                             "(default: no pinning)")
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1], metavar="M",
+                        help="file part: M copies of the job at once (frames/s is their sum); several M run in turn")
+    parser.add_argument("--serial-rungs", action="store_true",
+                        help="file part: also run the engine with parallel_rungs = false (one thread for decode, "
+                             "scale and encode) as the tool engine-serial")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    if min(args.parallel) < 1 or (args.cpus is not None and min(args.cpus) < 1):
+        parser.error("--cpus and --parallel must be at least 1")
+    if args.cpus is not None and max(args.cpus) > len(allowed_cpus()):
+        parser.error(f"--cpus: this machine lets the benchmark use {len(allowed_cpus())} CPUs")
+    if args.cpus is not None and shutil.which("taskset") is None:
+        parser.error("--cpus needs taskset (util-linux)")
     if min(args.seconds, args.repeats, args.max_streams) < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--seconds, --repeats, --max-streams and --duration must be positive")
     if args.max_drop_fraction < 0 or args.max_lag < 0 or not 0 < args.min_speed <= 2:
@@ -539,7 +667,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         seconds=args.seconds, repeats=args.repeats, max_streams=args.max_streams, duration_s=args.duration,
         min_speed=args.min_speed, warmup_s=args.warmup, max_drop_fraction=args.max_drop_fraction,
         max_lag_s=args.max_lag, preset=args.x264_preset, ffmpeg=args.ffmpeg, cache_dir=args.cache_dir,
-        as_json=args.json,
+        as_json=args.json, cpus=(None,) if args.cpus is None else tuple(dict.fromkeys(args.cpus)),
+        parallel=tuple(dict.fromkeys(args.parallel)), serial_rungs=args.serial_rungs,
     )
 
 

@@ -11,6 +11,7 @@ from engine.errors import ConfigError
 from packager.hls.config import SegmentFormat
 
 ROOT = Path(__file__).resolve().parent.parent
+LADDER = "[transcode.ladders.x]\nrungs = [{name = 'a', height = 240, bitrate = 300000}]\n"
 
 
 def test_defaults_without_file_or_env() -> None:
@@ -41,6 +42,18 @@ def test_toml_then_environment_wins(tmp_path: Path) -> None:
         ("[hls]\nwindow_segments = 1\n", {}, "at least 3"),
         ("", {"FANZ_SERVER_DEV": "maybe"}, "true or false"),
         ("not toml = = 1", {}, "not valid TOML"),
+        ("[server]\nlog_level = 'verbose'\n", {}, "server.log_level 'verbose' is not one of 'debug', 'info'"),
+        ("[transcode]\nencoder = 'x265'\n", {}, "transcode.encoder 'x265' is not one of 'auto', 'h264_nvenc'"),
+        ("", {"FANZ_TRANSCODE_ENCODER": "nvenc"}, "transcode.encoder 'nvenc' is not one of"),
+        (f"{LADDER}x264_tune = 'nolatency'\n", {}, r"\[transcode.ladders.x\]: ladder x: x264_tune 'nolatency'"),
+        (f"{LADDER}x264_tune = 'film,grain'\n", {}, "names more than one of film"),
+        (f"{LADDER}x264_preset = 'quick'\n", {}, "x264_preset 'quick' is not one of 'ultrafast'"),
+        (f"{LADDER}nvenc_preset = 'p9'\n", {}, "nvenc_preset 'p9' is not one of 'p1'"),
+        ("[transcode.ladders.x]\nrungs = [{name = 'a', height = 240, bitrate = 1, level = '3.7'}]\n", {},
+         "rung a: level '3.7' is not one of '1'"),
+        ("[transcode.ladders.x]\nrungs = [{name = 'a', height = 240, bitrate = 1, profile = 'high10'}]\n", {},
+         "rung a: profile 'high10' is not one of 'baseline', 'main', 'high'"),
+        ("[transcode]\ndecoder = 'vaapi'\n", {}, "transcode.decoder 'vaapi' is not one of 'auto', 'software'"),
         ("[streams.keys]\nk1 = 'victim/evil'\n", {}, "streams.keys: playback name 'victim/evil' is not allowed"),
         ("[effects]\nthreads = 0\n", {}, "effects.threads must be between 1 and 8"),
         ("", {"FANZ_EFFECTS_THREADS": "9"}, "effects.threads must be between 1 and 8"),
@@ -80,3 +93,30 @@ def test_named_ladders_from_toml(tmp_path: Path) -> None:
         load_config(bad, env={})
     with pytest.raises(ConfigError, match="not a known ladder"):
         load_config(None, env={"FANZ_TRANSCODE_LADDER": "nope"})
+
+
+@pytest.mark.parametrize("spelling", ["", "none"])
+def test_no_tune_can_be_said(tmp_path: Path, spelling: str) -> None:
+    from transcode.ladder import ENCODE_USES
+
+    f = tmp_path / "e.toml"
+    f.write_text(f"{LADDER}x264_tune = '{spelling}'\n")
+    ladder = load_config(f, env={}).transcode.all_ladders()["x"]
+    assert ladder.tune_for(ENCODE_USES["live"]) is None and ladder.tune_for(ENCODE_USES["file"]) is None
+    assert load_config(None, env={}).transcode.all_ladders()["default"].x264_tune == "auto"
+
+
+def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.app import cli
+
+    good = tmp_path / "good.toml"
+    good.write_text(f"[transcode]\nladder = 'x'\n{LADDER}x264_tune = 'none'\n")
+    assert cli.main(["config", "--check", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == f"{good}: ok"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"{LADDER}x264_tune = 'nolatency'\n")
+    assert cli.main(["config", "--check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "x264_tune 'nolatency'" in err and "'zerolatency'" in err
+    assert cli.main(["config", "--check", str(tmp_path / "missing.toml")]) == 1
+    assert "not found" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -18,30 +18,39 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from benchmarks.common import ParseError, Progress, make_source_clip
+from benchmarks.common import BenchmarkError, ParseError, Progress, make_source_clip
 from benchmarks.ladder_live import EngineWatch, LiveStep, ProgressOutcome, ffmpeg_live_step, judge_engine
 from benchmarks.ladder_vs_ffmpeg import (
+    SERIAL_ENGINE,
+    FileJob,
+    FileRun,
     SegmentEntry,
     Settings,
     TranscodeCounters,
+    allowed_cpus,
     bench_ladders,
     engine_config_toml,
     engine_executable,
     engine_transcode_command,
     ffmpeg_ladder_command,
+    file_ratios,
     ladder_toml,
     measure_file_run,
+    measure_jobs,
     parse_args,
     parse_segments,
     parse_transcode_metrics,
+    pinned,
     probe_source,
+    render,
+    setup_key,
     vod_output_failures,
     x264_stream_args,
 )
 from engine.app.config import load_config
 from engine.media import Codec
 from transcode.encoders import SOFTWARE_H264, encoder_options
-from transcode.ladder import LadderConfig, RungConfig, SourceInfo, plan_ladder
+from transcode.ladder import ENCODE_USES, LadderConfig, RungConfig, SourceInfo, plan_ladder
 
 SOURCE_1080 = SourceInfo(Codec.H264, 1920, 1080, Fraction(30), 6_000_000)
 
@@ -59,8 +68,10 @@ def test_bench_ladders_are_the_builtin_rungs_without_passthrough() -> None:
     assert [r.name for r in file_ladder.rungs] == ["1080p", "720p", "480p", "360p"]
     assert [r.name for r in live_ladder.rungs] == ["720p", "480p", "360p"]
     for ladder in (file_ladder, live_ladder):
-        assert not ladder.passthrough and ladder.bframes == 0 and ladder.segment_duration == 2
+        assert not ladder.passthrough and ladder.segment_duration == 2
         assert ladder.x264_preset == "veryfast" and ladder.rate_control == "vbr"
+        # B-frames and tune come from the job's named settings (file or live).
+        assert ladder.bframes is None and ladder.x264_tune == "auto"
 
 
 def test_config_round_trip_gives_the_same_ladders(tmp_path: Path) -> None:
@@ -78,11 +89,21 @@ def test_config_round_trip_of_every_optional_field(tmp_path: Path) -> None:
                       max_bitrate=2_500_000, buffer_size=3_000_000)
     ladder = LadderConfig("odd", (rung, RungConfig("low", 240, 300_000, max_frame_rate=None)), passthrough=True,
                           rate_control="cbr", x264_preset="fast", x264_tune="zerolatency", bframes=2,
-                          encoder_threads=3, segment_duration=Fraction(3, 2), max_gop_duration=Fraction(4),
+                          encoder_threads=3, parallel_rungs=False, segment_duration=Fraction(3, 2),
+                          max_gop_duration=Fraction(4),
                           audio_bitrate=96_000, audio_sample_rate=44_100, audio_channels=1)
     assert _load_ladders(tmp_path, ladder_toml(ladder))["odd"] == ladder
-    untuned = replace(ladder, x264_tune=None)
-    assert _load_ladders(tmp_path, ladder_toml(untuned))["odd"] == untuned
+    for tune in ("", "none", "auto", "film,fastdecode"):
+        retuned = replace(ladder, x264_tune=tune, bframes=None)
+        assert _load_ladders(tmp_path, ladder_toml(retuned))["odd"] == retuned
+
+
+def test_serial_rungs_ladder_round_trips(tmp_path: Path) -> None:
+    file_ladder, _ = bench_ladders()
+    serial = replace(file_ladder, name="bench4-serial", parallel_rungs=False)
+    ladders = _load_ladders(tmp_path, engine_config_toml([file_ladder, serial], None))
+    assert ladders["bench4"].parallel_rungs and not ladders["bench4-serial"].parallel_rungs
+    assert replace(ladders["bench4-serial"], name="bench4", parallel_rungs=True) == file_ladder
 
 
 def test_file_config_has_no_live_transcoder(tmp_path: Path) -> None:
@@ -97,18 +118,21 @@ def _option(cmd: list[str], name: str) -> str:
     return cmd[cmd.index(name) + 1]
 
 
-def test_x264_args_carry_every_engine_option() -> None:
+@pytest.mark.parametrize(("use", "bframes", "thread_type"), [("file", "3", "frame"), ("live", "0", "slice")])
+def test_x264_args_carry_every_engine_option(use: str, bframes: str, thread_type: str) -> None:
     file_ladder, _ = bench_ladders()
     rungs = plan_ladder(file_ladder, SOURCE_1080).rungs
     for index, rung in enumerate(rungs):
-        args = x264_stream_args(file_ladder, rung, index)
+        args = x264_stream_args(file_ladder, rung, index, ENCODE_USES[use])
         pairs = dict(zip(args[::2], args[1::2], strict=True))
-        for key, value in encoder_options(SOFTWARE_H264, file_ladder, rung).items():
+        for key, value in encoder_options(SOFTWARE_H264, file_ladder, rung, ENCODE_USES[use]).items():
             assert pairs[f"-{key}:v:{index}"] == value
         assert pairs[f"-b:v:{index}"] == str(rung.config.bitrate)
         assert pairs[f"-g:v:{index}"] == "300"  # 30 fps x the 10 s GOP cap; IDRs come from the grid
-        assert pairs[f"-bf:v:{index}"] == "0"
+        assert pairs[f"-bf:v:{index}"] == bframes
+        assert pairs[f"-thread_type:v:{index}"] == thread_type
         assert "+cgop" in pairs[f"-flags:v:{index}"]
+        assert ("-tune:v:" + str(index) in pairs) == (use == "live")
 
 
 def test_file_command_splits_scales_and_maps_every_rung(tmp_path: Path) -> None:
@@ -124,6 +148,7 @@ def test_file_command_splits_scales_and_maps_every_rung(tmp_path: Path) -> None:
     assert _option(cmd, "-hls_playlist_type") == "vod" and _option(cmd, "-hls_segment_type") == "fmp4"
     assert "-re" not in cmd and "-progress" not in cmd
     assert cmd[-1] == str(tmp_path / "%v" / "media.m3u8")
+    assert _option(cmd, "-bf:v:0") == "3" and _option(cmd, "-thread_type:v:0") == "frame"  # file settings
 
 
 def test_live_command_reads_in_real_time_and_follows_source_keyframes(tmp_path: Path) -> None:
@@ -135,6 +160,7 @@ def test_live_command_reads_in_real_time_and_follows_source_keyframes(tmp_path: 
     assert _option(cmd, "-force_key_frames") == "source"
     assert "-hls_playlist_type" not in cmd and "program_date_time" in _option(cmd, "-hls_flags")
     assert "split=3" in _option(cmd, "-filter_complex")
+    assert _option(cmd, "-bf:v:0") == "0" and _option(cmd, "-tune:v:0") == "zerolatency"  # live settings
 
 
 def test_a_capped_frame_rate_is_decimated_before_scaling(tmp_path: Path) -> None:
@@ -340,9 +366,47 @@ def test_arguments_are_checked() -> None:
     settings_ = parse_args(["--part", "file", "--side", "ffmpeg", "--seconds", "4"])
     assert settings_.parts == ("file",) and settings_.sides == ("ffmpeg",) and settings_.seconds == 4
     assert parse_args([]).parts == ("file", "live") and parse_args([]).max_streams == 6
-    for bad in (["--seconds", "0"], ["--duration", "-1"], ["--min-speed", "0"], ["--max-lag", "-1"]):
+    assert parse_args([]).cpus == (None,) and parse_args([]).parallel == (1,)
+    pinned_ = parse_args(["--cpus", "1", "1", "--parallel", "1", "3", "--serial-rungs"])
+    assert pinned_.cpus == (1,) and pinned_.parallel == (1, 3) and pinned_.serial_rungs
+    assert not parse_args([]).serial_rungs
+    too_many = str(len(allowed_cpus()) + 1)
+    for bad in (["--seconds", "0"], ["--duration", "-1"], ["--min-speed", "0"], ["--max-lag", "-1"],
+                ["--cpus", "0"], ["--parallel", "0"], ["--cpus", too_many]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def test_pinning_uses_the_first_allowed_cpus() -> None:
+    first = allowed_cpus()[0]
+    assert pinned(["ffmpeg", "-i", "x"], None) == ["ffmpeg", "-i", "x"]
+    assert pinned(["ffmpeg", "-i", "x"], 1) == ["taskset", "-c", str(first), "ffmpeg", "-i", "x"]
+    with pytest.raises(BenchmarkError):
+        pinned(["ffmpeg"], len(allowed_cpus()) + 1)
+    with pytest.raises(BenchmarkError):
+        pinned(["ffmpeg"], 0)
+
+
+def _file_run(tool: str, wall: float, cpu: float, cpus: int | None, parallel: int) -> FileRun:
+    return FileRun(tool, wall, cpu, 300 * parallel / wall, 100 * cpu / wall, 100.0, 5.0, True, [], cpus, parallel)
+
+
+def test_ratios_and_table_for_every_setup() -> None:
+    assert file_ratios({"engine": _file_run("engine", 2.0, 3.0, 1, 1)}) == {}
+    serial = {SERIAL_ENGINE: _file_run(SERIAL_ENGINE, 3.0, 3.0, 1, 1), "ffmpeg": _file_run("ffmpeg", 2.0, 2.0, 1, 1)}
+    assert file_ratios(serial) == {} and file_ratios(serial, SERIAL_ENGINE)["wall"] == 1.5
+    ratios = file_ratios({"engine": _file_run("engine", 2.0, 3.0, 1, 2), "ffmpeg": _file_run("ffmpeg", 4.0, 2.0, 1, 2)})
+    assert ratios == {"wall": 0.5, "cpu": 1.5, "fps": 2.0}
+    setups = {}
+    for cpus in (1, 2):
+        best = {t: _file_run(t, w, 1.0, cpus, 2) for t, w in (("engine", 1.0 * cpus), ("ffmpeg", 2.0))}
+        setups[setup_key(cpus, 2)] = {"best": {k: asdict(v) for k, v in best.items()},
+                                      "ratio_engine_over_ffmpeg": file_ratios(best)}
+    text = render({"file": {"ladder": ["a"], "source_size": "1x1", "source_frames": 300, "source_seconds": 10.0,
+                            "setups": setups}})
+    assert "cpus=1 parallel=2: engine / ffmpeg wall 0.50 (engine faster)" in text
+    assert "cpus=2 parallel=2: engine / ffmpeg wall 1.00 (even)" in text
+    assert len([line for line in text.splitlines() if line.strip().startswith(("engine", "ffmpeg"))]) == 4
 
 
 # --- both tools for real -----------------------------------------------------------------
@@ -384,7 +448,32 @@ async def test_both_tools_give_libx264_the_same_settings(tmp_path: Path, ffmpeg:
         engine_opts = _x264_options(sorted((engine_out / name).glob("seg*"))[0])
         ffmpeg_opts = _x264_options(sorted((ffmpeg_out / name).glob("seg*"))[0])
         assert engine_opts == ffmpeg_opts
-        assert engine_opts["bframes"] == "0" and engine_opts["scenecut"] == "0" and engine_opts["keyint"] == "300"
+        assert engine_opts["scenecut"] == "0" and engine_opts["keyint"] == "300"
+        # The file settings: B-frames, the preset's lookahead, frame threads.
+        assert engine_opts["bframes"] == "3" and engine_opts["sliced_threads"] == "0"
+        assert engine_opts["rc_lookahead"] != "0"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_parallel_copies_on_one_pinned_cpu(tmp_path: Path, ffmpeg: str) -> None:
+    file_ladder, _ = bench_ladders("ultrafast")
+    ladder = replace(file_ladder, name="tiny", rungs=(RungConfig("144p", 144, 200_000, profile="main"),))
+    clip = await asyncio.to_thread(make_source_clip, ffmpeg, tmp_path / "cache", seconds=1, width=320, height=180,
+                                   video_kbps=300)
+    info, frames, duration = probe_source(clip)
+    names = plan_ladder(ladder, info).rendition_names
+    jobs = []
+    for copy in range(2):
+        out = tmp_path / f"f{copy}"
+        out.mkdir()
+        jobs.append(FileJob(pinned(ffmpeg_ladder_command(ffmpeg, clip, out, ladder, info), 1), out,
+                            tmp_path / f"f{copy}.log"))
+    run = await measure_jobs("ffmpeg", jobs, frames, names, duration, cpus=1)
+    assert run.ok, run.failures
+    assert run.parallel == 2 and run.cpus == 1
+    assert run.fps == pytest.approx(2 * frames / run.wall_s)
+    assert run.output_mb > 0 and run.cpu_s > 0
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from engine.settings import doc
 from transcode.errors import TranscodeConfigError
-from transcode.ladder import LadderConfig, builtin_ladders
+from transcode.ladder import H264_ENCODERS, LadderConfig, builtin_ladders
+
+ENCODER_CHOICES = ("auto", *H264_ENCODERS)
 
 SOFTWARE_DECODER = "software"
 HARDWARE_DECODERS = ("cuda", "qsv")
@@ -35,15 +37,21 @@ class TranscodeSettings:
     ladders: dict[str, LadderConfig] = doc(
         "Named ladders, added to the built-in ones (default, transcode-only, passthrough, mobile): "
         "[transcode.ladders.NAME] with rungs = [{name, height, bitrate, max_frame_rate, profile, level}, ...] "
-        "and passthrough, x264_preset, rate_control, bframes, audio_bitrate.",
+        "and passthrough, x264_preset, x264_tune (auto: none for files, zerolatency live; \"\" or none: no tune), "
+        "rate_control, bframes (empty: 3 for files, 0 live), parallel_rungs, audio_bitrate.",
         factory=dict,
     )
 
     def __post_init__(self) -> None:
         if self.ladder not in self.all_ladders():
-            raise TranscodeConfigError(f"transcode.ladder {self.ladder!r} is not a known ladder")
+            known = ", ".join(sorted(self.all_ladders()))
+            raise TranscodeConfigError(f"transcode.ladder {self.ladder!r} is not a known ladder; known: {known}")
+        if self.encoder not in ENCODER_CHOICES:
+            allowed = ", ".join(repr(e) for e in ENCODER_CHOICES)
+            raise TranscodeConfigError(f"transcode.encoder {self.encoder!r} is not one of {allowed}")
         if self.decoder not in DECODER_CHOICES:
-            raise TranscodeConfigError(f"transcode.decoder must be one of {DECODER_CHOICES}")
+            allowed = ", ".join(repr(d) for d in DECODER_CHOICES)
+            raise TranscodeConfigError(f"transcode.decoder {self.decoder!r} is not one of {allowed}")
         if self.queue_frames < 2:
             raise TranscodeConfigError("transcode.queue_frames must be at least 2")
 

@@ -21,15 +21,24 @@ from av.video.frame import PictureType
 
 from engine.media import Codec
 from transcode.errors import EncoderError, TranscodeConfigError
-from transcode.ladder import LadderConfig, PlannedRung, RungConfig, SourceInfo, plan_ladder
+from transcode.ladder import (
+    ENCODE_USES,
+    H264_ENCODERS,
+    SOFTWARE_H264,
+    EncodeUse,
+    LadderConfig,
+    PlannedRung,
+    RungConfig,
+    SourceInfo,
+    plan_ladder,
+    scaled_width,
+)
 
 log = logging.getLogger(__name__)
 
-SOFTWARE_H264 = "libx264"
 HARDWARE_CANDIDATES = ("h264_nvenc", "hevc_nvenc", "av1_nvenc", "h264_qsv")
 """Probed in this order; only the H.264 ones can serve a rung today, the rest
 are reported for the status and /metrics."""
-H264_ENCODERS = ("h264_nvenc", "h264_qsv", SOFTWARE_H264)
 PROBE_SIZE = (256, 144)
 
 
@@ -63,8 +72,8 @@ class EncoderProbe:
         return requested
 
 
-def encoder_options(name: str, ladder: LadderConfig, rung: PlannedRung) -> dict[str, str]:
-    """AVOptions for ``name`` encoding ``rung``.
+def encoder_options(name: str, ladder: LadderConfig, rung: PlannedRung, use: EncodeUse) -> dict[str, str]:
+    """AVOptions for ``name`` encoding ``rung`` for ``use`` (file or live).
 
     Every encoder gets: no scene-cut keyframes, IDR when a frame is forced to
     I (the segment grid), closed GOPs, and the ladder's rate control.
@@ -79,8 +88,9 @@ def encoder_options(name: str, ladder: LadderConfig, rung: PlannedRung) -> dict[
             params.append("nal-hrd=cbr")
         opts |= {"preset": ladder.x264_preset, "profile": cfg.profile, "forced-idr": "1"}
         opts["x264-params"] = ":".join(params)
-        if ladder.x264_tune:
-            opts["tune"] = ladder.x264_tune
+        tune = ladder.tune_for(use)
+        if tune:
+            opts["tune"] = tune
         if cfg.level:
             opts["level"] = cfg.level
     elif name.endswith("_nvenc"):
@@ -110,10 +120,12 @@ def open_encoder(
     ladder: LadderConfig,
     rung: PlannedRung,
     time_base: Fraction,
+    use: EncodeUse,
 ) -> VideoCodecContext:
     """Open ``name`` for ``rung`` with a global header (parameter sets in
     ``extradata``) and keyframes only where the caller forces them, up to the
-    ladder's ``max_gop_duration`` when the source sends none."""
+    ladder's ``max_gop_duration`` when the source sends none. ``use`` picks
+    the B-frames, tune and thread type (see :class:`EncodeUse`)."""
     try:
         ctx = av.CodecContext.create(name, "w")
     except av.FFmpegError as exc:
@@ -127,11 +139,12 @@ def open_encoder(
     ctx.framerate = rate
     ctx.bit_rate = rung.config.bitrate
     ctx.gop_size = max(1, int(rate * ladder.max_gop_duration))
-    ctx.max_b_frames = ladder.bframes
+    ctx.max_b_frames = ladder.bframes_for(use)
     ctx.flags |= Flags.global_header | Flags.closed_gop
+    ctx.thread_type = use.thread_type
     if ladder.encoder_threads:
         ctx.thread_count = ladder.encoder_threads
-    ctx.options = encoder_options(name, ladder, rung)
+    ctx.options = encoder_options(name, ladder, rung, use)
     try:
         ctx.open()
     except av.FFmpegError as exc:
@@ -144,7 +157,7 @@ def _try_encoder(name: str) -> None:
     width, height = PROBE_SIZE
     ladder = LadderConfig("probe", (RungConfig("probe", height, 200_000, profile="main"),), passthrough=False)
     rung = plan_ladder(ladder, SourceInfo(Codec.H264, width, height, Fraction(30))).rungs[0]
-    ctx = open_encoder(name, ladder, rung, Fraction(1, 30))
+    ctx = open_encoder(name, ladder, rung, Fraction(1, 30), ENCODE_USES["live"])
     frame = av.VideoFrame(width, height, "yuv420p")
     for plane in frame.planes:
         plane.update(bytes(plane.buffer_size))
@@ -156,6 +169,26 @@ def _try_encoder(name: str) -> None:
         raise EncoderError(f"encoder {name} failed on a test frame: {exc}") from exc
     if not packets:
         raise EncoderError(f"encoder {name} produced nothing for a test frame")
+
+
+def check_ladder(ladder: LadderConfig, encoder: str = SOFTWARE_H264) -> list[str]:
+    """Open ``encoder`` with each rung's settings, for files and for live, at
+    the rung's 16:9 size and 30 fps; the reasons it refused (empty when every
+    one opened).
+
+    Catches what names alone cannot: option combinations the encoder
+    refuses (two psychovisual x264 tunes, say).
+    """
+    problems: list[str] = []
+    rate = Fraction(30)
+    rungs = [PlannedRung(cfg, scaled_width(16, 9, cfg.height), cfg.height, rate, None) for cfg in ladder.rungs]
+    for use in ENCODE_USES.values():
+        for rung in rungs:
+            try:
+                open_encoder(encoder, ladder, rung, Fraction(1, 90_000), use)
+            except (EncoderError, TranscodeConfigError) as exc:
+                problems.append(f"ladder {ladder.name}, rung {rung.name}, {use.name} settings: {exc}")
+    return problems
 
 
 def probe_encoders(candidates: tuple[str, ...] = HARDWARE_CANDIDATES) -> EncoderProbe:

@@ -114,6 +114,7 @@ def transcode_file(
     probe: EncoderProbe | None = None,
     frame_filter: FrameFilter | None = None,
     audio_filter: AudioFilter | None = None,
+    use: str = "file",
 ) -> Iterator[TranscodeEvent]:
     """Transcode ``input_path`` along ``ladder``; yields each rendition's
     :class:`~transcode.core.RenditionStarted` before its packets.
@@ -121,6 +122,8 @@ def transcode_file(
     ``encoder`` is ``auto`` (first hardware encoder that opens, else
     libx264) or an encoder name. Pass ``probe`` to reuse a start-up probe.
     Packets of each rendition come in decode order; renditions interleave.
+    ``use`` names the encoder settings: ``file`` (quality per bit: B-frames,
+    lookahead, frame threads) unless the caller wants ``live`` ones.
     """
     if probe is None:
         if encoder == "auto":
@@ -143,25 +146,39 @@ def transcode_file(
             info = SourceInfo(video.codec, video.width, video.height, video.frame_rate, video.bitrate)
             if plan_ladder(ladder, info).passthrough:
                 grid = SourceKeyframeGrid()
-        tx = StreamTranscoder(ladder, name, grid, frame_filter=frame_filter, audio_filter=audio_filter)
-        yield from tx.start(tracks)
-        duration = Fraction(container.duration, av.time_base) if container.duration else None
-        origin: Fraction | None = None
-        streams = [s for s in container.streams if s.index in mapping]
-        for av_packet in container.demux(streams):
-            if av_packet.size == 0 or (av_packet.pts is None and av_packet.dts is None):
-                continue
-            index = mapping[av_packet.stream.index]
-            tb = tracks[index].time_base
-            pts = av_packet.pts if av_packet.pts is not None else av_packet.dts
-            dts = av_packet.dts if av_packet.dts is not None else pts
-            assert pts is not None and dts is not None
-            packet = Packet(index, pts, dts, tb, bytes(av_packet), bool(av_packet.is_keyframe), av_packet.duration or 0)
-            yield from tx.push(packet)
-            if progress is not None and index == 0:
-                t = pts * tb
-                origin = t if origin is None else min(origin, t)
-                progress(TranscodeProgress(t - origin, duration))
-        yield from tx.flush()
-        if progress is not None and duration is not None:
-            progress(TranscodeProgress(duration, duration))
+        tx = StreamTranscoder(ladder, name, grid, frame_filter=frame_filter, audio_filter=audio_filter, use=use)
+        try:
+            yield from _run(tx, container, tracks, mapping, progress)
+        finally:
+            tx.close()  # a consumer that stops early leaves no rung threads behind
+
+
+def _run(
+    tx: StreamTranscoder,
+    container: InputContainer,
+    tracks: tuple[Track, ...],
+    mapping: dict[int, int],
+    progress: ProgressCallback | None,
+) -> Iterator[TranscodeEvent]:
+    """Feed ``container``'s packets through ``tx``, yielding its events."""
+    yield from tx.start(tracks)
+    duration = Fraction(container.duration, av.time_base) if container.duration else None
+    origin: Fraction | None = None
+    streams = [s for s in container.streams if s.index in mapping]
+    for av_packet in container.demux(streams):
+        if av_packet.size == 0 or (av_packet.pts is None and av_packet.dts is None):
+            continue
+        index = mapping[av_packet.stream.index]
+        tb = tracks[index].time_base
+        pts = av_packet.pts if av_packet.pts is not None else av_packet.dts
+        dts = av_packet.dts if av_packet.dts is not None else pts
+        assert pts is not None and dts is not None
+        packet = Packet(index, pts, dts, tb, bytes(av_packet), bool(av_packet.is_keyframe), av_packet.duration or 0)
+        yield from tx.push(packet)
+        if progress is not None and index == 0:
+            t = pts * tb
+            origin = t if origin is None else min(origin, t)
+            progress(TranscodeProgress(t - origin, duration))
+    yield from tx.flush()
+    if progress is not None and duration is not None:
+        progress(TranscodeProgress(duration, duration))

@@ -18,8 +18,71 @@ from transcode.errors import SourceError, TranscodeConfigError
 
 RATE_CONTROLS = ("vbr", "cbr")
 X264_PROFILES = ("baseline", "main", "high")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+X264_PSY_TUNES = ("film", "animation", "grain", "stillimage", "psnr", "ssim")
+X264_TUNES = (*X264_PSY_TUNES, "fastdecode", "zerolatency")
+H264_LEVELS = (
+    "1", "1.0", "1b", "1.1", "1.2", "1.3", "2", "2.0", "2.1", "2.2", "3", "3.0", "3.1", "3.2",
+    "4", "4.0", "4.1", "4.2", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1", "6.2",
+)  # fmt: skip
+SOFTWARE_H264 = "libx264"
+H264_ENCODERS = ("h264_nvenc", "h264_qsv", SOFTWARE_H264)
+"""The H.264 encoders a rung can use, in the order ``auto`` tries them."""
 NVENC_PRESETS = tuple(f"p{i}" for i in range(1, 8))
 NVENC_TUNES = ("hq", "ll", "ull", "lossless")
+TUNE_AUTO = "auto"
+NO_TUNE = ("", "none")
+"""How the config says "no x264 tune" (TOML has no null)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeUse:
+    """Named encoder settings for one kind of job.
+
+    ``file``: quality per bit (B-frames, the preset's lookahead, x264 frame
+    threads, which use every core with whole frames per thread).
+    ``live``: latency (``tune=zerolatency``: no B-frames, no lookahead, and
+    sliced threads, which split each frame across threads so that no frame
+    waits for a thread to come free). Both keep the keyframe rules: IDRs
+    only on the grid, closed GOPs, no scene-cut keyframes.
+    """
+
+    name: str
+    x264_tune: str | None
+    bframes: int
+    thread_type: str
+    """PyAV ``thread_type``: ``FRAME`` or ``SLICE``. PyAV leaves a codec
+    context at ``SLICE``, which puts libx264 into sliced-thread mode; the
+    ffmpeg command line leaves it at frame+slice, which libx264 reads as
+    frame threads. Set per use so neither default decides."""
+
+
+ENCODE_USES = {
+    "file": EncodeUse("file", None, 3, "FRAME"),
+    "live": EncodeUse("live", "zerolatency", 0, "SLICE"),
+}
+
+
+def _check_choice(where: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise TranscodeConfigError(f"{where}: {key} {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+
+
+def check_x264_tune(where: str, value: str) -> None:
+    """``auto``, no tune (``""`` or ``"none"``), or x264 tunes joined by commas."""
+    if value == TUNE_AUTO or value in NO_TUNE:
+        return
+    parts = value.split(",")
+    for part in parts:
+        if part not in X264_TUNES:
+            allowed = ", ".join(repr(a) for a in (TUNE_AUTO, *NO_TUNE, *X264_TUNES))
+            raise TranscodeConfigError(
+                f"{where}: x264_tune {value!r} is not one of {allowed} (or several tunes joined by commas)"
+            )
+    psy = [p for p in parts if p in X264_PSY_TUNES]
+    if len(psy) > 1:
+        # x264 would only warn and drop all but one.
+        raise TranscodeConfigError(f"{where}: x264_tune {value!r} names more than one of {', '.join(X264_PSY_TUNES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +112,9 @@ class RungConfig:
             raise TranscodeConfigError(f"rung {self.name}: bitrate must be positive")
         if self.max_frame_rate is not None and self.max_frame_rate <= 0:
             raise TranscodeConfigError(f"rung {self.name}: max_frame_rate must be positive")
-        if self.profile not in X264_PROFILES:
-            raise TranscodeConfigError(f"rung {self.name}: profile must be one of {X264_PROFILES}")
+        _check_choice(f"rung {self.name}", "profile", self.profile, X264_PROFILES)
+        if self.level is not None:
+            _check_choice(f"rung {self.name}", "level", self.level, H264_LEVELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +143,33 @@ class LadderConfig:
     passthrough_limits: PassthroughLimits = field(default_factory=PassthroughLimits)
     rate_control: str = "vbr"
     x264_preset: str = "veryfast"
-    x264_tune: str | None = "zerolatency"
-    """libx264 tune. ``zerolatency`` (no lookahead, no frame threading delay)
-    keeps live latency low and, on small machines, encodes faster; set it to
-    ``None`` for the best quality per bit in file transcodes."""
+    x264_tune: str = TUNE_AUTO
+    """libx264 tune: ``auto`` takes the job's :class:`EncodeUse` (none for
+    files, ``zerolatency`` for live), ``""`` or ``"none"`` is no tune, else an
+    x264 tune (several joined by commas)."""
     nvenc_preset: str = "p4"
     nvenc_tune: str = "ll"
-    bframes: int = 0
+    bframes: int | None = None
+    """B-frames; ``None`` takes the job's :class:`EncodeUse` (3 for files, 0 live)."""
     encoder_threads: int = 0
+    parallel_rungs: bool = True
+    """Each rung scales and encodes on a thread of its own, fed decoded
+    frames through a short queue, so decode and every rung overlap. False:
+    decode, scale and encode one after another on one thread."""
     segment_duration: Fraction = Fraction(4)
     max_gop_duration: Fraction = Fraction(10)
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
     audio_channels: int = 2
+
+    def tune_for(self, use: EncodeUse) -> str | None:
+        """The x264 tune to pass for ``use`` (``None``: no tune)."""
+        if self.x264_tune == TUNE_AUTO:
+            return use.x264_tune
+        return None if self.x264_tune in NO_TUNE else self.x264_tune
+
+    def bframes_for(self, use: EncodeUse) -> int:
+        return use.bframes if self.bframes is None else self.bframes
 
     def __post_init__(self) -> None:
         _check_rendition_name(self.passthrough_name)
@@ -102,13 +180,13 @@ class LadderConfig:
             raise TranscodeConfigError(f"ladder {self.name}: rendition names must be unique: {names}")
         if not self.rungs and not self.passthrough:
             raise TranscodeConfigError(f"ladder {self.name}: has no renditions")
-        if self.rate_control not in RATE_CONTROLS:
-            raise TranscodeConfigError(f"ladder {self.name}: rate_control must be one of {RATE_CONTROLS}")
-        if self.nvenc_preset not in NVENC_PRESETS:
-            raise TranscodeConfigError(f"ladder {self.name}: nvenc_preset must be one of {NVENC_PRESETS}")
-        if self.nvenc_tune not in NVENC_TUNES:
-            raise TranscodeConfigError(f"ladder {self.name}: nvenc_tune must be one of {NVENC_TUNES}")
-        if self.bframes < 0 or self.encoder_threads < 0:
+        where = f"ladder {self.name}"
+        _check_choice(where, "rate_control", self.rate_control, RATE_CONTROLS)
+        _check_choice(where, "x264_preset", self.x264_preset, X264_PRESETS)
+        check_x264_tune(where, self.x264_tune)
+        _check_choice(where, "nvenc_preset", self.nvenc_preset, NVENC_PRESETS)
+        _check_choice(where, "nvenc_tune", self.nvenc_tune, NVENC_TUNES)
+        if (self.bframes is not None and self.bframes < 0) or self.encoder_threads < 0:
             raise TranscodeConfigError(f"ladder {self.name}: bframes and encoder_threads must be >= 0")
         if self.segment_duration <= 0 or self.max_gop_duration <= 0:
             raise TranscodeConfigError(f"ladder {self.name}: durations must be positive")
@@ -176,6 +254,8 @@ class LadderPlan:
     passthrough: bool
     passthrough_reason: str
     rungs: tuple[PlannedRung, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    """Rungs left out for this source, each with the reason (for the log and status)."""
 
     @property
     def rendition_names(self) -> tuple[str, ...]:
@@ -218,7 +298,10 @@ def long_gop_reason(target: Fraction) -> str:
 def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
     """Resolve ``ladder`` for ``source``.
 
-    Rungs taller than the source are left out (never upscale). When that
+    Rungs taller than the source are left out (never upscale). When the
+    source is passed through, a rung as tall as it or with a higher bit rate
+    than it is left out too: the passthrough already offers that picture,
+    and a re-encode cannot add quality the source does not have. When that
     leaves nothing to play and the source cannot be passed through, the
     smallest rung is kept at the source's own size so the stream still has
     one playable rendition. A ladder with no rungs that cannot pass the
@@ -227,9 +310,21 @@ def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
     if source.width < 2 or source.height < 2:
         raise TranscodeConfigError(f"source size {source.width}x{source.height} is too small")
     passthrough, reason = passthrough_verdict(ladder, source)
-    kept = [r for r in ladder.rungs if r.height <= source.height]
+    kept: list[RungConfig] = []
+    skipped: list[tuple[str, str]] = []
+    for r in ladder.rungs:
+        if r.height > source.height:
+            skipped.append((r.name, f"taller than the source's {source.height}"))
+        elif passthrough and r.height >= source.height:
+            skipped.append((r.name, f"the passthrough is already {source.height} high"))
+        elif passthrough and source.bitrate is not None and r.bitrate > source.bitrate:
+            skipped.append((r.name, f"{r.bitrate} bit/s is above the source's {source.bitrate}"))
+        else:
+            kept.append(r)
     if not kept and not passthrough and ladder.rungs:
-        kept = [min(ladder.rungs, key=lambda r: r.height)]
+        smallest = min(ladder.rungs, key=lambda r: r.height)
+        kept = [smallest]
+        skipped = [s for s in skipped if s[0] != smallest.name]
     planned = []
     for cfg in sorted(kept, key=lambda r: -r.height):
         height = min(cfg.height, source.height - source.height % 2)
@@ -241,4 +336,4 @@ def plan_ladder(ladder: LadderConfig, source: SourceInfo) -> LadderPlan:
         planned.append(PlannedRung(cfg, width, max(2, height), rate, cap))
     if not planned and not passthrough:
         raise SourceError(f"ladder {ladder.name} has nothing for this source: {reason}")
-    return LadderPlan(ladder, source, passthrough, reason, tuple(planned))
+    return LadderPlan(ladder, source, passthrough, reason, tuple(planned), tuple(skipped))

@@ -25,11 +25,40 @@ from transcode.decoders import DecoderUnavailable, open_hw_decoder
 from transcode.encoders import open_encoder
 from transcode.errors import EncoderError, SourceError
 from transcode.keyframes import FrameRateCap
-from transcode.ladder import LadderConfig, PlannedRung
+from transcode.ladder import EncodeUse, LadderConfig, PlannedRung
 
 log = logging.getLogger(__name__)
 
 DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d", Codec.VP8: "vp8", Codec.VP9: "vp9"}
+
+
+AVCOL_SPC_BT470BG = 5
+AVCOL_SPC_SMPTE170M = 6
+AVCOL_UNSPECIFIED = 2
+"""``AVCOL_TRC_UNSPECIFIED`` and ``AVCOL_PRI_UNSPECIFIED``."""
+
+
+def mark_frame(frame: VideoFrame, time_base: Fraction, boundary: bool) -> None:
+    """Prepare a decoded frame, once, before every rung reads it.
+
+    Sets what the encoders read: the time base, and I (forced IDR) on a
+    segment boundary, else no type (a decoded frame says I on its own
+    keyframes, and libx264 would make an IDR of every one).
+
+    And makes the frame safe to scale from several threads at once:
+    ``VideoReformatter.reformat`` writes the source frame's colour tags for
+    the duration of the scale and writes them back after. Set here to the
+    values it writes (transfer and primaries unspecified, BT.470BG as its
+    equal SMPTE 170M; the same BT.601 matrix), those writes change nothing,
+    so concurrent scales cannot see each other's. Encoders take their colour
+    description from the codec context, not from frames.
+    """
+    frame.time_base = time_base
+    frame.pict_type = PictureType.I if boundary else PictureType.NONE
+    frame.color_trc = AVCOL_UNSPECIFIED
+    frame.color_primaries = AVCOL_UNSPECIFIED
+    if frame.colorspace == AVCOL_SPC_BT470BG:
+        frame.colorspace = AVCOL_SPC_SMPTE170M
 
 
 def open_decoder(track: Track, names: dict[Codec, str], kind: str) -> CodecContext:
@@ -137,11 +166,20 @@ class RungEncoder:
     """Scales and encodes one rung. Call :meth:`encode` with every decoded
     frame and the shared boundary decision, then :meth:`flush` at the end."""
 
-    def __init__(self, rung: PlannedRung, ladder: LadderConfig, encoder: str, time_base: Fraction) -> None:
+    def __init__(
+        self,
+        rung: PlannedRung,
+        ladder: LadderConfig,
+        encoder: str,
+        time_base: Fraction,
+        use: EncodeUse,
+        scale_threads: int = 0,
+    ) -> None:
         self.rung = rung
+        self.scale_threads = scale_threads
         self.encoder_name = encoder
         self.time_base = time_base
-        self.ctx = open_encoder(encoder, ladder, rung, time_base)
+        self.ctx = open_encoder(encoder, ladder, rung, time_base, use)
         extradata = self.ctx.extradata
         if not extradata:
             raise EncoderError(f"encoder {encoder} gave no global header for {rung.name}")
@@ -171,19 +209,33 @@ class RungEncoder:
 
     def encode(self, frame: VideoFrame, boundary: bool) -> list[Packet]:
         """Encode ``frame`` (decoder output at source size) for this rung;
-        ``boundary`` forces an IDR. The frame is not kept."""
+        ``boundary`` forces an IDR. The frame is not kept or changed, so
+        several rungs may encode the same frame at once on their own threads."""
         assert frame.pts is not None
         if not self._cap.keep(frame.pts, self.time_base, boundary):
             self.frames_skipped += 1
             return []
         scaled = self._scaler.reformat(
-            frame, self.rung.width, self.rung.height, "yuv420p", interpolation=Interpolation.BILINEAR
+            frame,
+            self.rung.width,
+            self.rung.height,
+            "yuv420p",
+            interpolation=Interpolation.BILINEAR,
+            threads=self.scale_threads,
         )
-        scaled.pts = frame.pts
-        scaled.time_base = self.time_base
-        # Decoded frames carry pict_type I; left as is, libx264 would make
-        # every one of them an IDR.
-        scaled.pict_type = PictureType.I if boundary else PictureType.NONE
+        picture = PictureType.I if boundary else PictureType.NONE
+        if scaled is frame:
+            # Same size and format: the reformatter hands the frame itself
+            # back, and other rungs may be reading it on their threads. The
+            # fan-out set its fields before sharing it (see mark_frame);
+            # check rather than write.
+            assert frame.pict_type == picture, f"rung {self.rung.name}: frame shared without its keyframe mark"
+        else:
+            scaled.pts = frame.pts
+            scaled.time_base = self.time_base
+            # Decoded frames carry pict_type I; left as is, libx264 would
+            # make every one of them an IDR.
+            scaled.pict_type = picture
         self.idr_forced += boundary
         self.frames_encoded += 1
         return self._packets(scaled)

@@ -94,6 +94,12 @@ def _disposable(data: bytes, codec: Codec) -> bool:
         return False  # the decoder will count it
 
 
+class _Poll:
+    """What :meth:`TranscodeWorker._take` returns when it woke for rung output."""
+
+
+POLL = _Poll()
+
 EmitCallback = Callable[[list[TranscodeEvent]], None]
 DoneCallback = Callable[[BaseException | None], None]
 TranscoderFactory = Callable[[], StreamTranscoder]
@@ -130,6 +136,7 @@ class TranscodeWorker:
         self._video_codec = Codec.H264
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = False
+        self._output_waiting = False
 
     def start(self) -> None:
         self._thread.start()
@@ -175,10 +182,21 @@ class TranscodeWorker:
     def depth(self) -> int:
         return self._depth
 
-    def _take(self) -> StreamItem | None:
+    def _output_ready(self) -> None:
+        """A rung thread has packets: wake the worker to publish them now
+        rather than with the next input packet."""
         with self._cond:
-            while not self._items:
+            self._output_waiting = True
+            self._cond.notify()
+
+    def _take(self) -> StreamItem | _Poll | None:
+        with self._cond:
+            while not self._items and not self._output_waiting:
                 self._cond.wait()
+            if not self._items:
+                self._output_waiting = False
+                return POLL
+            self._output_waiting = False
             item = self._items.popleft()
             if isinstance(item, Packet):
                 self._depth -= 1
@@ -191,12 +209,19 @@ class TranscodeWorker:
         try:
             while True:
                 item = self._take()
+                if isinstance(item, _Poll):
+                    if self.transcoder is not None:
+                        events = self.transcoder.poll()
+                        if events:
+                            self._emit(events)
+                    continue
                 if item is None or isinstance(item, StreamEnded):
                     self._flush()
                     break
                 if isinstance(item, StreamStarted):
                     self._flush()
                     self.transcoder = self._factory()
+                    self.transcoder.on_output = self._output_ready
                     self._emit(self.transcoder.start(item.tracks))
                 elif self.transcoder is not None:
                     events = self.transcoder.push(item)

@@ -31,8 +31,8 @@ from engine.media import Codec, Packet, Track, rescale
 from transcode.audio import AudioTranscoder
 from transcode.encoders import SOFTWARE_H264
 from transcode.errors import SourceError, TranscodeError
-from transcode.ladder import LadderConfig, PlannedRung, RungConfig
-from transcode.video import RungEncoder, VideoDecoder
+from transcode.ladder import ENCODE_USES, LadderConfig, PlannedRung, RungConfig
+from transcode.video import RungEncoder, VideoDecoder, mark_frame
 from webrtc.errors import BitstreamError
 from webrtc.h264 import avcc_to_annexb_keyframe
 
@@ -196,7 +196,9 @@ class VideoToH264:
             "webrtc", (rung,), passthrough=False, x264_preset="ultrafast", x264_tune="zerolatency", bframes=0
         )
         try:
-            encoder = RungEncoder(PlannedRung(rung, width, height, None, None), ladder, SOFTWARE_H264, self._in_tb)
+            encoder = RungEncoder(
+                PlannedRung(rung, width, height, None, None), ladder, SOFTWARE_H264, self._in_tb, ENCODE_USES["live"]
+            )
             self._param_sets = parameter_sets(encoder.track)
             self._length_size = nal_length_size(encoder.track)
         except (TranscodeError, CodecError) as exc:
@@ -225,6 +227,7 @@ class VideoToH264:
             boundary = self._force_key or self._since_key == 0 or self._since_key >= self._gop
             self._force_key = False
             self._since_key = 1 if boundary else self._since_key + 1
+            mark_frame(frame, self._in_tb, boundary)
             try:
                 packets = self._encoder.encode(frame, boundary)
             except TranscodeError as exc:

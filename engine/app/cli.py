@@ -43,9 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     cfg = sub.add_parser("config", help="print every setting, its environment variable and default")
     cfg.add_argument("--config", type=Path, help="also validate this TOML file")
+    cfg.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="only validate FILE (with the environment) and open the H.264 encoder with every ladder's "
+        "settings; exit 1 on any problem",
+    )
     for name, (_module, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def check_config(path: Path, env: dict[str, str] | None = None) -> int:
+    """``fanz-media config --check FILE``: 0 and one line on stdout when the
+    file loads and every ladder's settings open libx264; 1 with each problem
+    on stderr otherwise."""
+    try:
+        config = load_config(path, env)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    # Imported here: the encoders load PyAV, which nothing else in this command needs.
+    from transcode.encoders import check_ladder
+
+    problems = [p for ladder in config.transcode.all_ladders().values() for p in check_ladder(ladder)]
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{path}: ok")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -106,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "config":
+            if args.check is not None:
+                return check_config(args.check)
             if args.config is not None:
                 load_config(args.config)
             sys.stdout.write(settings_markdown())

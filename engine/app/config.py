@@ -26,6 +26,7 @@ from transcode.config import TranscodeSettings
 from webrtc.config import WebRtcConfig
 
 ENV_PREFIX = "FANZ"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,11 @@ class ServerConfig:
     )
     log_level: str = doc("Logging level: debug, info, warning or error.", "info")
     use_uvloop: bool = doc("Run the event loop on uvloop when it is installed.", True)
+
+    def __post_init__(self) -> None:
+        if self.log_level.lower() not in LOG_LEVELS:
+            allowed = ", ".join(repr(level) for level in LOG_LEVELS)
+            raise ConfigError(f"server.log_level {self.log_level!r} is not one of {allowed}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""``fanz-media transcode INPUT OUTDIR [--ladder NAME] [--encoder auto|NAME]``.
+"""``fanz-media transcode INPUT OUTDIR [--ladder NAME] [--encoder auto|NAME] [--use file|live]``.
 
 Wires the file transcoder to the VOD HLS writer: the same decode-once ladder
 as live streams, written as ``OUTDIR/index.m3u8`` with one folder per
@@ -23,7 +23,7 @@ from packager.hls.vod import VodHlsWriter
 from transcode.core import RenditionStarted
 from transcode.errors import TranscodeError
 from transcode.file import TranscodeProgress, transcode_file
-from transcode.ladder import LadderConfig
+from transcode.ladder import ENCODE_USES, LadderConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,14 @@ def run(
     encoder: str,
     quiet: bool = False,
     hls: HlsConfig | None = None,
+    use: str = "file",
 ) -> Path:
     """Transcode ``input_path`` into a VOD HLS ladder in ``outdir``; returns
-    the multivariant playlist's path."""
+    the multivariant playlist's path. ``use`` names the encoder settings
+    (``file`` unless the output should look like a live stream's)."""
     writer = VodHlsWriter(outdir, hls or HlsConfig(), ladder.segment_duration)
-    for event in transcode_file(input_path, ladder, encoder, progress=None if quiet else ProgressBar()):
+    bar = None if quiet else ProgressBar()
+    for event in transcode_file(input_path, ladder, encoder, progress=bar, use=use):
         if isinstance(event, RenditionStarted):
             writer.start(event.name, event.tracks)
             log.info("rendition %s: encoder %s", event.name, event.encoder)
@@ -89,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="the engine's TOML config: its ladders and [hls] settings")
     parser.add_argument("--ladder", default=None, help="ladder name (default: transcode.ladder from the config)")
     parser.add_argument("--encoder", default="auto", help="auto, libx264, h264_nvenc or h264_qsv")
+    parser.add_argument(
+        "--use",
+        choices=sorted(ENCODE_USES),
+        default="file",
+        help="encoder settings: file (B-frames, lookahead, frame threads; the default) or live (zerolatency)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -101,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in ladders:
         parser.exit(2, f"fanz-media transcode: unknown ladder {name!r}; known: {', '.join(sorted(ladders))}\n")
     try:
-        index = run(args.input, args.outdir, ladders[name], args.encoder, args.quiet, config.hls)
+        index = run(args.input, args.outdir, ladders[name], args.encoder, args.quiet, config.hls, args.use)
     except (TranscodeError, PackagerError) as exc:
         print(f"fanz-media transcode: {exc}", file=sys.stderr)
         return 1

@@ -281,11 +281,19 @@ class Variant:
     frame_rate: float | None
 
 
+def variant_order(v: Variant) -> tuple[int, int, str]:
+    """Highest BANDWIDTH first (players that start on the first variant start
+    on the best one; hls.js and Safari pick by bandwidth anyway); ties by the
+    taller picture, then by URI, so the order never depends on which
+    rendition happened to start first."""
+    return (-v.bandwidth, -(v.resolution[1] if v.resolution else 0), v.uri)
+
+
 def render_multivariant(variants: Sequence[Variant], version: int = 7, rewrite: UriRewriter = _same) -> str:
     if not variants:
         raise PlaylistError("a multivariant playlist needs at least one variant")
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for v in sorted(variants, key=lambda v: -v.bandwidth):
+    for v in sorted(variants, key=variant_order):
         attrs = [f"BANDWIDTH={v.bandwidth}"]
         if v.average_bandwidth:
             attrs.append(f"AVERAGE-BANDWIDTH={v.average_bandwidth}")

@@ -89,3 +89,16 @@ def test_multivariant_attributes() -> None:
     assert lines[4] == "src/media.m3u8"
     with pytest.raises(PlaylistError):
         render_multivariant([])
+
+
+def test_variants_highest_bandwidth_first_whatever_order_they_started_in() -> None:
+    variants = [
+        Variant("b/media.m3u8", 800_000, None, [], (640, 360), None),
+        Variant("a/media.m3u8", 800_000, None, [], (640, 360), None),
+        Variant("tall/media.m3u8", 800_000, None, [], (854, 480), None),
+        Variant("src/media.m3u8", 3_000_000, None, [], (1280, 720), None),
+    ]
+    expected = ["src/media.m3u8", "tall/media.m3u8", "a/media.m3u8", "b/media.m3u8"]
+    for order in (variants, variants[::-1]):
+        uris = [line for line in render_multivariant(order).splitlines() if not line.startswith("#")]
+        assert uris == expected

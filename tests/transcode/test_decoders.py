@@ -15,8 +15,8 @@ from tests.conftest import start_engine
 from transcode.config import TranscodeSettings
 from transcode.decoders import DecoderProbe, probe_clip, probe_decoders
 from transcode.errors import TranscodeConfigError
-from transcode.ladder import SourceInfo, plan_ladder
-from transcode.video import RungEncoder, VideoDecoder
+from transcode.ladder import ENCODE_USES, SourceInfo, plan_ladder
+from transcode.video import RungEncoder, VideoDecoder, mark_frame
 
 from .conftest import model_packets, small_ladder
 
@@ -88,13 +88,14 @@ def test_rungs_take_nv12_frames(clip: Path) -> None:
     ladder = small_ladder(bframes=0)
     assert video.width and video.height
     plan = plan_ladder(ladder, SourceInfo(video.codec, video.width, video.height, Fraction(30)))
-    rung = RungEncoder(plan.rungs[0], ladder, "libx264", video.time_base)
+    rung = RungEncoder(plan.rungs[0], ladder, "libx264", video.time_base, ENCODE_USES["live"])
     decoder = VideoDecoder(video)
     out = []
     for i, frame in enumerate(f for p in packets if p.track == 0 for f in decoder.decode(p)):
         nv12 = frame.reformat(format="nv12")
         nv12.pts, nv12.time_base = frame.pts, frame.time_base
         assert nv12.format.name == "nv12"
+        mark_frame(nv12, video.time_base, i % 30 == 0)
         out += rung.encode(nv12, boundary=(i % 30 == 0))
     out += rung.flush()
     assert len(out) == rung.frames_encoded > 80

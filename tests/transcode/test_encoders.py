@@ -11,9 +11,11 @@ import pytest
 from engine.media import Codec
 from transcode.encoders import SOFTWARE_H264, EncoderProbe, encoder_options, probe_encoders
 from transcode.errors import EncoderError, TranscodeConfigError
-from transcode.ladder import SourceInfo, plan_ladder
+from transcode.ladder import ENCODE_USES, SourceInfo, plan_ladder
 
 from .conftest import small_ladder
+
+LIVE = ENCODE_USES["live"]
 
 
 def _gpu_present() -> bool:
@@ -50,13 +52,13 @@ def test_choose_refuses_unknown_or_unusable_encoders() -> None:
 def test_option_sets_force_idr_and_disable_scene_cuts() -> None:
     ladder = small_ladder(rate_control="cbr", nvenc_preset="p2", nvenc_tune="ll")
     rung = plan_ladder(ladder, SourceInfo(Codec.H264, 640, 360, Fraction(30))).rungs[0]
-    x264 = encoder_options("libx264", ladder, rung)
+    x264 = encoder_options("libx264", ladder, rung, LIVE)
     assert x264["forced-idr"] == "1" and "scenecut=0" in x264["x264-params"] and "nal-hrd=cbr" in x264["x264-params"]
     assert x264["maxrate"] == str(rung.config.bitrate)
-    nvenc = encoder_options("h264_nvenc", ladder, rung)
+    nvenc = encoder_options("h264_nvenc", ladder, rung, LIVE)
     assert nvenc["preset"] == "p2" and nvenc["tune"] == "ll" and nvenc["rc"] == "cbr"
     assert nvenc["forced-idr"] == "1" and nvenc["no-scenecut"] == "1" and nvenc["zerolatency"] == "1"
-    vbr = encoder_options("h264_nvenc", small_ladder(), rung)
+    vbr = encoder_options("h264_nvenc", small_ladder(), rung, LIVE)
     assert vbr["rc"] == "vbr" and int(vbr["maxrate"]) == rung.config.bitrate * 3 // 2
     with pytest.raises(TranscodeConfigError):
-        encoder_options("mpeg4", ladder, rung)
+        encoder_options("mpeg4", ladder, rung, LIVE)

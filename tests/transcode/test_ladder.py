@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from engine.media import Codec
 from transcode.errors import SourceError, TranscodeConfigError
 from transcode.ladder import (
+    ENCODE_USES,
     LadderConfig,
     PassthroughLimits,
     RungConfig,
@@ -23,12 +25,31 @@ from transcode.ladder import (
 DEFAULT = builtin_ladders()["default"]
 
 
-def test_720p_source_gets_no_1080p_rung() -> None:
+def test_720p_source_gets_no_1080p_rung_and_no_720p_beside_its_passthrough() -> None:
     plan = plan_ladder(DEFAULT, SourceInfo(Codec.H264, 1280, 720, Fraction(30), 3_000_000))
-    assert [r.name for r in plan.rungs] == ["720p", "480p", "360p"]
-    assert [(r.width, r.height) for r in plan.rungs] == [(1280, 720), (854, 480), (640, 360)]
+    assert [r.name for r in plan.rungs] == ["480p", "360p"]
+    assert [(r.width, r.height) for r in plan.rungs] == [(854, 480), (640, 360)]
     assert plan.passthrough
-    assert plan.rendition_names == ("source", "720p", "480p", "360p")
+    assert plan.rendition_names == ("source", "480p", "360p")
+    assert dict(plan.skipped) == {
+        "1080p": "taller than the source's 720",
+        "720p": "the passthrough is already 720 high",
+    }
+
+
+def test_rungs_above_the_source_bitrate_are_left_out_beside_its_passthrough() -> None:
+    plan = plan_ladder(DEFAULT, SourceInfo(Codec.H264, 1920, 1080, Fraction(30), 1_200_000))
+    assert plan.passthrough
+    assert [r.name for r in plan.rungs] == ["360p"]  # 720p (2.8 M) and 480p (1.4 M) carry more bits than the source
+    assert "above the source's 1200000" in dict(plan.skipped)["480p"]
+    unknown = plan_ladder(DEFAULT, SourceInfo(Codec.H264, 1920, 1080, Fraction(30), None))
+    assert [r.name for r in unknown.rungs] == ["720p", "480p", "360p"]
+
+
+def test_without_passthrough_a_rung_at_source_height_is_kept() -> None:
+    ladder = builtin_ladders()["transcode-only"]
+    plan = plan_ladder(ladder, SourceInfo(Codec.H264, 1280, 720, Fraction(30), 1_000_000))
+    assert [r.name for r in plan.rungs] == ["720p", "480p", "360p"]
 
 
 def test_passthrough_refused_outside_limits() -> None:
@@ -70,11 +91,40 @@ def test_tiny_h264_source_is_passthrough_only() -> None:
         {"name": "x", "height": 360, "bitrate": 0},
         {"name": "x", "height": 360, "bitrate": 1, "profile": "extended"},
         {"name": "x", "height": 360, "bitrate": 1, "max_frame_rate": Fraction(0)},
+        {"name": "x", "height": 360, "bitrate": 1, "level": "3.7"},
+        {"name": "x", "height": 360, "bitrate": 1, "level": "high"},
     ],
 )
 def test_invalid_rungs_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(TranscodeConfigError):
         RungConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"x264_preset": "fastest"}, "x264_preset 'fastest' is not one of 'ultrafast'"),
+        ({"x264_tune": "nolatency"}, "x264_tune 'nolatency' is not one of 'auto', '', 'none', 'film'"),
+        ({"x264_tune": "zerolatency,grainy"}, "x264_tune"),
+        ({"nvenc_tune": "fast"}, "nvenc_tune 'fast' is not one of 'hq'"),
+        ({"rate_control": "crf"}, "rate_control 'crf'"),
+    ],
+)
+def test_enum_settings_name_the_key_and_the_allowed_values(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(TranscodeConfigError, match=re.escape(message)):
+        LadderConfig("l", (), **kwargs)  # type: ignore[arg-type]
+
+
+def test_no_tune_can_be_said() -> None:
+    live, file = ENCODE_USES["live"], ENCODE_USES["file"]
+    for none in ("", "none"):
+        ladder = LadderConfig("l", (), x264_tune=none)
+        assert ladder.tune_for(live) is None and ladder.tune_for(file) is None
+    auto = LadderConfig("l", ())
+    assert auto.tune_for(live) == "zerolatency" and auto.tune_for(file) is None
+    assert LadderConfig("l", (), x264_tune="film,fastdecode").tune_for(live) == "film,fastdecode"
+    assert auto.bframes_for(file) == 3 and auto.bframes_for(live) == 0
+    assert LadderConfig("l", (), bframes=1).bframes_for(live) == 1
 
 
 def test_invalid_ladders_refused() -> None:
@@ -115,3 +165,4 @@ def test_never_upscale(width: int, height: int, codec: Codec, rate: Fraction | N
     if plan.passthrough:
         limits = PassthroughLimits()
         assert codec is Codec.H264 and width <= limits.max_width and height <= limits.max_height
+        assert all(r.height < height for r in plan.rungs)  # nothing beside the passthrough at its size

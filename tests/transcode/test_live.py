@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -14,7 +15,10 @@ from engine.codecs import join_avcc
 from engine.media import Codec, Packet, StreamEnded, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from tests.conftest import make_clip
+from transcode.core import RenditionPacket, StreamTranscoder
 from transcode.encoders import EncoderProbe
+from transcode.fanout import usable_cpus
+from transcode.keyframes import SourceKeyframeGrid
 from transcode.live import LiveTranscoder
 from transcode.worker import DropPolicy
 
@@ -59,7 +63,7 @@ async def run_live(
 
 async def test_live_transcoder_publishes_each_rung(clip: Path, probe: EncoderProbe) -> None:
     live, items, packets = await run_live(clip, probe, queue_size=100_000)  # never drops
-    assert sorted(items) == ["240p", "360p", "source"]
+    assert sorted(items) == ["240p", "288p", "source"]
     source_keys = sorted(p.pts for p in packets if p.track == 0 and p.keyframe)
     assert source_keys == [0, 1000, 2000]
     for name, got in items.items():
@@ -73,7 +77,7 @@ async def test_live_transcoder_publishes_each_rung(clip: Path, probe: EncoderPro
         assert vpk[0].keyframe
         assert any(isinstance(x, Packet) and x.track == 1 for x in got)
     assert items["240p"][0].tracks[0].height == 240  # type: ignore[union-attr]
-    assert live.status.renditions == {"cam/source": "copy", "cam/360p": "libx264", "cam/240p": "libx264"}
+    assert live.status.renditions == {"cam/source": "copy", "cam/288p": "libx264", "cam/240p": "libx264"}
     source_video = [x for x in items["source"] if isinstance(x, Packet) and x.track == 0]
     assert [p.data for p in source_video] == [p.data for p in packets if p.track == 0]
 
@@ -86,7 +90,7 @@ async def test_overrun_drops_whole_gops_and_counts(clip: Path, probe: EncoderPro
     live, items, packets = await run_live(clip, probe, queue_size=4, frame_filter=slow_effect)
     drops = live.status.drops
     assert drops.gops_dropped >= 1 and drops.video_packets_dropped_gop > 0
-    encoded = [x for x in items["360p"] if isinstance(x, Packet) and x.track == 0]
+    encoded = [x for x in items["288p"] if isinstance(x, Packet) and x.track == 0]
     total_video = sum(1 for p in packets if p.track == 0)
     assert 0 < len(encoded) < total_video
     assert encoded[0].keyframe
@@ -106,7 +110,7 @@ async def test_long_source_gop_rungs_place_their_own_keyframes(long_gop_clip: Pa
     assert sorted(p.pts for p in packets if p.track == 0 and p.keyframe) == [0]
     # The passthrough rendition is never published: its one keyframe would
     # make one 4 s segment that lines up with nothing.
-    assert sorted(items) == ["240p", "360p"]
+    assert sorted(items) == ["240p", "288p"]
     for name, got in items.items():
         keys = sorted(x.pts for x in got if isinstance(x, Packet) and x.track == 0 and x.keyframe)
         assert keys == [0, 1000, 2000, 3000], name
@@ -114,13 +118,13 @@ async def test_long_source_gop_rungs_place_their_own_keyframes(long_gop_clip: Pa
     status = live.status
     assert status.keyframes == "own"
     assert "more than 1 s" in status.passthrough_reason and "not passed through" in status.passthrough_reason
-    assert status.renditions == {"cam/360p": "libx264", "cam/240p": "libx264"}
+    assert status.renditions == {"cam/288p": "libx264", "cam/240p": "libx264"}
     assert status.decoder == "software" and status.encoder == "libx264"
 
 
 async def test_short_source_gop_keeps_passthrough_with_its_audio(clip: Path, probe: EncoderProbe) -> None:
     live, items, packets = await run_live(clip, probe, queue_size=100_000, segment_target=Fraction(2))
-    assert sorted(items) == ["240p", "360p", "source"]
+    assert sorted(items) == ["240p", "288p", "source"]
     assert live.status.keyframes == "source"
     source_keys = sorted(p.pts for p in packets if p.track == 0 and p.keyframe)
     for name, got in items.items():
@@ -167,7 +171,7 @@ async def test_restart_with_a_long_gop_ends_the_passthrough(
     assert isinstance(source[-1], StreamEnded) and "too far apart" in source[-1].reason
     assert "cam/source" not in live.status.renditions
     assert live.status.keyframes == "own"
-    rung = [x for x in subs["360p"].drain() if isinstance(x, Packet) and x.track == 0 and x.keyframe]
+    rung = [x for x in subs["288p"].drain() if isinstance(x, Packet) and x.track == 0 and x.keyframe]
     # The second publish's keyframes come from the rungs, every second.
     assert [p.pts for p in rung][-4:] == [0, 1000, 2000, 3000]
 
@@ -235,7 +239,7 @@ async def test_sealed_passthrough_is_encoded_from_the_next_keyframe(clip: Path, 
     luma = frames[-1].to_ndarray(format="gray")
     assert float(luma.mean()) < 8 and float(luma.std()) < 2  # painted black (the test pattern is colourful)
     # Every rung restarts at that same keyframe, on the same clock.
-    for rung in ("360p", "240p"):
+    for rung in ("288p", "240p"):
         got = items[rung]
         restarts = [i for i, x in enumerate(got) if isinstance(x, StreamStarted) and x.clock_continues]
         assert len(restarts) == 1, rung
@@ -275,3 +279,31 @@ def test_drop_policy_survives_garbage_video() -> None:
     policy = DropPolicy(maxsize=4)
     junk = Packet(0, 0, 0, TB, b"\xff\xff\xff\xff\x01", keyframe=False)
     assert policy.admit_video(junk, 3, Codec.H264)  # not provably disposable: the decoder decides
+
+
+def test_finished_rung_packets_go_out_without_waiting_for_more_input(clip: Path) -> None:
+    # A live rung's packets are published when the rung has them, not when the
+    # next source packet happens to arrive.
+    if usable_cpus() < 2:
+        pytest.skip("rung threads are used only with more than one CPU")
+    tracks, packets = model_packets(clip)
+    tx = StreamTranscoder(small_ladder(bframes=None), "libx264", SourceKeyframeGrid())  # live settings: no B-frames
+    woke = threading.Event()
+    tx.on_output = woke.set
+    tx.start(tracks)
+    got = []
+    for packet in [p for p in packets if p.track == 0][:20]:
+        got += tx.push(packet)
+    decoded = tx.stats.frames_decoded
+    assert decoded > 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        encoded = [e for e in got if isinstance(e, RenditionPacket) and e.name == "288p"]
+        if len(encoded) == decoded:
+            break
+        woke.wait(1)
+        woke.clear()
+        got += tx.poll()
+    tx.close()
+    # zerolatency: one packet per frame, all of them out with no further input.
+    assert len(encoded) == decoded
