@@ -9,7 +9,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,13 +171,21 @@ async def serve_api(config: ApiConfig, registry: StreamRegistry,
     return client, app
 
 
-@pytest.fixture
-async def api(api_config: ApiConfig) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def api_with(config: ApiConfig, **changes: Any) -> AsyncIterator[Api]:
+    """The API served on loopback with ``config`` changed by ``changes``."""
+    config = replace(config, **changes)
     registry = StreamRegistry(grace_s=0)
-    client, app = await serve_api(api_config, registry)
+    client, app = await serve_api(config, registry)
     try:
-        yield Api(client, app, api_config, registry)
+        yield Api(client, app, config, registry)
     finally:
         await client.close()
         registry.close()
+
+
+@pytest.fixture
+async def api(api_config: ApiConfig) -> AsyncIterator[Api]:
+    async with api_with(api_config) as served:
+        yield served
 

@@ -5,10 +5,6 @@ came from; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,20 +15,7 @@ from control_api.config import ApiConfig
 from control_api.errors import ApiConfigError
 from control_api.forwarded import client_address, networks
 from control_api.ratelimit import AuthLimits
-from engine.registry import StreamRegistry
-from tests.control_api.conftest import PASSWORD, Api, serve_api
-
-
-@asynccontextmanager
-async def api_with(config: ApiConfig, **changes: Any) -> AsyncIterator[Api]:
-    config = replace(config, **changes)
-    registry = StreamRegistry(grace_s=0)
-    client, app = await serve_api(config, registry)
-    try:
-        yield Api(client, app, config, registry)
-    finally:
-        await client.close()
-        registry.close()
+from tests.control_api.conftest import PASSWORD, Api, api_with
 
 
 async def login_from(api: Api, address: str | None, password: str, username: str = "victim") -> int:
