@@ -92,7 +92,11 @@ class KeyStore:
         path = data_dir / MASTER_KEY_FILE
         try:
             write_private_file(path, secrets.token_bytes(KEY_BYTES).hex() + "\n")
-            log.info("generated a new master key in %s; back it up: sealed secrets need it", path)
+            log.warning(
+                "GENERATED A NEW MASTER KEY in %s (mode 0600). Back it up now: sealed secrets and every DRM "
+                "content key open only with it. Several nodes must share one (server.master_key_file).",
+                path,
+            )
         except FileExistsError:
             pass
         except OSError as exc:
@@ -104,6 +108,13 @@ class KeyStore:
         if stat.S_IMODE(path.stat().st_mode) != 0o600:
             os.chmod(path, 0o600)
         return cls(_parse_key(text, path))
+
+    @classmethod
+    def from_hex(cls, text: str, source: str = "the configured master key") -> KeyStore:
+        """A key given as 64 hex digits (``drm.master_key``, the
+        ``FANZ_DRM_MASTER_KEY`` environment variable); ``source`` names it in
+        errors, which never repeat the value."""
+        return cls(_parse_key(text, Path(source)))
 
     def derive(self, purpose: str, length: int = KEY_BYTES) -> bytes:
         """A key for one ``purpose`` (a fixed label such as

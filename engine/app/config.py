@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from control_api.config import ApiConfig
+from drm.config import DrmConfig
 from effects.config import EffectsSettings
 from engine.errors import ConfigError, StreamNameError
 from engine.media import check_stream_name
@@ -109,6 +110,7 @@ class EngineConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
+    drm: DrmConfig = field(default_factory=DrmConfig)
     transcode: TranscodeSettings = field(default_factory=TranscodeSettings)
     effects: EffectsSettings = field(default_factory=EffectsSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
