@@ -64,7 +64,12 @@ class StoreChecks:
         plane.apply_settings(streams.stream_view(stream))
         self._visibility.pop(stream["playback_id"], None)
         log.info("publish granted to %s (%s) as %s", owner["username"], request.protocol, stream["playback_id"])
-        return PublishGrant(playback_name=str(stream["playback_id"]), stream_id=str(stream["id"]))
+        protection = stream["protection"]
+        return PublishGrant(
+            playback_name=str(stream["playback_id"]),
+            stream_id=str(stream["id"]),
+            protection=str(protection) if protection is not None else None,
+        )
 
     async def publish_ended(self, grant: PublishGrant) -> None:
         if grant.stream_id is None:

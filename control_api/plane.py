@@ -175,7 +175,7 @@ class ControlPlane:
         return ended
 
     def apply_settings(self, row: Mapping[str, Any]) -> None:
-        """Hand a stream record's media settings (its ladder and effects) to
+        """Hand a stream record's media settings (its ladder, effects and protection) to
         the engine, which applies them when the stream starts and, for
         effects, at once while it is live."""
         if self.registry is None:
@@ -191,6 +191,9 @@ class ControlPlane:
         effects = row.get("effects")
         if isinstance(effects, dict):
             self.registry.configure(name, "effects", effects)
+        if "protection" in row:
+            # The stream's own encryption scheme, or None for drm.protection.
+            self.registry.configure(name, "protection", row["protection"])
 
     def kick(self, playback_id: str, reason: str) -> bool:
         if self.registry is None:

@@ -19,6 +19,11 @@ TIME_OR_NULL: Schema = {"type": ["number", "null"], "description": "seconds sinc
 ID: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
 CENTS: Schema = {"type": "integer", "minimum": 0, "maximum": 100_000_000}
 VISIBILITY: Schema = {"type": "string", "enum": ["free", "subscribers", "pay_per_view"]}
+PROTECTION: Schema = {
+    "type": ["string", "null"],
+    "enum": ["none", "aes-128", "sample-aes", "cbcs", "cenc", None],
+    "description": "How the stream's media is encrypted (DRM); null: the engine's drm.protection setting",
+}
 USERNAME: Schema = {"type": "string", "minLength": 3, "maxLength": 32, "pattern": "^[a-z0-9_]+$"}
 PASSWORD: Schema = {"type": "string", "minLength": 8, "maxLength": 256}
 OTP: Schema = {"type": "string", "pattern": "^[0-9]{6}$"}
@@ -135,6 +140,7 @@ START_STREAM = obj(
         "recording": {"type": "boolean"},
         "ladder": {"type": "array", "items": RUNG, "maxItems": 6},
         "effects": EFFECT_SETTINGS,
+        "protection": PROTECTION,
     },
     ["title"],
 )
@@ -199,7 +205,7 @@ _STREAM_FIELDS: dict[str, Schema] = {
     "recording": {"type": "boolean"}, "ladder": {"type": "array"}, "effects": {"type": "object"},
     "viewers": {"type": "integer"}, "peak_viewers": {"type": "integer"}, "total_views": {"type": "integer"},
     "created_at": TIME, "started_at": TIME_OR_NULL, "ended_at": TIME_OR_NULL,
-    "ended_reason": {"type": ["string", "null"]},
+    "ended_reason": {"type": ["string", "null"]}, "protection": PROTECTION,
 }
 _GIFT_SEND: dict[str, Schema] = {
     "id": {"type": "string"}, "stream_id": {"type": "string"}, "sender_id": {"type": "string"},

@@ -32,11 +32,15 @@ class PublishGrant:
     """A successful publish check.
 
     ``playback_name`` is the public name viewers use (never the secret key);
-    ``stream_id`` is the platform's record id when there is one.
+    ``stream_id`` is the platform's record id when there is one;
+    ``protection`` is the stream's own encryption scheme (a
+    ``drm.model.Protection`` value such as ``"cbcs"``) when its record
+    chooses one, ``None`` for the configured default (``drm.protection``).
     """
 
     playback_name: str
     stream_id: str | None = None
+    protection: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

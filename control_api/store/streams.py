@@ -27,7 +27,7 @@ def stream_view(row: Row) -> dict[str, Any]:
         "ladder": json.loads(row["ladder"]), "effects": json.loads(row["effects"]),
         "viewers": int(row["viewers"]), "peak_viewers": row["peak_viewers"], "total_views": row["total_views"],
         "created_at": row["created_at"], "started_at": row["started_at"], "ended_at": row["ended_at"],
-        "ended_reason": row["ended_reason"],
+        "ended_reason": row["ended_reason"], "protection": row["protection"],
     }
 
 
@@ -103,10 +103,10 @@ async def create_stream(db: Database, actor: Actor, user_id: str, fields: dict[s
     async with db.transaction() as tx:
         await tx.execute(
             "INSERT INTO live_streams (id, user_id, title, status, playback_id, visibility, price_cents, recording, "
-            "ladder, effects, created_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10)",
+            "ladder, effects, created_at, protection) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11)",
             stream_id, user_id, fields["title"], secrets.token_hex(10), fields.get("visibility", "free"),
             fields.get("price_cents", 0), fields.get("recording", False), json.dumps(fields.get("ladder", [])),
-            json.dumps(fields.get("effects", {})), now,
+            json.dumps(fields.get("effects", {})), now, fields.get("protection"),
         )
         await audit.record(tx, actor, "stream.create", "stream", stream_id, now, {"title": fields["title"]})
     return await get_stream(db, stream_id)
@@ -120,6 +120,8 @@ async def update_stream(db: Database, actor: Actor, stream_id: str, fields: dict
         "effects": json.dumps(fields["effects"]) if "effects" in fields else None,
     }
     changes = {k: v for k, v in columns.items() if v is not None}
+    if "protection" in fields:
+        changes["protection"] = fields["protection"]  # null is a value here: back to the engine's default
     if changes:
         cols = sorted(changes)
         sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))

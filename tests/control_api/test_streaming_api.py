@@ -334,3 +334,25 @@ async def test_effects_are_checked_stored_and_handed_to_the_engine(api: Api) -> 
     other = await api.register("not_styled", "creator")
     status, _ = await api.call("PUT", f"/streaming/{stream['id']}/effects", other, json={"effects": look})
     assert status == 403
+
+
+async def test_a_stream_record_chooses_its_protection_and_the_publish_check_returns_it(api: Api) -> None:
+    creator, key, stream = await creator_with_key(api, "drm_creator", protection="cbcs")
+    assert stream["protection"] == "cbcs"
+    assert api.registry.settings(stream["playback_id"])["protection"] == "cbcs"
+    grant, publisher = await publish(api, key)
+    assert grant.protection == "cbcs"
+    publisher.close()
+    # null is the engine's default again; an unknown scheme is refused.
+    _, again = await api.call("POST", "/streaming/start", creator, json={"title": "t", "protection": None},
+                              expect=200)
+    assert again["protection"] is None
+    assert api.registry.settings(stream["playback_id"])["protection"] is None
+    assert (await api.checks.authorize_publish(PublishRequest("live", key, "rtmp", "x"))).protection is None
+    status, _ = await api.call("POST", "/streaming/start", creator, json={"title": "t", "protection": "rot13"})
+    assert status == 422
+    _, other_key, other = await creator_with_key(api, "plain_creator")
+    assert other["protection"] is None
+    grant, publisher = await publish(api, other_key)
+    assert grant.protection is None
+    publisher.close()
