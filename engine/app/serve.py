@@ -24,7 +24,11 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
+from control_api.ratelimit import RateLimiter
+from drm.delivery import KeyHttp
 from drm.keystore import make_private_dir
+from drm.model import KeyProvider
+from drm.setup import open_key_provider
 from effects.catalog import StageKind, default_catalog
 from effects.errors import EffectsError
 from engine.app import features
@@ -72,13 +76,24 @@ class Engine:
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
         self.api_app: web.Application | None = None
+        key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
         if config.http.api:
-            key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
             api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
             self.api_app = create_app(api_config, self.registry)
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
+        # Content keys for the packager (through KeyProvider, off the event
+        # loop) and for the key endpoints, gated by the playback check.
+        opened = open_key_provider(config.drm, self.data_dir, key_file)
+        self._key_store = opened.store
+        self.key_provider: KeyProvider = opened
+        self.key_http = KeyHttp(
+            self.key_provider,
+            self.playback_check,
+            RateLimiter(config.drm.key_requests_per_minute, 60.0),
+            cors_origin=config.hls.cors_origin,
+        )
         self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
         self.metrics.combine_by_max("fanz_effect_frame_milliseconds")
         self.metrics.add_source(stream_metrics(self.registry))
@@ -92,6 +107,7 @@ class Engine:
             disk=hls_disk,
         )
         self.metrics.add_source(self._hls_metrics)
+        self.metrics.add_source(self._drm_metrics)
         self.webrtc: WebRtcHttp | None = None
         webrtc = features.load(features.WEBRTC, "webrtc.http") if config.webrtc.enabled else None
         if webrtc is not None:
@@ -354,6 +370,17 @@ class Engine:
                 cost.add_metric(values, stage.recent_ms)
         return [frames, skipped, reused, cost]
 
+    def _drm_metrics(self) -> Iterable[Metric]:
+        stats = self.key_http.stats
+        requests = CounterMetricFamily(
+            "fanz_drm_key_requests", "Key and ClearKey licence requests, by how they were answered.", labels=["result"]
+        )
+        requests.add_metric(["key"], stats.keys_served)
+        requests.add_metric(["licence"], stats.licences_served)
+        requests.add_metric(["refused"], stats.refused)
+        requests.add_metric(["rate_limited"], stats.rate_limited)
+        return [requests]
+
     def _webrtc_metrics(self) -> Iterable[Metric]:
         assert self.webrtc is not None
         stats = self.webrtc.stats
@@ -378,6 +405,8 @@ class Engine:
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
+        if self.config.drm.clear_key_delivery:
+            app.router.add_routes(self.key_http.routes())
         app.router.add_routes(
             StatusHttp(self.registry, {"transcode": self._transcode_status, "hls": self._hls_status}).routes()
         )
@@ -497,6 +526,7 @@ class Engine:
             await cleanup()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+        self._key_store.close()
 
 
 def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
