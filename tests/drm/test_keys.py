@@ -4,6 +4,7 @@ threads and processes asking for the same key period at once."""
 from __future__ import annotations
 
 import base64
+import itertools
 import multiprocessing
 import os
 import sqlite3
@@ -13,13 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drm.config import DrmConfig
 from drm.errors import ContentKeyStoreError, KeyStoreError
 from drm.keystore import KeyStore
 from drm.local import LocalKeyProvider
 from drm.model import KeyPeriod, SystemId
-from drm.pssh import check_pssh
+from drm.pssh import check_pssh, clearkey_pssh
 from drm.rotation import KeyRotation
 from drm.setup import master_keys, open_key_provider
 from drm.store import STORE_DIR, STORE_FILE, ContentKeyStore
@@ -207,3 +210,39 @@ def test_an_unwritable_store_says_where(tmp_path: Path) -> None:
     blocked.write_text("a file where the directory should be")
     with pytest.raises(ContentKeyStoreError, match="blocked"):
         ContentKeyStore.open(blocked, KeyStore(bytes(32)))
+
+
+# -- pssh and rotation, generated --------------------------------------------------
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=20))
+def test_clearkey_pssh_boxes_read_back(kids: list[bytes]) -> None:
+    box = clearkey_pssh(kids)
+    check_pssh(box, SystemId.CLEARKEY.value)
+    check_pssh(box + clearkey_pssh(kids[:1]), SystemId.CLEARKEY.value)  # several boxes in a row
+    assert int.from_bytes(box[:4], "big") == len(box) == 32 + 16 * len(kids) + 4
+    assert int.from_bytes(box[28:32], "big") == len(kids) and b"".join(kids) == box[32:32 + 16 * len(kids)]
+    with pytest.raises(ValueError):
+        check_pssh(box, SystemId.WIDEVINE.value)
+    for cut in range(1, len(box)):
+        with pytest.raises(ValueError):
+            check_pssh(box[:cut], SystemId.CLEARKEY.value)
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_are_a_pssh_or_refused(data: bytes) -> None:
+    try:
+        check_pssh(data, SystemId.CLEARKEY.value)
+    except ValueError:
+        pass
+
+
+@given(st.integers(0, 20), st.integers(0, 50), st.lists(st.booleans(), min_size=1, max_size=200))
+def test_rotation_counts_like_its_closed_form(every: int, start: int, reconnects: list[bool]) -> None:
+    rotation = KeyRotation(every, start)
+    periods = [rotation.next_segment(discontinuity=d) for d in reconnects]
+    if not any(reconnects[1:]):
+        assert periods == [rotation.period_of(i) for i in range(len(reconnects))]
+    # Periods never go back, change only at a reconnect or after N segments, and never last past N.
+    assert periods[0] == start and all(b - a in (0, 1) for a, b in itertools.pairwise(periods))
+    runs = [len(list(group)) for _, group in itertools.groupby(periods)]
+    assert not every or all(run <= every for run in runs)
+    assert len(runs) - 1 >= sum(reconnects[1:])
