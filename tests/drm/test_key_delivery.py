@@ -22,10 +22,12 @@ from control_api.bootstrap import create_admin
 from control_api.config import ApiConfig
 from control_api.security import PlaybackClaims, issue_playback_token
 from drm.clearkey import b64url
+from drm.config import ProviderKind
 from drm.model import KeyPeriod
 from engine.app.serve import Engine
 from tests.conftest import start_engine
 from tests.control_api.conftest import PASSWORD
+from tests.drm.cpix_service import running_service, service_key
 from tests.drm.test_keys import assert_no_clear_key, clear_forms
 
 API_SETTINGS: dict[str, Any] = {"scrypt_n": 2**10}
@@ -209,3 +211,22 @@ async def test_key_delivery_can_be_switched_off(tmp_path: Path) -> None:
                 assert r.status == 404 and await r.read() != period.key.key
     finally:
         await engine.stop()
+
+
+async def test_serve_with_a_cpix_key_service_hands_out_its_keys(tmp_path: Path) -> None:
+    async with running_service() as service:
+        engine = await start_engine(tmp_path / "data", drm={
+            "provider": ProviderKind.HTTP, "key_service_url": f"{service.base}/cpix/good",
+            "key_service_systems": ["fairplay"],
+        })
+        assert isinstance(engine, Engine)
+        try:
+            period = await asyncio.to_thread(engine.key_provider.key_period, "devstream", 2)
+            assert period.key.key == service_key("devstream", 2)
+            assert any(s.hls_key_uri and s.hls_key_uri.startswith("skd://") for s in period.systems)
+            async with aiohttp.ClientSession() as session:
+                c = Client(session, f"http://127.0.0.1:{engine.http_port}")
+                assert await c.key("devstream", period.key.kid) == (200, period.key.key)
+        finally:
+            await engine.stop()
+    assert_no_clear_key(tmp_path / "data", [period.key.key])
