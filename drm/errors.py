@@ -19,3 +19,9 @@ class KeyStoreError(DrmError):
 
 class SealedDataError(DrmError, ValueError):
     """Sealed data failed authentication under this master key."""
+
+
+class SampleEncryptionError(DrmError, ValueError):
+    """A sample cannot be encrypted as asked: a codec or scheme common
+    encryption does not cover here, or a sample that is not the run of
+    length-prefixed NAL units its track promises."""

@@ -56,6 +56,11 @@ class BitReader:
         self._end = len(data) * 8
 
     @property
+    def position(self) -> int:
+        """Bits read (or skipped) so far."""
+        return self._pos
+
+    @property
     def bits_left(self) -> int:
         return self._end - self._pos
 
