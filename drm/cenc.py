@@ -19,10 +19,13 @@ these samples with this key, and say for each what ``senc`` must carry
 
 The work runs in OpenSSL through ``cryptography``: protected ranges are
 gathered into one buffer per subsample (numpy strided views pick the
-pattern's blocks), encrypted in one call, and scattered back. One CBC
-context serves a key for good: restarting the chain from the constant IV
-is done by XOR-ing the first block of a subsample with the previous
+pattern's blocks), encrypted in one call, and scattered back. One context
+serves a key for good. CBC: restarting the chain from the constant IV is
+done by XOR-ing the first block of a subsample with the previous
 ciphertext block and the IV, which is what a fresh context would compute.
+CTR: the counter blocks of a sample are encrypted in one ECB call and the
+keystream XOR-ed in by numpy, which is CTR mode without a context per
+sample.
 """
 
 from __future__ import annotations
@@ -113,6 +116,8 @@ class SampleCipher:
         self._last = key.iv
         if scheme is Protection.CBCS:
             self._cbc = Cipher(self._aes, modes.CBC(key.iv)).encryptor()
+        else:
+            self._ecb = Cipher(self._aes, modes.ECB()).encryptor()  # the CTR keystream, see _ctr
 
     def encrypt(self, data: bytes, subsamples: Sequence[Subsample], iv: bytes, skip_blocks: int) -> bytes:
         """``data`` encrypted. ``subsamples`` empty: the whole sample is one
@@ -150,17 +155,20 @@ class SampleCipher:
     def _ctr(self, buffer: bytearray, ranges: list[tuple[int, int]], iv: bytes) -> None:
         if len(iv) != CENC_IV_SIZE:
             raise SampleEncryptionError(f"cenc samples take an {CENC_IV_SIZE}-byte IV, not {len(iv)}")
-        context = Cipher(self._aes, modes.CTR(iv + bytes(CENC_IV_SIZE))).encryptor()
-        if len(ranges) == 1:
-            start, size = ranges[0]
-            buffer[start : start + size] = context.update(bytes(buffer[start : start + size]))
-            return
-        cipher = context.update(b"".join(bytes(buffer[s : s + n]) for s, n in ranges))
+        total = sum(size for _, size in ranges)
+        blocks = -(-total // BLOCK)
+        # The counter blocks (IV, then a 64-bit big-endian block number from
+        # 0) are built in numpy and encrypted in one ECB call of a context
+        # kept for the key: CTR without a new context per sample.
+        counters = np.empty((blocks, 2), dtype=">u8")
+        counters[:, 0] = int.from_bytes(iv, "big")
+        counters[:, 1] = np.arange(blocks, dtype=np.uint64)
+        pad = np.frombuffer(self._ecb.update(counters.tobytes()), dtype=np.uint8)
+        view = np.frombuffer(buffer, dtype=np.uint8)
         pos = 0
         for start, size in ranges:
-            buffer[start : start + size] = cipher[pos : pos + size]
+            view[start : start + size] ^= pad[pos : pos + size]
             pos += size
-
 
 def _protected_ranges(size: int, subsamples: Sequence[Subsample]) -> list[tuple[int, int]]:
     if not subsamples:

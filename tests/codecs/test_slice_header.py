@@ -254,3 +254,23 @@ def test_long_headers_are_read_past_the_first_prefix() -> None:
         return r.position
 
     assert read_header(nal, 1, parse) == 1 + len(escape_rbsp(rbsp[: FIRST_PREFIX + 41]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=24), st.integers(0, 40), st.integers(1, 4))
+def test_exp_golomb_fast_path_reads_as_bit_by_bit(data: bytes, skip: int, reads: int) -> None:
+    from engine.codecs.bits import BitReader
+
+    fast, slow = BitReader(data), BitReader(data)
+    skip = min(skip, len(data) * 8)
+    fast.skip(skip)
+    slow.skip(skip)
+    for _ in range(reads):
+        try:
+            expected = slow._ue_bit_by_bit()
+        except CodecError:
+            with pytest.raises(CodecError):
+                fast.ue()
+            return
+        assert fast.ue() == expected
+        assert fast.position == slow.position
