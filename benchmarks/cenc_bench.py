@@ -26,6 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.audio.stream
 
 from drm.cenc import CencEncryption
 from drm.model import ContentKey, KeyPeriod, Protection
@@ -57,11 +58,14 @@ def demux(path: Path) -> tuple[list[Track], list[Packet], float]:
     with av.open(str(path)) as container:
         for s in container.streams:
             ctx = s.codec_context
+            rate = s.codec_context.sample_rate if isinstance(s, av.audio.stream.AudioStream) else None
+            assert s.time_base is not None
             tracks.append(Track(s.index, _CODECS[ctx.name], Fraction(s.time_base), bytes(ctx.extradata or b""),
-                                sample_rate=ctx.sample_rate if s.type == "audio" else None))
+                                sample_rate=rate))
         for p in container.demux():
             if p.size == 0 or p.pts is None or p.dts is None:
                 continue
+            assert p.time_base is not None
             tb = Fraction(p.time_base)
             shift = int(1 / tb)
             packets.append(Packet(p.stream.index, p.pts + shift, p.dts + shift, tb, bytes(p), p.is_keyframe,

@@ -72,7 +72,7 @@ def test_header_ends_match_ffmpeg(name: str, ffmpeg: str, media_dir: Path) -> No
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         hevc = stream.codec_context.name == "hevc"
-        extradata = bytes(stream.codec_context.extradata)
+        extradata = bytes(stream.codec_context.extradata or b"")
         headers = HevcSliceHeaders(extradata) if hevc else AvcSliceHeaders(extradata)
         nal_header = 2 if hevc else 1
         for packet in container.demux(stream):

@@ -138,7 +138,7 @@ def hevc_slices(ffmpeg: str, media_dir: Path) -> tuple[bytes, list[tuple[bytes, 
     slices = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        hvcc = bytes(stream.codec_context.extradata)
+        hvcc = bytes(stream.codec_context.extradata or b"")
         headers = HevcSliceHeaders(hvcc)
         for packet in container.demux(stream):
             for nal in iter_avcc(bytes(packet), headers.nal_length_size):

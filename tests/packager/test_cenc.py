@@ -170,7 +170,7 @@ def test_init_segment_boxes(scheme: Protection, h264_aac_mp4: Path) -> None:
     else:
         assert (video.tenc_version, video.key.iv_size, video.key.constant_iv) == (0, 8, b"")
     clearkey = (1, SystemId.CLEARKEY.value.bytes, [KEY.kid], b"")
-    widevine = (0, SystemId.WIDEVINE.value.bytes, [], b"\x12\x10" + KEY.kid)
+    widevine: tuple[int, bytes, list[bytes], bytes] = (0, SystemId.WIDEVINE.value.bytes, [], b"\x12\x10" + KEY.kid)
     assert info.pssh == [clearkey, widevine]
     # The clear writer's entries are wrapped unchanged.
     clear_init = Fmp4Writer(tracks).init_segment()
@@ -199,9 +199,11 @@ def test_key_rotation_names_the_key_in_a_seig_group(scheme: Protection, h264_aac
 
 def _decoded(path: Path, key: bytes | None) -> tuple[list[bytes], list[bytes]]:
     options = {"decryption_key": key.hex()} if key else {}
-    video, audio = [], []
+    video: list[bytes] = []
+    audio: list[bytes] = []
     with av.open(str(path), options=options) as container:
         for frame in container.decode(video=0, audio=0):
+            assert isinstance(frame, av.VideoFrame | av.AudioFrame)
             planes = b"".join(bytes(p) for p in frame.planes)
             (video if isinstance(frame, av.VideoFrame) else audio).append(planes)
     return video, audio
