@@ -110,6 +110,12 @@ class Fmp4Writer:
         (see :class:`drm.subsamples.SubsampleMap`): report it as a metric."""
         return sum(e.map.unreadable_slices for e in self._encryptors.values() if e.map is not None)
 
+    @property
+    def unreadable_parameter_sets(self) -> int:
+        """In-band parameter sets that did not parse so far (the slices that
+        name them are then among :attr:`unreadable_slices`)."""
+        return sum(e.map.unreadable_parameter_sets for e in self._encryptors.values() if e.map is not None)
+
     def init_segment(self, period: KeyPeriod | None = None) -> bytes:
         """``ftyp`` + ``moov``: the initialization segment (EXT-X-MAP).
 
