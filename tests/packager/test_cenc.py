@@ -372,3 +372,19 @@ def test_unreadable_slices_stay_clear_and_are_counted(h264_aac_mp4: Path) -> Non
     trafs, _ = parse_fragment(fragment)
     assert trafs[0].samples[1].data == odd
     assert split_aux(trafs[0].samples[1].iv, 8)[1] == [(len(odd), 0)]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.value)
+def test_opus_is_encrypted_whole_sample(scheme: Protection) -> None:
+    opus = Track(0, Codec.OPUS, Fraction(1, 48000), channels=2, sample_rate=48000)
+    sizes = [1, 15, 16, 17, 120, 400, 3, 1275]
+    packets = [Packet(0, 960 * i, 960 * i, Fraction(1, 48000), bytes((i * 7 + j) % 256 for j in range(n)), True, 960)
+               for i, n in enumerate(sizes)]
+    _, clear = write([opus], [packets], None)
+    init, fragments = write([opus], [packets], CencEncryption(scheme, PERIOD))
+    assert parse_init(init).tracks[1].entry == b"enca"
+    check_against_clear(scheme, [opus], init, fragments, clear, {KEY.kid: KEY})
+    trafs, _ = parse_fragment(fragments[0])
+    for sample, size in zip(trafs[0].samples, sizes, strict=True):
+        assert len(sample.iv) == (8 if scheme is Protection.CENC else 0)  # no subsamples: whole sample
+        assert len(sample.data) == size
