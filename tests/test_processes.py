@@ -18,6 +18,7 @@ import pytest
 
 from cluster.local_directory import FileStreamDirectory
 from tests.conftest import free_port, make_clip, publish, wait_for
+from tests.test_crash_restart import call, creator
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_STREAMS = 12
@@ -26,7 +27,7 @@ MAX_STREAMS = 12
 class Node:
     """``fanz-media serve`` with two processes, and its ports."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, api: bool = False) -> None:
         self.data_dir = data_dir
         self.rtmp_port, self.http_port = free_port(), free_port()
         self.env = {
@@ -36,10 +37,11 @@ class Node:
             "FANZ_SERVER_HOST": "127.0.0.1",
             "FANZ_SERVER_USE_UVLOOP": "false",
             "FANZ_SERVER_PROCESSES": "2",
-            "FANZ_SERVER_DEV": "true",
+            "FANZ_SERVER_DEV": "false" if api else "true",
             "FANZ_RTMP_PORT": str(self.rtmp_port),
             "FANZ_HTTP_PORT": str(self.http_port),
-            "FANZ_HTTP_API": "false",
+            "FANZ_HTTP_API": "true" if api else "false",
+            "FANZ_API_SCRYPT_N": "1024",
             "FANZ_TRANSCODE_ENABLED": "false",
             "FANZ_WEBRTC_ENABLED": "false",
         }
@@ -200,6 +202,44 @@ async def test_two_processes_share_ports_and_pass_requests_to_owners(
     assert node.directory.entries() == {}  # every stream ended with the node
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_the_control_api_is_shared_and_reaches_every_process(
+    tmp_path: Path, ffmpeg: str, media_dir: Path
+) -> None:
+    """One database for both processes, migrated once by the supervisor; a
+    creator's stop request disconnects the encoder whichever process the
+    request and the encoder reached."""
+    clip = make_clip(ffmpeg, media_dir / "procs_h264_aac.flv", seconds=90, size="320x180", bframes=0)
+    node = Node(tmp_path / "data", api=True)
+    publishers: list[asyncio.subprocess.Process] = []
+    async with aiohttp.ClientSession() as session:
+        try:
+            await node.start(session)
+            made = [await creator(session, node, f"creator{i}") for i in range(4)]  # type: ignore[arg-type]
+            for _, key, _ in made:
+                publishers.append(await publish(ffmpeg, clip, node.url(key)))
+            names = {stream["playback_id"] for _, _, stream in made}
+            await wait_for(lambda: set(node.directory.entries()) == names, 60)
+            _, active = await call(session, node, "GET", "/streaming/active")  # type: ignore[arg-type]
+            assert {s["playback_id"] for s in active["items"]} == names
+            for token, _, _ in made:
+                status, _ = await call(session, node, "POST", "/streaming/stop", token)  # type: ignore[arg-type]
+                assert status == 200
+            # Every encoder was disconnected by the process that had it.
+            for proc in publishers:
+                await asyncio.wait_for(proc.wait(), 30)
+            await wait_for(lambda: node.directory.entries() == {}, 30)
+        finally:
+            for proc in publishers:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+            log = await node.stop()
+    assert node.proc is not None and node.proc.returncode == 0, log.decode()[-3000:]
+    assert log.count(b"applied migrations") == 1, log.decode()[-3000:]
+
+
 def test_processes_is_validated() -> None:
     from engine.app.config import load_config
     from engine.errors import ConfigError
@@ -209,3 +249,15 @@ def test_processes_is_validated() -> None:
     for bad in ("0", "-1", "100000"):
         with pytest.raises(ConfigError, match="processes"):
             load_config(None, env={"FANZ_SERVER_PROCESSES": bad})
+
+
+def test_several_processes_need_so_reuseport(tmp_path: Path) -> None:
+    from engine.app.config import load_config
+    from engine.app.workers import Supervisor, reuse_port_available
+    from engine.errors import ConfigError
+
+    assert reuse_port_available()  # Linux has it
+    config = load_config(None, env={"FANZ_SERVER_PROCESSES": "2", "FANZ_SERVER_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="SO_REUSEPORT"):
+        Supervisor(config, reuse_port=lambda: False).run()
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made

@@ -34,7 +34,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from multidict import CIMultiDict
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -49,6 +48,8 @@ LOOPBACK = "127.0.0.1"
 SECRET_HEADER = "X-Fanz-Worker-Secret"
 REMOTE_HEADER = "X-Fanz-Worker-Remote"
 WORKER_LABEL = "worker"
+NODE_PREFIX = "/_node"
+"""Routes of the private port only: what one process asks of another."""
 
 # Paths whose second segment is a playback name.
 _STREAM_PATH = re.compile(r"^/(?:hls|streams)/([^/]+)(?:/|$)")
@@ -203,12 +204,9 @@ class OwnerRouting:
 
     async def forward(self, request: web.Request, address: str, path_qs: str) -> web.StreamResponse:
         """Pass ``request`` to ``address`` and stream the answer back."""
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
-        )
-        headers.popall(SECRET_HEADER, None)
-        headers[REMOTE_HEADER] = request.remote or ""
-        headers[SECRET_HEADER] = self.identity.secret
+        ours = {SECRET_HEADER.lower(), REMOTE_HEADER.lower()}
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | ours]
+        headers += [(REMOTE_HEADER, request.remote or ""), (SECRET_HEADER, self.identity.secret)]
         body = request.content if request.body_exists else None
         self.passed += 1
         try:
@@ -237,6 +235,49 @@ class OwnerRouting:
             self.failed += 1
             log.warning("could not pass %s %s to the process at %s: %s", request.method, request.path, address, exc)
             raise web.HTTPBadGateway(text="the process that owns this stream did not answer") from exc
+
+    # -- the control API's live actions -------------------------------------------------
+    async def _owner_elsewhere(self, name: str) -> str | None:
+        try:
+            check_stream_name(name)
+        except StreamNameError:
+            return None
+        owner = await self.directory.owner(name)
+        if owner is None or owner == self.identity.address or owner not in self._index_of:
+            return None
+        return owner
+
+    async def _post(self, owner: str, path: str, body: dict[str, object]) -> dict[str, Any] | None:
+        """``None`` when the owner did not answer: it died, and its streams
+        with it (the supervisor releases them)."""
+        try:
+            async with self.session().post(
+                f"http://{owner}{path}", json=body, headers={SECRET_HEADER: self.identity.secret},
+                timeout=GATHER_TIMEOUT,
+            ) as resp:
+                resp.raise_for_status()
+                answer: dict[str, Any] = await resp.json()
+                return answer
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self.failed += 1
+            log.warning("the process at %s did not take %s: %s", owner, path, exc)
+            return None
+
+    async def kick(self, name: str, reason: str) -> bool:
+        """:class:`control_api.plane.LiveElsewhere`: disconnect ``name``'s
+        publisher in the process that owns it."""
+        owner = await self._owner_elsewhere(name)
+        if owner is None:
+            return False
+        answer = await self._post(owner, f"{NODE_PREFIX}/streams/{name}/kick", {"reason": reason})
+        return answer is not None and bool(answer.get("kicked"))
+
+    async def configure(self, name: str, key: str, value: object) -> None:
+        """:class:`control_api.plane.LiveElsewhere`: a live setting (effects)
+        for a stream another process owns."""
+        owner = await self._owner_elsewhere(name)
+        if owner is not None:
+            await self._post(owner, f"{NODE_PREFIX}/streams/{name}/settings", {"key": key, "value": value})
 
     # -- answers for the whole node ---------------------------------------------------
     async def gather(self, path: str) -> list[tuple[int, bytes | None]]:

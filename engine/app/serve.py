@@ -35,6 +35,7 @@ from engine.app import features
 from engine.app.config import EngineConfig
 from engine.app.live_effects import EffectUpdates
 from engine.app.owner_routing import (
+    NODE_PREFIX,
     ClaimingPublishCheck,
     OwnerRouting,
     WorkerIdentity,
@@ -119,6 +120,8 @@ class Engine:
         if worker is not None:
             self.routing = OwnerRouting(worker, self.directory, self._has_stream)  # type: ignore[arg-type]
             self.metrics.add_source(self._routing_metrics)
+            if self.api_app is not None:
+                self.api_app[PLANE].reach_other_processes(self.routing)
         self.webrtc: WebRtcHttp | None = None
         webrtc = features.load(features.WEBRTC, "webrtc.http") if config.webrtc.enabled else None
         if webrtc is not None:
@@ -440,7 +443,24 @@ class Engine:
             app.router.add_routes(self.webrtc.routes())
         if self.api_app is not None and not private:
             app.add_subapp(API_PREFIX, self.api_app)
+        if private:
+            app.router.add_post(NODE_PREFIX + "/streams/{name}/kick", self._node_kick)
+            app.router.add_post(NODE_PREFIX + "/streams/{name}/settings", self._node_settings)
         return app
+
+    async def _node_kick(self, request: web.Request) -> web.Response:
+        """Another process of the node passes on the control API's kick."""
+        body = await request.json()
+        kicked = self.registry.kick(request.match_info["name"], str(body.get("reason", "disconnected")))
+        return web.json_response({"kicked": kicked})
+
+    async def _node_settings(self, request: web.Request) -> web.Response:
+        """Another process of the node passes on a live setting."""
+        body = await request.json()
+        name = request.match_info["name"]
+        if self.registry.get(name) is not None:
+            self.registry.configure(name, str(body["key"]), body["value"])
+        return web.json_response({"applied": self.registry.get(name) is not None})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -35,6 +35,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -132,8 +133,10 @@ class _Slot:
 class Supervisor:
     """Starts, watches, restarts and stops the node's engine processes."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, reuse_port: Callable[[], bool] = reuse_port_available) -> None:
+        """``reuse_port`` says whether the system can share a port."""
         self.config = config
+        self._reuse_port = reuse_port
         self.data_dir = Path(config.server.data_dir)
         self._stop = threading.Event()
         self._slots: list[_Slot] = []
@@ -143,7 +146,7 @@ class Supervisor:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status."""
         processes = self.config.server.processes
-        if not reuse_port_available():
+        if not self._reuse_port():
             raise ConfigError(
                 f"server.processes = {processes} needs SO_REUSEPORT, which this system does not offer; "
                 "use server.processes = 1"
