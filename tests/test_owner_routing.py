@@ -96,6 +96,13 @@ async def test_the_other_engine_passes_hls_and_refuses_a_second_publisher(
                 assert resp.status == 200 and len(await resp.read()) > 1000
             async with http.get(f"{base(other)}/streams/r") as resp:
                 assert resp.status == 200 and (await resp.json())["name"] == "r"
+            # The owner's own answer comes back whatever its status; a name no
+            # stream can have is answered where it arrives.
+            owner.directory.claim_now("ghost", owner.worker.address)  # type: ignore[union-attr]
+            async with http.get(f"{base(other)}/hls/ghost/index.m3u8") as resp:
+                assert resp.status == 404 and await resp.text() == "no such stream"
+            async with http.get(f"{base(other)}/hls/not.a.name/index.m3u8") as resp:
+                assert resp.status == 404
             # The private port answers the node's processes only.
             assert other.worker is not None
             private = f"http://{other.worker.address_of(0)}/hls/r/index.m3u8"
@@ -103,7 +110,7 @@ async def test_the_other_engine_passes_hls_and_refuses_a_second_publisher(
                 assert resp.status == 403
             async with http.get(private, headers={SECRET_HEADER: other.worker.secret}) as resp:
                 assert resp.status == 200
-        assert other.routing is not None and other.routing.passed >= 6
+        assert other.routing is not None and other.routing.passed >= 7
         # A second publisher of "r" is refused by the engine that does not own it.
         second = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{other.rtmp.port}/live/r")
         assert await second.wait() != 0

@@ -179,8 +179,8 @@ class OwnerRouting:
                 response = await self.forward(request, owner, request.rel_url.raw_path_qs)
                 return self._mark_location(response, self._index_of[owner])
         response = await handler(request)
-        if path == "/streams" and request.method == "GET" and isinstance(response, web.Response):
-            local = json.loads(response.body)["streams"]  # type: ignore[arg-type]
+        if path == "/streams" and request.method == "GET" and isinstance(response, web.Response) and response.text:
+            local = json.loads(response.text)["streams"]
             return web.json_response({"streams": await self.node_streams(local)})
         if _OFFER.match(path) and request.method == "POST":
             return self._mark_location(response, self.identity.index)
@@ -188,10 +188,17 @@ class OwnerRouting:
 
     @staticmethod
     def _stream_name(request: web.Request) -> str | None:
+        """The playback name a request is for; ``None`` for other requests
+        and for names no stream can have (the handler answers those)."""
         match = _STREAM_PATH.match(request.path)
         if match is None and request.method == "POST":
             match = _WHEP_OFFER.match(request.path)
-        return match.group(1) if match is not None else None
+        if match is None:
+            return None
+        try:
+            return check_stream_name(match.group(1))
+        except StreamNameError:
+            return None
 
     @staticmethod
     def _mark_location(response: web.StreamResponse, index: int) -> web.StreamResponse:
@@ -209,6 +216,7 @@ class OwnerRouting:
         headers += [(REMOTE_HEADER, request.remote or ""), (SECRET_HEADER, self.identity.secret)]
         body = request.content if request.body_exists else None
         self.passed += 1
+        response: web.StreamResponse | None = None
         try:
             async with self.session().request(
                 request.method, f"http://{address}{path_qs}", headers=headers, data=body, allow_redirects=False
@@ -234,6 +242,12 @@ class OwnerRouting:
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.failed += 1
             log.warning("could not pass %s %s to the process at %s: %s", request.method, request.path, address, exc)
+            if response is not None and response.prepared:
+                # Cut off midway (the owner died): the viewer's connection is
+                # closed, so it sees a short answer rather than a whole one.
+                if request.protocol is not None:
+                    request.protocol.force_close()
+                return response
             raise web.HTTPBadGateway(text="the process that owns this stream did not answer") from exc
 
     # -- the control API's live actions -------------------------------------------------

@@ -117,8 +117,8 @@ class Engine:
             disk=hls_disk,
         )
         self.metrics.add_source(self._hls_metrics)
-        if worker is not None:
-            self.routing = OwnerRouting(worker, self.directory, self._has_stream)  # type: ignore[arg-type]
+        if worker is not None and self.directory is not None:
+            self.routing = OwnerRouting(worker, self.directory, self._has_stream)
             self.metrics.add_source(self._routing_metrics)
             if self.api_app is not None:
                 self.api_app[PLANE].reach_other_processes(self.routing)
