@@ -181,6 +181,27 @@ def nginx_server(workdir: Path) -> ServerUnderTest:
     return ServerUnderTest("nginx", command, rtmp, http)
 
 
+async def wait_for_processes(metrics_url: str, processes: int) -> None:
+    """Until ``/metrics`` says that every process of the engine answers
+    (``fanz_worker_up``); at once for a single process."""
+    if processes == 1:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SERVER_START_S
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while loop.time() < deadline:
+            try:
+                async with http.get(metrics_url) as resp:
+                    text = await resp.text()
+                up = [line for line in text.splitlines() if line.startswith("fanz_worker_up{")]
+                if len(up) == processes and all(line.endswith(" 1.0") for line in up):
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise BenchmarkError(f"the engine's {processes} processes did not all start within {SERVER_START_S:g} s")
+
+
 @dataclass
 class PublisherOutcome:
     returncode: int | None = None
@@ -265,8 +286,10 @@ async def run_step(kind: str, count: int, settings: Settings, source: Path) -> S
         async with ProcessSet() as procs:
             srv = await start_server(procs, kind, server.command, workdir / "server.log", HOST,
                                      (server.rtmp_port, server.http_port), SERVER_START_S)
-            # Each process of a multi-process engine opens its listeners on its own.
-            await asyncio.sleep(1.0 + 2.0 * (kind_processes(kind) > 1))
+            # Each process of a multi-process engine starts on its own: the
+            # load (and the CPU count) begins once every one answers.
+            await wait_for_processes(f"http://{HOST}:{server.http_port}/metrics", kind_processes(kind))
+            await asyncio.sleep(1.0)
             before = await asyncio.to_thread(tree_usage, srv.pid)
             stop_sampling = asyncio.Event()
             sampler = asyncio.create_task(sample_peak_rss([srv.pid], stop_sampling, POLL_S))
