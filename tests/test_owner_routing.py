@@ -2,7 +2,8 @@
 loop with their own public ports, so that each request goes to the engine
 chosen: what reaches the engine that does not own a stream is passed to its
 owner (LL-HLS blocking reloads, parts, preload hints, WHEP offers and their
-DELETE, /streams/NAME), and a second publisher is refused."""
+DELETE, /streams/NAME), a second publisher is refused, and a publisher that
+drops and comes back to the other engine continues there at once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from engine.app.config import load_config
 from engine.app.owner_routing import SECRET_HEADER, WorkerIdentity
 from engine.app.serve import Engine
+from engine.registry import StreamState
 from tests.conftest import free_port, make_clip, publish, wait_for
 
 pytest.importorskip("aiortc")
@@ -33,7 +35,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Engine, Engine]]:
         http={"port": 0, "api": False},
         transcode={"enabled": False},
         hls={"target_duration_s": 1.0, "part_target_s": 0.5},
-        streams={"reconnect_grace_s": 1.0},
+        streams={"reconnect_grace_s": 60.0},  # no test waits it out
     )
     ports = (free_port(), free_port())
     secret = secrets.token_urlsafe(16)
@@ -143,4 +145,29 @@ async def test_whep_offer_and_delete_reach_the_owner(pair: tuple[Engine, Engine]
         async with http.delete(f"{base(other)}/whep/resource/7.nothing") as resp:
             assert resp.status == 404
         assert await pub.stop(http, base(other)) == 200
-        await wait_for(lambda: owner.directory is not None and owner.directory.owner_now("w") is None, 20)
+        await wait_for(lambda: not owner.webrtc.publishers, 20)
+
+
+@pytest.mark.timeout(120)
+async def test_a_publisher_back_at_the_other_engine_takes_its_name_at_once(
+    pair: tuple[Engine, Engine], ffmpeg: str, media_dir: Path
+) -> None:
+    owner, other = pair
+    clip = make_clip(ffmpeg, media_dir / "routing_h264_aac.flv", seconds=60, size="320x180", rate=30,
+                     gop_seconds=1, bframes=0)
+    assert owner.rtmp is not None and other.rtmp is not None and other.worker is not None
+    first = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{owner.rtmp.port}/live/g")
+    await wait_for(lambda: bool(getattr(owner.registry.get("g"), "tracks", ())), 30)
+    first.kill()
+    await first.wait()
+    await wait_for(lambda: getattr(owner.registry.get("g"), "state", None) is StreamState.WAITING, 10)
+    # Back within the grace window, but at the other engine.
+    again = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{other.rtmp.port}/live/g")
+    try:
+        await wait_for(lambda: bool(getattr(other.registry.get("g"), "tracks", ())), 30)
+        assert owner.registry.get("g") is None
+        assert other.directory is not None and other.directory.owner_now("g") == other.worker.address
+        assert again.returncode is None
+    finally:
+        again.kill()
+        await again.wait()

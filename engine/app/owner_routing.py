@@ -98,16 +98,26 @@ class ClaimingPublishCheck:
     """A publish check that also takes the stream's name in the directory.
 
     The inner check decides first (it maps the key to the playback name);
-    then the name is claimed for this process. A name another process owns
-    raises :class:`StreamBusyError`, which the ingests answer as they answer
-    a second publisher on one process. The claim is given up when the
-    stream ends (:meth:`release`, wired by the engine).
+    then the name is claimed for this process. When another process owns
+    it, that process is asked to yield it (``ask_to_yield``): it does when
+    the stream only waits in its grace window for its publisher, which has
+    just come back here. Otherwise :class:`StreamBusyError` is raised, which
+    the ingests answer as they answer a second publisher on one process.
+    The claim is given up when the stream ends (:meth:`release`, wired by
+    the engine).
     """
 
-    def __init__(self, inner: PublishCheck, directory: StreamDirectory, address: str) -> None:
+    def __init__(
+        self,
+        inner: PublishCheck,
+        directory: StreamDirectory,
+        address: str,
+        ask_to_yield: Callable[[str, str], Awaitable[bool]],
+    ) -> None:
         self.inner = inner
         self.directory = directory
         self.address = address
+        self.ask_to_yield = ask_to_yield
 
     async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
         grant = await self.inner.authorize_publish(request)
@@ -116,6 +126,10 @@ class ClaimingPublishCheck:
         except StreamNameError:
             return grant  # refused by the registry, as on one process
         owner = await self.directory.claim(grant.playback_name, self.address)
+        if owner != self.address and await self.ask_to_yield(grant.playback_name, owner):
+            log.info("stream %s: its publisher returned to this process; the one it left ended the stream",
+                     grant.playback_name)
+            owner = await self.directory.claim(grant.playback_name, self.address)
         if owner != self.address:
             raise StreamBusyError(f"stream {grant.playback_name!r} is published to another process ({owner})")
         return grant
@@ -285,6 +299,14 @@ class OwnerRouting:
             return False
         answer = await self._post(owner, f"{NODE_PREFIX}/streams/{name}/kick", {"reason": reason})
         return answer is not None and bool(answer.get("kicked"))
+
+    async def ask_to_yield(self, name: str, owner: str) -> bool:
+        """Ask ``owner`` to give ``name`` up if its publisher is gone (the
+        stream waits in its grace window); whether it did."""
+        if owner not in self._index_of or owner == self.identity.address:
+            return False
+        answer = await self._post(owner, f"{NODE_PREFIX}/streams/{name}/yield", {})
+        return answer is not None and bool(answer.get("yielded"))
 
     async def configure(self, name: str, key: str, value: object) -> None:
         """:class:`control_api.plane.LiveElsewhere`: a live setting (effects)

@@ -101,7 +101,8 @@ class Engine:
         self._claims: ClaimingPublishCheck | None = None
         if worker is not None:
             self.directory = FileStreamDirectory(stream_directory_path(self.data_dir))
-            self._claims = ClaimingPublishCheck(self.publish_check, self.directory, worker.address)
+            self._claims = ClaimingPublishCheck(self.publish_check, self.directory, worker.address,
+                                               self._ask_to_yield)
             self.publish_check = self._claims
             self.registry.on_stream_created(self._claimed)
         self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
@@ -169,6 +170,9 @@ class Engine:
         """A new source stream: its directory claim is given up when it ends."""
         if isinstance(stream.key, str) and self._claims is not None:
             stream.on_ended("directory", functools.partial(self._claims.release, stream.key))
+
+    async def _ask_to_yield(self, name: str, owner: str) -> bool:
+        return self.routing is not None and await self.routing.ask_to_yield(name, owner)
 
     def _has_stream(self, name: str) -> bool:
         return self.registry.get(name) is not None or name in self.hls.outputs
@@ -446,6 +450,7 @@ class Engine:
         if private:
             app.router.add_post(NODE_PREFIX + "/streams/{name}/kick", self._node_kick)
             app.router.add_post(NODE_PREFIX + "/streams/{name}/settings", self._node_settings)
+            app.router.add_post(NODE_PREFIX + "/streams/{name}/yield", self._node_yield)
         return app
 
     async def _node_kick(self, request: web.Request) -> web.Response:
@@ -453,6 +458,21 @@ class Engine:
         body = await request.json()
         kicked = self.registry.kick(request.match_info["name"], str(body.get("reason", "disconnected")))
         return web.json_response({"kicked": kicked})
+
+    async def _node_yield(self, request: web.Request) -> web.Response:
+        """Another process of the node has this stream's publisher back: a
+        stream waiting for its publisher ends here at once and its name is
+        released, so that the publisher continues there without waiting out
+        the grace window. A stream with a publisher is kept."""
+        name = request.match_info["name"]
+        # Only a stream that exists here and waits: a name claimed a moment
+        # ago by a publish not yet in the registry is kept.
+        if self._claims is None or not self.registry.end_waiting(
+            name, "its publisher returned to another process of this node"
+        ):
+            return web.json_response({"yielded": False})
+        await self._claims.release(name)
+        return web.json_response({"yielded": True})
 
     async def _node_settings(self, request: web.Request) -> web.Response:
         """Another process of the node passes on a live setting."""
