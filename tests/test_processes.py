@@ -261,3 +261,31 @@ def test_several_processes_need_so_reuseport(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SO_REUSEPORT"):
         Supervisor(config, reuse_port=lambda: False).run()
     assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_processes_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    node = Node(tmp_path / "data")
+    workers: list[int] = []
+    async with aiohttp.ClientSession() as session:
+        try:
+            await node.start(session)
+            workers = node.workers()
+            assert node.proc is not None
+            node.proc.kill()
+            await node.proc.wait()
+            await wait_for(lambda: not any(_running(pid) for pid in workers), 30)
+        finally:
+            await node.stop()
+            for pid in workers:  # left running only if the test failed
+                if _running(pid):
+                    os.kill(pid, signal.SIGKILL)
