@@ -486,6 +486,19 @@ class StreamRegistry:
         publisher.kick(reason)
         return True
 
+    def end_waiting(self, name: StreamKey, reason: str) -> bool:
+        """End ``name`` now if it is waiting in its grace window for its
+        publisher to return; whether it was. (Its publisher came back
+        somewhere else: another process of the node takes the name.)"""
+        stream = self._streams.get(name)
+        if stream is None or name in self._publishers:
+            return False
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        self._finish(name, reason)
+        return True
+
     def _release(self, publisher: Publisher, reason: str, grace: bool = True) -> None:
         name = publisher.stream.key
         if self._publishers.get(name) is not publisher:

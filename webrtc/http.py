@@ -191,6 +191,10 @@ class WebRtcHttp:
             grant = await self.publish_check.authorize_publish(PublishRequest("whip", key, "whip", remote))
         except PublishDenied as exc:
             return self._error(403, f"publish refused: {exc}")
+        except StreamBusyError as exc:
+            # The name is live in another process of this node.
+            log.info("whip from %s: publish refused: %s", remote, exc)
+            return self._error(409, "stream is already being published")
         try:
             self.table.check_room(SessionKind.WHIP, grant.playback_name)
             publisher = self.registry.claim(grant.playback_name)
