@@ -21,6 +21,13 @@ segment as a discontinuity, so players keep going without a reload. A
 restart whose clock continues (``StreamStarted.clock_continues``: new codec
 parameters mid-stream) cuts and marks a discontinuity too, with a new
 initialisation segment, but keeps the timeline.
+
+With a :class:`~packager.hls.keys.SegmentProtection`, each segment gets a key
+period (a new one every N segments and at every discontinuity) and an IV;
+the muxer encrypts samples with them (SAMPLE-AES, ``cbcs``) or the segmenter
+encrypts each muxed part and the whole segment (AES-128; see
+:mod:`packager.hls.keys`). The key period is asked of the protection's
+provider once per period, in the caller's thread.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Protocol
 
 from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 from packager.errors import PackagerError
+from packager.hls.keys import SegmentKey, SegmentProtection, encrypt_whole, segment_iv
 
 
 class SegmentMuxer(Protocol):
@@ -44,7 +52,12 @@ class SegmentMuxer(Protocol):
         """The initialisation segment, or ``None`` for formats without one."""
         ...
 
-    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes: ...
+    def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
+        """One fragment of ``packets``; ``sequence`` counts fragments from 0.
+        ``key`` is the segment's key period and IV when the stream is
+        protected: muxers that encrypt samples (SAMPLE-AES, ``cbcs``) use it,
+        others ignore it (whole-segment AES-128 is applied after muxing)."""
+        ...
 
 
 MuxerFactory = Callable[[tuple[Track, ...]], SegmentMuxer]
@@ -76,6 +89,7 @@ class PartReady:
     independent: bool
     discontinuity: bool
     segment_start: Fraction
+    key: SegmentKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +103,7 @@ class SegmentReady:
     start: Fraction
     packet_count: int
     video_frames: int
+    key: SegmentKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +139,10 @@ class _Open:
     discontinuity: bool = False
     part_start: Fraction = Fraction(0)
     part_data: list[bytes] = field(default_factory=list)
+    """The parts' muxed bytes, before whole-segment encryption."""
     video_frames: int = 0
     packet_count: int = 0
+    key: SegmentKey | None = None
 
     def __post_init__(self) -> None:
         self.part_start = self.start
@@ -141,8 +158,12 @@ class Segmenter:
         max_duration: Fraction,
         part_target: Fraction | None = None,
         origin: TimelineOrigin | None = None,
+        protection: SegmentProtection | None = None,
     ) -> None:
         self._origin = origin if origin is not None else TimelineOrigin()
+        self._protection = protection
+        self._period: SegmentKey | None = None  # the current period (with the IV of its latest segment)
+        self._period_segments = 0
         if target_duration <= 0 or max_duration < target_duration:
             raise PackagerError("invalid segment durations")
         if part_target is not None and not 0 < part_target <= target_duration:
@@ -258,7 +279,7 @@ class Segmenter:
         if self._open is None:
             if self._video is not None and not (packet.track == self._video and packet.keyframe):
                 return  # wait for the first keyframe so that the first segment decodes
-            self._open = _Open(start=at, pdt=self._pdt(at), discontinuity=self._take_discontinuity())
+            self._open = self._new_open(at, self._take_discontinuity())
         elif (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
             self._cut(at, packet)
         elif self._part_due(packet, at):
@@ -325,8 +346,14 @@ class Segmenter:
         if not seg.packets:
             return
         packets = sorted(seg.packets, key=lambda p: (p.dts_seconds, p.track))
-        data = self._muxer.media_segment(packets, self._fragments)
+        clear = self._muxer.media_segment(packets, self._fragments, seg.key)
         self._fragments += 1
+        data = clear
+        if seg.key is not None and self._protection is not None and self._protection.whole_segment:
+            # A part is fetched and decrypted alone: its own padding, its
+            # segment's IV. Only parts players see need it.
+            if self._part_target is not None:
+                data = encrypt_whole(seg.key.period.key.key, seg.key.iv, clear)
         first_video = next((p for p in packets if p.track == self._video), None)
         independent = first_video.keyframe if first_video is not None else True
         if self._part_target is not None:
@@ -339,9 +366,10 @@ class Segmenter:
                     independent,
                     seg.discontinuity,
                     seg.start,
+                    seg.key,
                 )
             )
-        seg.part_data.append(data)
+        seg.part_data.append(clear)
         seg.video_frames += sum(1 for p in packets if p.track == self._video)
         seg.packet_count += len(packets)
         seg.packets = []
@@ -351,7 +379,27 @@ class Segmenter:
         """Close the open segment at media time ``at`` and open the next."""
         self._flush_held_before(at, boundary)
         self._emit(at)
-        self._open = _Open(start=at, pdt=self._pdt(at))
+        self._open = self._new_open(at, False)
+
+    def _new_open(self, at: Fraction, discontinuity: bool) -> _Open:
+        return _Open(start=at, pdt=self._pdt(at), discontinuity=discontinuity, key=self._key_for(discontinuity))
+
+    def _key_for(self, discontinuity: bool) -> SegmentKey | None:
+        """The key period and IV of the segment about to open (number
+        ``self._sequence``)."""
+        protection = self._protection
+        if protection is None:
+            return None
+        current = self._period.period.index if self._period is not None else None
+        index = protection.schedule.next_period(current, self._period_segments, discontinuity)
+        if self._period is None or index != current:
+            period = protection.periods(index)
+            self._period_segments = 0
+        else:
+            period = self._period.period
+        self._period_segments += 1
+        self._period = SegmentKey(period, segment_iv(period.key.iv, self._sequence))
+        return self._period
 
     def _close_open(self, final: bool) -> None:
         if self._open is None:
@@ -371,10 +419,13 @@ class Segmenter:
         assert self._open is not None
         seg = self._open
         self._close_part(end)
+        data = b"".join(seg.part_data)
+        if seg.key is not None and self._protection is not None and self._protection.whole_segment:
+            data = encrypt_whole(seg.key.period.key.key, seg.key.iv, data)
         self._events.append(
             SegmentReady(
                 sequence=self._sequence,
-                data=b"".join(seg.part_data),
+                data=data,
                 duration=end - seg.start,
                 program_date_time=seg.pdt,
                 discontinuity=seg.discontinuity,
@@ -382,6 +433,7 @@ class Segmenter:
                 start=seg.start,
                 packet_count=seg.packet_count,
                 video_frames=seg.video_frames,
+                key=seg.key,
             )
         )
         self._sequence += 1

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
+from packager.hls.keys import SegmentKey
 from packager.hls.segmenter import ORIGIN_HEADROOM, InitReady, Segmenter, SegmentReady, SegmentsEnded
 
 H = int(ORIGIN_HEADROOM * 1000)  # the shift, in packet ticks, of a stream that starts at zero
@@ -33,7 +34,7 @@ class RecordingMuxer:
     def init_segment(self) -> bytes | None:
         return b"init"
 
-    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes:
+    def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
         self.segments.append(list(packets))
         return b"x" * len(packets)
 
