@@ -30,6 +30,7 @@ from effects.errors import EffectsError
 from engine.app import features
 from engine.app.config import EngineConfig
 from engine.app.live_effects import EffectUpdates
+from engine.app.protection import ProtectionPolicy, stream_plans
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
@@ -62,9 +63,12 @@ class Engine:
         config: EngineConfig,
         checks: tuple[PublishCheck, PlaybackCheck] | None = None,
         hls_disk: Disk | None = None,
+        protection: ProtectionPolicy | None = None,
     ) -> None:
         """``hls_disk`` is where HLS files go (the local file system unless
-        given: an object store, or a disk made slow in the tests)."""
+        given: an object store, or a disk made slow in the tests).
+        ``protection`` is how streams are encrypted and where their keys come
+        from (none unless given)."""
         self.config = config
         self.data_dir = Path(config.server.data_dir)
         make_private_dir(self.data_dir)
@@ -90,6 +94,7 @@ class Engine:
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
             disk=hls_disk,
+            protection=stream_plans(protection, self.registry) if protection is not None else None,
         )
         self.metrics.add_source(self._hls_metrics)
         self.webrtc: WebRtcHttp | None = None

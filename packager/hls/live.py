@@ -114,13 +114,14 @@ class HlsService:
             timer = self._expiry.pop(stream.name, None)
             if timer is not None:
                 timer.cancel()
-            plan = self._protection(stream.name) if self._protection is not None else None
-            if plan is not None:
-                try:
+            try:
+                plan = self._protection(stream.name) if self._protection is not None else None
+                if plan is not None:
                     check_protection(self.config.segment_format, plan.scheme)
-                except ProtectionError as exc:
-                    log.error("stream %s: not packaged as HLS: %s", stream.name, exc)
-                    return
+            except ProtectionError as exc:
+                # Never fall back to clear media for a stream meant to be encrypted.
+                log.error("stream %s: not packaged as HLS: %s", stream.name, exc)
+                return
             queue = self._queues.get(stream.name)
             if queue is None:
                 queue = self._queues[stream.name] = SerialQueue(self._pool, stream.name)
