@@ -4,10 +4,11 @@ AES-128, and the ``EXT-X-KEY`` tags that announce it.
 A stream's :class:`SegmentProtection` (its scheme, where its keys come from
 and how often they rotate) is given to the segmenter. The segmenter picks a
 key period for each segment (:class:`KeySchedule`, pure), asks the protection
-for that period's key once, and derives the segment's IV from the period IV
-and the segment's number (:func:`segment_iv`). The playlist states that IV
-explicitly (``IV=0x...``), so players never have to guess it from a media
-sequence number that another rendition numbers differently.
+for that period's key once, and, for AES-128, derives the segment's IV from
+the period IV and the segment's number (:func:`segment_iv`); sample schemes
+use the period IV. The playlist states the IV explicitly (``IV=0x...``), so
+players never have to guess it from a media sequence number that another
+rendition numbers differently.
 
 AES-128 (RFC 8216bis 4.4.4.4, 5.2) encrypts a whole segment with AES-CBC and
 PKCS7 padding. LL-HLS parts are encrypted the same way, each on its own with

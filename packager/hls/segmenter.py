@@ -398,7 +398,13 @@ class Segmenter:
         else:
             period = self._period.period
         self._period_segments += 1
-        self._period = SegmentKey(period, segment_iv(period.key.iv, self._sequence))
+        # Whole-segment AES-128 gets an IV per segment. Sample encryption
+        # restarts its IV at every sample (SAMPLE-AES) or uses the period's
+        # constant IV (cbcs), so a per-segment IV would add nothing there, and
+        # a reader that decrypts packets after demuxing (ffmpeg) would apply
+        # the next segment's IV to the last packet of a segment.
+        iv = segment_iv(period.key.iv, self._sequence) if protection.whole_segment else period.key.iv
+        self._period = SegmentKey(period, iv)
         return self._period
 
     def _close_open(self, final: bool) -> None:

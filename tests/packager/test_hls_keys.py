@@ -185,6 +185,9 @@ def test_sample_encrypting_muxers_get_the_key_and_the_segmenter_leaves_bytes_alo
     segment = next(e for e in events if isinstance(e, SegmentReady))
     assert segment.data.startswith(b"<0:")  # the muxer's bytes, as it wrote them
     assert segment.key is not None and segment.key.period.index == 0
+    # Samples restart their IV: every segment of a period has the period's.
+    keys = [e.key for e in events if isinstance(e, SegmentReady)]
+    assert len(keys) == 4 and all(k is not None and k.iv == fixed_key("show", 0).iv for k in keys)
 
 
 KID = bytes(range(16))

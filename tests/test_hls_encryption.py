@@ -1,0 +1,279 @@
+"""End to end: encrypted live and VOD HLS read by the real ffmpeg.
+
+ffmpeg publishes over RTMP; the engine writes AES-128 MPEG-TS and fMP4 and
+SAMPLE-AES MPEG-TS; ffmpeg's HLS reader (which fetches the EXT-X-KEY URIs
+itself) decodes the playlists through a key server started here, on
+loopback, that hands out the test provider's keys only with the viewer's
+token. Every decoded video frame must equal the source's; with wrong keys
+they must not. LL-HLS parts fetched over HTTP decrypt alone to their parent
+segment's media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from drm.model import Protection
+from engine.app import transcode_command as cli
+from engine.app.config import load_config
+from engine.app.protection import ProtectionPolicy
+from engine.app.serve import Engine
+from packager.hls.config import SegmentFormat
+from packager.hls.playlist import KeyTag
+from tests.conftest import publish, wait_for
+from tests.fixed_keys import FixedKeys
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "viewer-7"
+
+
+@dataclass
+class KeyServer:
+    """``GET /keys/NAME/KIDHEX?token=...``: the key, for the right token; with
+    ``wrong`` set, a wrong key. Also serves ``/files/...`` from ``root``."""
+
+    provider: FixedKeys
+    root: Path | None = None
+    wrong: bool = False
+    token: str | None = TOKEN
+    requests: list[str] = field(default_factory=list)
+    url: str = ""
+
+    async def key(self, request: web.Request) -> web.Response:
+        self.requests.append(str(request.rel_url))
+        if self.token is not None and request.query.get("token") != self.token:
+            raise web.HTTPForbidden(text="no token")
+        found = self.provider.find_key(request.match_info["name"], bytes.fromhex(request.match_info["kid"]))
+        if found is None:
+            raise web.HTTPNotFound(text="no such key")
+        key = bytes(b ^ 0x5A for b in found.key) if self.wrong else found.key
+        return web.Response(body=key, content_type="application/octet-stream")
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        assert self.root is not None
+        path = (self.root / request.match_info["path"]).resolve()
+        if not path.is_relative_to(self.root.resolve()) or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+
+@pytest.fixture
+async def key_server() -> AsyncIterator[KeyServer]:
+    server = KeyServer(FixedKeys())
+    app = web.Application()
+    app.router.add_get("/keys/{name}/{kid}", server.key)
+    app.router.add_get("/files/{path:.+}", server.file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+async def start_protected_engine(data_dir: Path, fmt: SegmentFormat, policy: ProtectionPolicy) -> Engine:
+    config = load_config(None, env={}).with_overrides(
+        server={"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},
+        rtmp={"port": 0},
+        http={"port": 0, "api": False},
+        streams={"reconnect_grace_s": 0.5},
+        transcode={"enabled": False},
+        hls={"segment_format": fmt},
+    )
+    engine = Engine(config, protection=policy)
+    await engine.start()
+    return engine
+
+
+async def video_md5s(ffmpeg: str, url: str) -> tuple[list[str], str]:
+    """Every decoded video frame's MD5, through ffmpeg's own HLS reader."""
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", url, "-map", "0:v", "-f", "framemd5", "-",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    lines = [line for line in out.decode().splitlines() if line and not line.startswith("#")]
+    return [line.rsplit(",", 1)[1].strip() for line in lines], f"rc={proc.returncode} {err.decode()[-2000:]}"
+
+
+def source_md5s(ffmpeg: str, path: Path) -> list[str]:
+    out = subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+async def get(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.read()
+
+
+def decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    return unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "scheme"),
+    [
+        (SegmentFormat.MPEGTS, Protection.AES_128),
+        (SegmentFormat.FMP4, Protection.AES_128),
+        (SegmentFormat.MPEGTS, Protection.SAMPLE_AES),
+    ],
+    ids=["ts-aes128", "fmp4-aes128", "ts-sample-aes"],
+)
+async def test_live_encrypted_hls_decodes_frame_for_frame_with_the_right_key_only(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path, key_server: KeyServer, fmt: SegmentFormat, scheme: Protection
+) -> None:
+    # AES-128 rotates every two segments. ffmpeg decrypts SAMPLE-AES packets
+    # after demuxing them, with the key of the segment it is reading by then:
+    # the last packet before a key change would get the next key, so that
+    # stream keeps one.
+    rotate = 2 if scheme is Protection.AES_128 else 0
+    policy = ProtectionPolicy(scheme, key_server.provider, rotate, key_uri_base=f"{key_server.url}/keys")
+    engine = await start_protected_engine(tmp_path / "data", fmt, policy)
+    try:
+        assert engine.rtmp is not None
+        proc = await publish(ffmpeg, h264_aac_flv, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/paid")
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        await wait_for(lambda: "paid" in engine.hls.outputs and engine.hls.outputs["paid"].ended, 15)
+        base = f"http://127.0.0.1:{engine.http_port}/hls/paid"
+
+        status, body = await get(f"{base}/src/media.m3u8?token={TOKEN}")
+        assert status == 200
+        media = body.decode()
+        tags = [KeyTag.parse(line) for line in media.splitlines() if line.startswith("#EXT-X-KEY:")]
+        segments = [line for line in media.splitlines() if line.startswith("seg_")]
+        assert {t.method for t in tags} == {scheme.value.upper()}
+        assert all(t.uri.startswith(f"{key_server.url}/keys/paid/") and t.uri.endswith(f"?token={TOKEN}")
+                   for t in tags)
+        assert len(segments) == 3
+        if scheme is Protection.AES_128:
+            assert len(tags) == 3 and len({t.iv for t in tags}) == 3  # one IV per segment
+            assert len({t.uri for t in tags}) == 2  # rotation every two segments
+        else:
+            assert len(tags) == 1  # one key, one IV: stated once
+        assert "#EXT-X-VERSION:5" in media or fmt is SegmentFormat.FMP4
+        status, body = await get(f"{base}/index.m3u8?token={TOKEN}")
+        assert "#EXT-X-SESSION-KEY:METHOD=" in body.decode()
+
+        # Nothing written is clear media.
+        folder = engine.hls.root / "paid" / "src"
+        written = sorted(folder.glob("seg_*"))
+        assert written
+        for path in written:
+            data = path.read_bytes()
+            if scheme is Protection.AES_128:
+                assert data[0] != 0x47 and b"moof" not in data[:64] and len(data) % 16 == 0
+
+        expected = source_md5s(ffmpeg, h264_aac_flv)
+        got, why = await video_md5s(ffmpeg, f"{base}/index.m3u8?token={TOKEN}")
+        assert len(got) == len(expected), why
+        differ = [i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b]
+        if scheme is Protection.SAMPLE_AES:
+            # ffmpeg decrypts a SAMPLE-AES packet after its H.264 parser hands
+            # it over, with the segment it is reading by then; the stream's
+            # last access unit comes out of the parser after the last segment,
+            # when there is none, and stays encrypted. Every other frame is
+            # the source's.
+            assert len(differ) <= 1 and set(differ) <= {len(got) - 2, len(got) - 1}, (differ, why)
+        else:
+            assert not differ, (differ, why)
+        assert key_server.requests and all(f"token={TOKEN}" in r for r in key_server.requests)
+
+        if scheme is Protection.AES_128:
+            await check_parts_decrypt_to_their_segments(media, base, tags, key_server.provider)
+
+        key_server.wrong = True
+        got, why = await video_md5s(ffmpeg, f"{base}/index.m3u8?token={TOKEN}")
+        assert got != expected and len(set(got) & set(expected)) < len(expected) // 2, why
+    finally:
+        await engine.stop()
+
+
+async def check_parts_decrypt_to_their_segments(
+    media: str, base: str, tags: list[KeyTag], provider: FixedKeys
+) -> None:
+    """Every part still listed, fetched over HTTP and decrypted alone with its
+    segment's key and IV, gives that segment's media in order."""
+    lines = media.splitlines()
+    tag: KeyTag | None = None
+    parts: list[str] = []
+    checked = 0
+    for line in lines:
+        if line.startswith("#EXT-X-KEY:"):
+            tag = KeyTag.parse(line)
+        elif line.startswith("#EXT-X-PART:"):
+            parts.append(re.search(r'URI="([^"]+)"', line).group(1))  # type: ignore[union-attr]
+        elif line.startswith("seg_"):
+            if parts:
+                assert tag is not None and tag.iv is not None
+                kid = bytes.fromhex(tag.uri.split("?")[0].rsplit("/", 1)[1])
+                found = provider.find_key("paid", kid)
+                assert found is not None
+                clear_parts = []
+                for uri in parts:
+                    status, body = await get(f"{base}/src/{uri}")
+                    assert status == 200
+                    clear_parts.append(decrypt(found.key, tag.iv, body))
+                _, segment = await get(f"{base}/src/{line}")
+                assert decrypt(found.key, tag.iv, segment) == b"".join(clear_parts)
+                checked += 1
+            parts = []
+    assert checked >= 1
+
+
+@pytest.mark.parametrize(
+    ("fmt", "scheme"),
+    [("mpegts", "aes-128"), ("fmp4", "aes-128"), ("mpegts", "sample-aes")],
+)
+async def test_transcode_command_writes_encrypted_vod(
+    tmp_path: Path, ffmpeg: str, h264_aac_mp4: Path, key_server: KeyServer, fmt: str, scheme: str
+) -> None:
+    config = tmp_path / "engine.toml"
+    config.write_text(f'[hls]\nsegment_format = "{fmt}"\n')
+    root = tmp_path / "vod"
+    root.mkdir()
+    key_server.root = root
+    key_server.token = None  # files on disk name no viewer; a serving origin adds tokens
+    args = [
+        str(h264_aac_mp4), str(root / "movie"), "--config", str(config), "--ladder", "mobile", "--encoder", "libx264",
+        "--quiet", "--protection", scheme, "--content-id", "asset-9", "--key-uri", f"{key_server.url}/keys",
+    ]
+    code = await asyncio.get_running_loop().run_in_executor(None, lambda: cli.main(args, key_server.provider))
+    assert code == 0
+    index = (root / "movie" / "index.m3u8").read_text()
+    assert "#EXT-X-SESSION-KEY:" in index
+    variants = [line for line in index.splitlines() if line and not line.startswith("#")]
+    for variant in variants:
+        media = (root / "movie" / variant).read_text()
+        assert "#EXT-X-PLAYLIST-TYPE:VOD" in media
+        tags = [KeyTag.parse(line) for line in media.splitlines() if line.startswith("#EXT-X-KEY:")]
+        assert len({t.uri for t in tags}) == 1  # no rotation for files unless asked
+        assert tags[0].uri.startswith(f"{key_server.url}/keys/asset-9/")
+    expected = len(source_md5s(ffmpeg, h264_aac_mp4))
+    url = f"{key_server.url}/files/movie/{variants[0]}"
+    got, why = await video_md5s(ffmpeg, url)
+    assert len(got) == expected, why
+    key_server.wrong = True
+    wrong, why = await video_md5s(ffmpeg, url)
+    assert wrong != got, why
