@@ -31,7 +31,7 @@ from engine.app.protection import ProtectionPolicy
 from engine.app.serve import Engine
 from packager.hls.config import SegmentFormat
 from packager.hls.playlist import KeyTag
-from tests.conftest import publish, wait_for
+from tests.conftest import make_clip, publish, wait_for
 from tests.fixed_keys import FixedKeys
 
 pytestmark = pytest.mark.timeout(180)
@@ -59,7 +59,10 @@ class KeyServer:
         if found is None:
             raise web.HTTPNotFound(text="no such key")
         key = bytes(b ^ 0x5A for b in found.key) if self.wrong else found.key
-        return web.Response(body=key, content_type="application/octet-stream")
+        # Browsers fetch keys across origins (the key service is not the
+        # HLS origin).
+        return web.Response(body=key, content_type="application/octet-stream",
+                            headers={"Access-Control-Allow-Origin": "*"})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         assert self.root is not None
@@ -277,3 +280,33 @@ async def test_transcode_command_writes_encrypted_vod(
     key_server.wrong = True
     wrong, why = await video_md5s(ffmpeg, url)
     assert wrong != got, why
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("wrong", [False, True], ids=["right-key", "wrong-key"])
+async def test_hlsjs_plays_live_aes128_ts_with_parts_only_with_the_right_key(
+    tmp_path: Path, ffmpeg: str, media_dir: Path, key_server: KeyServer, wrong: bool
+) -> None:
+    from tests.browser.player import play_hls_async
+
+    clip = make_clip(ffmpeg, media_dir / "aes_live_240p.flv", seconds=14, size="426x240", bframes=0)
+    key_server.wrong = wrong
+    policy = ProtectionPolicy(Protection.AES_128, key_server.provider, 2, key_uri_base=f"{key_server.url}/keys")
+    engine = await start_protected_engine(tmp_path / "data", SegmentFormat.MPEGTS, policy)
+    try:
+        assert engine.rtmp is not None
+        proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/paid")
+        await wait_for(lambda: "paid" in engine.hls.outputs and engine.hls.outputs["paid"].multivariant, 30)
+        url = f"http://127.0.0.1:{engine.http_port}/hls/paid/index.m3u8?token={TOKEN}"
+        report = await play_hls_async(url, min_time=5.0, timeout=40.0 if not wrong else 25.0, low_latency=True)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        assert key_server.requests and all(f"token={TOKEN}" in r for r in key_server.requests)
+        if wrong:
+            assert not report.ok, report
+        else:
+            assert report.ok, report
+            assert report.current_time >= 5.0
+    finally:
+        await engine.stop()
