@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from drm.model import Protection
+from drm.model import KeyPeriod, Protection
 from engine.media import Packet, Track
 from packager.fmp4 import Fmp4Writer
 from packager.hls.config import SegmentFormat
@@ -65,7 +65,10 @@ def check_protection(fmt: SegmentFormat, scheme: Protection) -> None:
 def muxer_factory(fmt: SegmentFormat, scheme: Protection = Protection.NONE) -> MuxerFactory:
     check_protection(fmt, scheme)
 
-    def make(tracks: tuple[Track, ...]) -> SegmentMuxer:
+    def make(tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> SegmentMuxer:
+        # ``period`` comes with sample-encrypted streams only; MPEG-TS
+        # SAMPLE-AES takes its key per segment, so only a common-encryption
+        # fMP4 writer (refused above until it exists) would use it.
         if fmt is SegmentFormat.FMP4:
             return Fmp4SegmentMuxer(tracks)
         return TsSegmentMuxer(tracks, sample_aes=scheme is Protection.SAMPLE_AES)

@@ -33,11 +33,12 @@ provider once per period, in the caller's thread.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+from drm.model import KeyPeriod
 from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 from packager.errors import PackagerError
 from packager.hls.keys import SegmentKey, SegmentProtection, encrypt_whole, segment_iv
@@ -60,7 +61,15 @@ class SegmentMuxer(Protocol):
         ...
 
 
-MuxerFactory = Callable[[tuple[Track, ...]], SegmentMuxer]
+class MuxerFactory(Protocol):
+    """Makes the muxer of a stream's tracks (again at every restart).
+
+    ``period`` is given only to a stream whose samples are encrypted
+    (SAMPLE-AES, ``cbcs``): the key period of the segments that follow, which
+    a common-encryption init segment names (its default key ID, ``pssh``).
+    """
+
+    def __call__(self, tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> SegmentMuxer: ...
 
 
 ORIGIN_HEADROOM = Fraction(10)
@@ -164,6 +173,7 @@ class Segmenter:
         self._protection = protection
         self._period: SegmentKey | None = None  # the current period (with the IV of its latest segment)
         self._period_segments = 0
+        self._period_chosen = False
         if target_duration <= 0 or max_duration < target_duration:
             raise PackagerError("invalid segment durations")
         if part_target is not None and not 0 < part_target <= target_duration:
@@ -230,7 +240,16 @@ class Segmenter:
         self._last_delta.clear()
         self._recent_deltas.clear()
         self._last_dts.clear()
-        self._muxer = self._factory(item.tracks)
+        protection = self._protection
+        if protection is not None and not protection.whole_segment:
+            # The init segment names the key period: choose it now, for the
+            # segments that follow.
+            self._advance_period(restarted)
+            self._period_chosen = True
+            assert self._period is not None
+            self._muxer = self._factory(item.tracks, self._period.period)
+        else:
+            self._muxer = self._factory(item.tracks)
         init = self._muxer.init_segment()
         self._init_version += 1
         self._events.append(InitReady(self._init_version, init or b"", item.tracks))
@@ -384,19 +403,30 @@ class Segmenter:
     def _new_open(self, at: Fraction, discontinuity: bool) -> _Open:
         return _Open(start=at, pdt=self._pdt(at), discontinuity=discontinuity, key=self._key_for(discontinuity))
 
+    def _advance_period(self, discontinuity: bool) -> None:
+        """Move to the key period of the next segment (a new one every N
+        segments and at a discontinuity); the provider is asked once per
+        period."""
+        assert self._protection is not None
+        current = self._period.period.index if self._period is not None else None
+        index = self._protection.schedule.next_period(current, self._period_segments, discontinuity)
+        if self._period is None or index != current:
+            period = self._protection.periods(index)
+            self._period = SegmentKey(period, period.key.iv)
+            self._period_segments = 0
+
     def _key_for(self, discontinuity: bool) -> SegmentKey | None:
         """The key period and IV of the segment about to open (number
         ``self._sequence``)."""
         protection = self._protection
         if protection is None:
             return None
-        current = self._period.period.index if self._period is not None else None
-        index = protection.schedule.next_period(current, self._period_segments, discontinuity)
-        if self._period is None or index != current:
-            period = protection.periods(index)
-            self._period_segments = 0
+        if self._period_chosen:
+            self._period_chosen = False  # chosen with the init segment
         else:
-            period = self._period.period
+            self._advance_period(discontinuity)
+        assert self._period is not None
+        period = self._period.period
         self._period_segments += 1
         # Whole-segment AES-128 gets an IV per segment. Sample encryption
         # restarts its IV at every sample (SAMPLE-AES) or uses the period's

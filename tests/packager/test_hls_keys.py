@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drm.model import DrmSystemData, Protection, SystemId
+from drm.model import DrmSystemData, KeyPeriod, Protection, SystemId
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
 from packager.hls.config import SegmentFormat
 from packager.hls.keys import (
@@ -118,10 +118,15 @@ def av_stream(seconds: int, start: int = 0) -> list[Packet]:
     return sorted(items, key=lambda p: (p.dts, p.track))
 
 
-def run_segmenter(plan: SegmentProtection, part_target: Fraction | None, reconnect: bool = False) -> list[object]:
+def run_segmenter(
+    plan: SegmentProtection, part_target: Fraction | None, reconnect: bool = False,
+    init_periods: list[int | None] | None = None,
+) -> list[object]:
     muxers: list[BytesMuxer] = []
 
-    def factory(tracks: tuple[Track, ...]) -> BytesMuxer:
+    def factory(tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> BytesMuxer:
+        if init_periods is not None:
+            init_periods.append(period.index if period is not None else None)
         muxers.append(BytesMuxer(tracks))
         return muxers[-1]
 
@@ -181,7 +186,9 @@ def test_periods_rotate_and_a_reconnect_starts_a_new_one() -> None:
 
 def test_sample_encrypting_muxers_get_the_key_and_the_segmenter_leaves_bytes_alone() -> None:
     plan = protection(Protection.SAMPLE_AES)
-    events = run_segmenter(plan, None)
+    init_periods: list[int | None] = []
+    events = run_segmenter(plan, None, init_periods=init_periods)
+    assert init_periods == [0]  # the muxer knows its period before the init segment
     segment = next(e for e in events if isinstance(e, SegmentReady))
     assert segment.data.startswith(b"<0:")  # the muxer's bytes, as it wrote them
     assert segment.key is not None and segment.key.period.index == 0
@@ -267,3 +274,18 @@ def test_which_schemes_each_container_writes(fmt: SegmentFormat, scheme: Protect
 def test_a_protection_must_encrypt() -> None:
     with pytest.raises(ProtectionError):
         protection(Protection.NONE)
+
+
+def test_a_restarted_sample_encrypted_stream_makes_its_muxer_with_the_new_period() -> None:
+    provider = FixedKeys()
+    init_periods: list[int | None] = []
+    events = run_segmenter(protection(Protection.SAMPLE_AES, rotate_every=3, provider=provider), None,
+                           reconnect=True, init_periods=init_periods)
+    periods = [e.key.period.index for e in events if isinstance(e, SegmentReady) and e.key is not None]
+    assert init_periods == [0, 2]
+    assert periods == [0, 0, 0, 1, 2, 2]  # the restart's period is chosen once, not twice
+    assert provider.asked == [("show", 0), ("show", 1), ("show", 2)]
+    # Clear and AES-128 streams' muxers are made from their tracks alone.
+    init_periods.clear()
+    run_segmenter(protection(Protection.AES_128), None, init_periods=init_periods)
+    assert init_periods == [None]
