@@ -69,7 +69,7 @@ class KeyServer:
         path = (self.root / request.match_info["path"]).resolve()
         if not path.is_relative_to(self.root.resolve()) or not path.is_file():
             raise web.HTTPNotFound()
-        return web.FileResponse(path)
+        return web.FileResponse(path, headers={"Access-Control-Allow-Origin": "*"})
 
 
 @pytest.fixture
@@ -245,13 +245,9 @@ async def check_parts_decrypt_to_their_segments(
     assert checked >= 1
 
 
-@pytest.mark.parametrize(
-    ("fmt", "scheme"),
-    [("mpegts", "aes-128"), ("fmp4", "aes-128"), ("mpegts", "sample-aes")],
-)
-async def test_transcode_command_writes_encrypted_vod(
-    tmp_path: Path, ffmpeg: str, h264_aac_mp4: Path, key_server: KeyServer, fmt: str, scheme: str
-) -> None:
+async def transcode_encrypted(tmp_path: Path, source: Path, key_server: KeyServer, fmt: str, scheme: str) -> Path:
+    """``fanz-media transcode --protection`` into a folder the key server
+    serves at ``/files/movie/``; returns the folder."""
     config = tmp_path / "engine.toml"
     config.write_text(f'[hls]\nsegment_format = "{fmt}"\n')
     root = tmp_path / "vod"
@@ -259,11 +255,22 @@ async def test_transcode_command_writes_encrypted_vod(
     key_server.root = root
     key_server.token = None  # files on disk name no viewer; a serving origin adds tokens
     args = [
-        str(h264_aac_mp4), str(root / "movie"), "--config", str(config), "--ladder", "mobile", "--encoder", "libx264",
+        str(source), str(root / "movie"), "--config", str(config), "--ladder", "mobile", "--encoder", "libx264",
         "--quiet", "--protection", scheme, "--content-id", "asset-9", "--key-uri", f"{key_server.url}/keys",
     ]
     code = await asyncio.get_running_loop().run_in_executor(None, lambda: cli.main(args, key_server.provider))
     assert code == 0
+    return root / "movie"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "scheme"),
+    [("mpegts", "aes-128"), ("fmp4", "aes-128"), ("mpegts", "sample-aes")],
+)
+async def test_transcode_command_writes_encrypted_vod(
+    tmp_path: Path, ffmpeg: str, h264_aac_mp4: Path, key_server: KeyServer, fmt: str, scheme: str
+) -> None:
+    root = (await transcode_encrypted(tmp_path, h264_aac_mp4, key_server, fmt, scheme)).parent
     index = (root / "movie" / "index.m3u8").read_text()
     assert "#EXT-X-SESSION-KEY:" in index
     variants = [line for line in index.splitlines() if line and not line.startswith("#")]
@@ -283,22 +290,26 @@ async def test_transcode_command_writes_encrypted_vod(
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("wrong", [False, True], ids=["right-key", "wrong-key"])
-async def test_hlsjs_plays_live_aes128_ts_with_parts_only_with_the_right_key(
-    tmp_path: Path, ffmpeg: str, media_dir: Path, key_server: KeyServer, wrong: bool
+@pytest.mark.parametrize(
+    ("fmt", "wrong"),
+    [(SegmentFormat.MPEGTS, False), (SegmentFormat.FMP4, False), (SegmentFormat.MPEGTS, True)],
+    ids=["ts", "fmp4", "ts-wrong-key"],
+)
+async def test_hlsjs_plays_live_aes128_with_parts_only_with_the_right_key(
+    tmp_path: Path, ffmpeg: str, media_dir: Path, key_server: KeyServer, fmt: SegmentFormat, wrong: bool
 ) -> None:
     from tests.browser.player import play_hls_async
 
     clip = make_clip(ffmpeg, media_dir / "aes_live_240p.flv", seconds=14, size="426x240", bframes=0)
     key_server.wrong = wrong
     policy = ProtectionPolicy(Protection.AES_128, key_server.provider, 2, key_uri_base=f"{key_server.url}/keys")
-    engine = await start_protected_engine(tmp_path / "data", SegmentFormat.MPEGTS, policy)
+    engine = await start_protected_engine(tmp_path / "data", fmt, policy)
     try:
         assert engine.rtmp is not None
         proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/paid")
         await wait_for(lambda: "paid" in engine.hls.outputs and engine.hls.outputs["paid"].multivariant, 30)
         url = f"http://127.0.0.1:{engine.http_port}/hls/paid/index.m3u8?token={TOKEN}"
-        report = await play_hls_async(url, min_time=5.0, timeout=40.0 if not wrong else 25.0, low_latency=True)
+        report = await play_hls_async(url, min_time=5.0, timeout=25.0 if wrong else 40.0, low_latency=True)
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
@@ -310,3 +321,19 @@ async def test_hlsjs_plays_live_aes128_ts_with_parts_only_with_the_right_key(
             assert report.current_time >= 5.0
     finally:
         await engine.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("fmt", "wrong"), [("mpegts", False), ("fmp4", False), ("fmp4", True)],
+                         ids=["ts", "fmp4", "fmp4-wrong-key"])
+async def test_hlsjs_plays_aes128_vod_only_with_the_right_key(
+    tmp_path: Path, h264_aac_mp4: Path, key_server: KeyServer, fmt: str, wrong: bool
+) -> None:
+    from tests.browser.player import play_hls_async
+
+    await transcode_encrypted(tmp_path, h264_aac_mp4, key_server, fmt, "aes-128")
+    key_server.wrong = wrong
+    report = await play_hls_async(f"{key_server.url}/files/movie/index.m3u8", min_time=3.0,
+                                  timeout=20.0 if wrong else 40.0)
+    assert key_server.requests
+    assert report.ok is not wrong, report
