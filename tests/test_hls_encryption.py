@@ -33,6 +33,7 @@ from packager.hls.config import SegmentFormat
 from packager.hls.playlist import KeyTag
 from tests.conftest import make_clip, publish, wait_for
 from tests.fixed_keys import FixedKeys
+from tests.hls_rules import check_media, check_multivariant
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -164,6 +165,7 @@ async def test_live_encrypted_hls_decodes_frame_for_frame_with_the_right_key_onl
         status, body = await get(f"{base}/src/media.m3u8?token={TOKEN}")
         assert status == 200
         media = body.decode()
+        check_media(media, fmp4=fmt is SegmentFormat.FMP4)
         tags = [KeyTag.parse(line) for line in media.splitlines() if line.startswith("#EXT-X-KEY:")]
         segments = [line for line in media.splitlines() if line.startswith("seg_")]
         assert {t.method for t in tags} == {scheme.value.upper()}
@@ -178,6 +180,7 @@ async def test_live_encrypted_hls_decodes_frame_for_frame_with_the_right_key_onl
         assert "#EXT-X-VERSION:5" in media or fmt is SegmentFormat.FMP4
         status, body = await get(f"{base}/index.m3u8?token={TOKEN}")
         assert "#EXT-X-SESSION-KEY:METHOD=" in body.decode()
+        check_multivariant(body.decode())
 
         # Nothing written is clear media.
         folder = engine.hls.root / "paid" / "src"
