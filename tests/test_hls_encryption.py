@@ -29,6 +29,7 @@ from engine.app import transcode_command as cli
 from engine.app.config import load_config
 from engine.app.protection import ProtectionPolicy
 from engine.app.serve import Engine
+from engine.auth import PlaybackGrant, PlaybackRequest, PublishGrant, PublishRequest
 from packager.hls.config import SegmentFormat
 from packager.hls.playlist import KeyTag
 from tests.conftest import make_clip, publish, wait_for
@@ -91,7 +92,24 @@ async def key_server() -> AsyncIterator[KeyServer]:
         await runner.cleanup()
 
 
-async def start_protected_engine(data_dir: Path, fmt: SegmentFormat, policy: ProtectionPolicy) -> Engine:
+class GrantingChecks:
+    """Publish checks that name a protection per stream key, as the control
+    API's stream records do: ``paid-*`` AES-128, ``cmaf-*`` cbcs, others none."""
+
+    async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
+        protection = "aes-128" if request.key.startswith("paid") else "cbcs" if request.key.startswith("cmaf") else None
+        return PublishGrant(request.key, protection=protection)
+
+    async def publish_ended(self, grant: PublishGrant) -> None:
+        return None
+
+    async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
+        return PlaybackGrant(public=False)
+
+
+async def start_protected_engine(
+    data_dir: Path, fmt: SegmentFormat, policy: ProtectionPolicy, checks: GrantingChecks | None = None
+) -> Engine:
     config = load_config(None, env={}).with_overrides(
         server={"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},
         rtmp={"port": 0},
@@ -100,7 +118,7 @@ async def start_protected_engine(data_dir: Path, fmt: SegmentFormat, policy: Pro
         transcode={"enabled": False},
         hls={"segment_format": fmt},
     )
-    engine = Engine(config, protection=policy)
+    engine = Engine(config, checks=(checks, checks) if checks is not None else None, protection=policy)
     await engine.start()
     return engine
 
@@ -212,6 +230,34 @@ async def test_live_encrypted_hls_decodes_frame_for_frame_with_the_right_key_onl
         key_server.wrong = True
         got, why = await video_md5s(ffmpeg, f"{base}/index.m3u8?token={TOKEN}")
         assert got != expected and len(set(got) & set(expected)) < len(expected) // 2, why
+    finally:
+        await engine.stop()
+
+
+async def test_each_publish_grant_names_its_streams_protection(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path, key_server: KeyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = ProtectionPolicy(Protection.NONE, key_server.provider, key_uri_base=f"{key_server.url}/keys")
+    engine = await start_protected_engine(tmp_path / "data", SegmentFormat.FMP4, policy, GrantingChecks())
+    try:
+        assert engine.rtmp is not None
+        procs = [
+            await publish(ffmpeg, h264_aac_flv, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/{key}", extra=["-t", "3"])
+            for key in ("paid-1", "free-1", "cmaf-1")
+        ]
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 60)
+        await wait_for(lambda: all(n in engine.hls.outputs and engine.hls.outputs[n].ended
+                                   for n in ("paid-1", "free-1")), 15)
+        paid = engine.hls.outputs["paid-1"].variants["src"].playlist.render()
+        free = engine.hls.outputs["free-1"].variants["src"].playlist.render()
+        assert '#EXT-X-KEY:METHOD=AES-128,URI="' + key_server.url + "/keys/paid-1/" in paid
+        assert "#EXT-X-KEY" not in free
+        # cbcs is not written by this build: that stream is not packaged at
+        # all, rather than served clear.
+        assert "cmaf-1" not in engine.hls.outputs
+        assert any("cmaf-1" in r.getMessage() and "not packaged" in r.getMessage() for r in caplog.records)
+        assert {c for c, _ in key_server.provider.asked} == {"paid-1"}
     finally:
         await engine.stop()
 
