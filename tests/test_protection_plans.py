@@ -8,8 +8,8 @@ import pytest
 from drm.model import Protection
 from engine.app.protection import PERIODS_PER_BROADCAST_BITS, ProtectionPolicy, stream_plans
 from engine.auth import PublishGrant, grant_settings
-from engine.registry import StreamRegistry
-from packager.hls.keys import ProtectionError
+from engine.registry import LiveStream, StreamRegistry
+from packager.hls.keys import ProtectionError, SegmentProtection
 from tests.fixed_keys import FixedKeys, fixed_key
 
 
@@ -22,20 +22,24 @@ async def test_the_grant_decides_and_the_default_fills_in() -> None:
     registry = StreamRegistry(grace_s=0)
     provider = FixedKeys()
     plans = stream_plans(ProtectionPolicy(Protection.AES_128, provider, rotate_every=5), registry, clock=lambda: 2.5)
-    seen: dict[str, object] = {}
-    registry.on_stream_created(lambda stream: seen.setdefault(str(stream.key), plans(str(stream.key))))
+    seen: dict[str, SegmentProtection | None] = {}
+
+    def created(stream: LiveStream) -> None:
+        seen[str(stream.key)] = plans(str(stream.key))
+
+    registry.on_stream_created(created)
     registry.claim("default")
     registry.claim("clear", {"protection": "none"})
     registry.claim("sampled", {"protection": "sample-aes"})
     assert seen["clear"] is None
     default, sampled = seen["default"], seen["sampled"]
     assert default is not None and sampled is not None
-    assert default.scheme is Protection.AES_128 and sampled.scheme is Protection.SAMPLE_AES  # type: ignore[union-attr]
+    assert default.scheme is Protection.AES_128 and sampled.scheme is Protection.SAMPLE_AES
     first = 2500 << PERIODS_PER_BROADCAST_BITS
-    assert default.schedule.first_period == first and default.schedule.rotate_every == 5  # type: ignore[union-attr]
-    period = default.periods(first)  # type: ignore[union-attr]
+    assert default.schedule.first_period == first and default.schedule.rotate_every == 5
+    period = default.periods(first)
     assert period.key == fixed_key("default", first) and period.content_id == "default"
-    assert default.key_uri(b"\x01" * 16) == "/keys/default/" + "01" * 16  # type: ignore[union-attr]
+    assert default.key_uri(b"\x01" * 16) == "/keys/default/" + "01" * 16
 
 
 async def test_encryption_without_a_provider_or_with_an_unknown_scheme_is_refused() -> None:
