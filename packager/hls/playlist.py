@@ -341,6 +341,7 @@ class MediaPlaylist:
             if seg.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
             if seg.init_uri is not None and seg.init_uri != current_map:
+                current_keys = _clear_for_map(lines, current_keys)
                 lines.append(f'#EXT-X-MAP:URI="{rewrite(seg.init_uri)}"')
                 current_map = seg.init_uri
             if seg.keys != current_keys or seg.discontinuity:
@@ -356,6 +357,7 @@ class MediaPlaylist:
             if self.open.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
             if self.open.init_uri is not None and self.open.init_uri != current_map:
+                current_keys = _clear_for_map(lines, current_keys)
                 lines.append(f'#EXT-X-MAP:URI="{rewrite(self.open.init_uri)}"')
             if self.open.keys != current_keys or self.open.discontinuity:
                 lines.extend(_key_lines(self.open.keys, current_keys, rewrite))
@@ -371,6 +373,16 @@ class MediaPlaylist:
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
+
+
+def _clear_for_map(lines: list[str], keys: tuple[KeyTag, ...] | None) -> tuple[KeyTag, ...] | None:
+    """Before an ``EXT-X-MAP``: a whole-segment key in force would apply to
+    the init segment too (4.4.4.4, 4.4.4.5), which is written clear, so the
+    key is switched off and stated again after the map."""
+    if keys and any(k.method == "AES-128" for k in keys):
+        lines.append("#EXT-X-KEY:METHOD=NONE")
+        return ()
+    return keys
 
 
 def _key_lines(keys: tuple[KeyTag, ...], before: tuple[KeyTag, ...] | None, rewrite: UriRewriter) -> list[str]:

@@ -183,3 +183,22 @@ def test_key_tag_vectors_read_and_write_the_same_line(line: str) -> None:
 def test_malformed_key_tags_are_refused(line: str) -> None:
     with pytest.raises(PlaylistError):
         KeyTag.parse(line)
+
+
+def test_a_new_init_segment_is_never_under_a_whole_segment_key() -> None:
+    pl = MediaPlaylist(target_duration=2, window=10)
+    tag = key(0, 0)[0]
+    for seq, init, disc in ((0, "init_1.mp4", False), (1, "init_1.mp4", False), (2, "init_2.mp4", True)):
+        keys = (KeyTag(tag.method, tag.uri, seq.to_bytes(16, "big"), "identity", "1"),)
+        pl.add(SegmentEntry(seq, f"s{seq}.m4s", Fraction(2), 0.0, disc, init, 1, keys=keys))
+    lines = [line.split(",IV=")[0] for line in pl.render().splitlines() if not line.startswith(("#EXTINF", "#EXT-X-P"))]
+    aes = '#EXT-X-KEY:METHOD=AES-128,URI="/keys/show/00000000000000000000000000000000"'
+    assert lines[-10:] == [
+        '#EXT-X-MAP:URI="init_1.mp4"', aes, "s0.m4s", aes, "s1.m4s",
+        "#EXT-X-DISCONTINUITY", "#EXT-X-KEY:METHOD=NONE", '#EXT-X-MAP:URI="init_2.mp4"', aes, "s2.m4s",
+    ]
+    # Sample encryption keys stay in force over a map: its init names them.
+    cb = MediaPlaylist(target_duration=2, window=10)
+    cb.add(SegmentEntry(0, "s0.m4s", Fraction(2), 0.0, False, "init_1.mp4", 1, keys=cbcs(0)))
+    cb.add(SegmentEntry(1, "s1.m4s", Fraction(2), 0.0, True, "init_2.mp4", 1, keys=cbcs(0)))
+    assert "METHOD=NONE" not in cb.render()
