@@ -108,13 +108,17 @@ class GrantingChecks:
 
 
 async def start_protected_engine(
-    data_dir: Path, fmt: SegmentFormat, policy: ProtectionPolicy, checks: GrantingChecks | None = None
+    data_dir: Path,
+    fmt: SegmentFormat,
+    policy: ProtectionPolicy,
+    checks: GrantingChecks | None = None,
+    reconnect_grace_s: float = 0.5,
 ) -> Engine:
     config = load_config(None, env={}).with_overrides(
         server={"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},
         rtmp={"port": 0},
         http={"port": 0, "api": False},
-        streams={"reconnect_grace_s": 0.5},
+        streams={"reconnect_grace_s": reconnect_grace_s},
         transcode={"enabled": False},
         hls={"segment_format": fmt},
     )
@@ -386,3 +390,40 @@ async def test_hlsjs_plays_aes128_vod_only_with_the_right_key(
                                   timeout=20.0 if wrong else 40.0)
     assert key_server.requests
     assert report.ok is not wrong, report
+
+
+@pytest.mark.browser
+async def test_hlsjs_plays_on_through_a_reconnect_and_its_new_key(
+    tmp_path: Path, ffmpeg: str, media_dir: Path, key_server: KeyServer
+) -> None:
+    """The publisher drops and comes back: a discontinuity, a new init
+    segment and a new key period; hls.js keeps playing without a reload."""
+    from tests.browser.player import play_hls_async
+
+    clip = make_clip(ffmpeg, media_dir / "long_h264_aac.flv", seconds=20, size="426x240", bframes=0)
+    policy = ProtectionPolicy(Protection.AES_128, key_server.provider, key_uri_base=f"{key_server.url}/keys")
+    engine = await start_protected_engine(tmp_path / "data", SegmentFormat.FMP4, policy, reconnect_grace_s=8.0)
+    try:
+        assert engine.rtmp is not None
+        url = f"rtmp://127.0.0.1:{engine.rtmp.port}/live/paid"
+        first = await publish(ffmpeg, clip, url, extra=["-t", "8"])
+        await wait_for(lambda: "paid" in engine.hls.outputs and engine.hls.outputs["paid"].multivariant, 30)
+        player = asyncio.create_task(play_hls_async(
+            f"http://127.0.0.1:{engine.http_port}/hls/paid/index.m3u8?token={TOKEN}", min_time=13.0, timeout=90.0
+        ))
+        await asyncio.wait_for(first.wait(), 60)
+        await asyncio.sleep(1.0)
+        second = await publish(ffmpeg, clip, url, extra=["-t", "14"])
+        report = await player
+        if second.returncode is None:
+            second.kill()
+        await second.wait()
+        assert report.ok, report
+        assert report.current_time >= 13.0
+        media = engine.hls.outputs["paid"].variants["src"].playlist.render()
+        assert "#EXT-X-DISCONTINUITY" in media
+        kids = {re.search(r"/keys/paid/([0-9a-f]{32})", u).group(1)  # type: ignore[union-attr]
+                for u in key_server.requests}
+        assert len(kids) == 2  # the key of the first publish, then the reconnect's
+    finally:
+        await engine.stop()
