@@ -23,6 +23,8 @@ the byte ranges.
 
 from __future__ import annotations
 
+import re
+
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BLOCK = 16
@@ -40,38 +42,27 @@ def _cbc(key: bytes, iv: bytes, data: bytes) -> bytes:
     return encryptor.update(data) + encryptor.finalize()
 
 
+_NEEDS_EPB = re.compile(rb"\x00\x00(?=[\x00-\x03])")
+_EPB = re.compile(rb"\x00\x00\x03")
+
+
 def escape(rbsp: bytes) -> bytes:
     """Insert emulation prevention bytes (H.264 7.4.1): a 0x03 after two
     zero bytes that a byte of 0x00 to 0x03 follows, and after a trailing
-    pair of zero bytes."""
+    pair of zero bytes. (The regular expression runs in C; a match consumes
+    its two zeros, so the byte that follows starts the next count, as the
+    standard's byte-by-byte rule does.)"""
     if b"\x00\x00" not in rbsp:
         return rbsp
-    out = bytearray()
-    zeros = 0
-    for byte in rbsp:
-        if zeros >= 2 and byte <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    if zeros >= 2:
-        out.append(3)
-    return bytes(out)
+    out = _NEEDS_EPB.sub(b"\x00\x00\x03", rbsp)
+    return out + b"\x03" if out.endswith(b"\x00\x00") else out
 
 
 def unescape(data: bytes) -> bytes:
     """Remove emulation prevention bytes: every 0x03 after two zero bytes."""
     if b"\x00\x00\x03" not in data:
         return data
-    out = bytearray()
-    zeros = 0
-    for byte in data:
-        if zeros >= 2 and byte == 3:
-            zeros = 0
-            continue
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
+    return _EPB.sub(b"\x00\x00", data)
 
 
 def nal_blocks(length: int) -> range:

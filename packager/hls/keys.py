@@ -24,7 +24,6 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from drm.model import KEY_BYTES, KeyPeriod, Protection, SystemId
@@ -53,10 +52,9 @@ def segment_iv(period_iv: bytes, sequence: int) -> bytes:
 
 def encrypt_whole(key: bytes, iv: bytes, data: bytes) -> bytes:
     """AES-128-CBC with PKCS7 padding of a whole segment or part (in C)."""
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(data) + padder.finalize()
+    pad = KEY_BYTES - len(data) % KEY_BYTES
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return encryptor.update(padded) + encryptor.finalize()
+    return encryptor.update(data) + encryptor.update(bytes((pad,)) * pad) + encryptor.finalize()
 
 
 @dataclass(frozen=True, slots=True)
