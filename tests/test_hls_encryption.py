@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -107,13 +108,32 @@ class GrantingChecks:
         return PlaybackGrant(public=False)
 
 
+class RecordingEngine(Engine):
+    """The engine, with the paths of the HTTP requests it answered recorded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.paths: list[str] = []
+
+    def build_app(self) -> web.Application:
+        app = super().build_app()
+
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.paths.append(request.path)
+            return await handler(request)
+
+        app.middlewares.append(record)
+        return app
+
+
 async def start_protected_engine(
     data_dir: Path,
     fmt: SegmentFormat,
     policy: ProtectionPolicy,
     checks: GrantingChecks | None = None,
     reconnect_grace_s: float = 0.5,
-) -> Engine:
+) -> RecordingEngine:
     config = load_config(None, env={}).with_overrides(
         server={"data_dir": data_dir, "dev": True, "host": "127.0.0.1"},
         rtmp={"port": 0},
@@ -122,7 +142,7 @@ async def start_protected_engine(
         transcode={"enabled": False},
         hls={"segment_format": fmt},
     )
-    engine = Engine(config, checks=(checks, checks) if checks is not None else None, protection=policy)
+    engine = RecordingEngine(config, checks=(checks, checks) if checks is not None else None, protection=policy)
     await engine.start()
     return engine
 
@@ -382,6 +402,8 @@ async def test_hlsjs_plays_live_encrypted_hls_with_parts_only_with_the_right_key
         else:
             assert report.ok, (report.errors, report)
             assert report.current_time >= 5.0
+        if low_latency:
+            assert any("/part_" in path for path in engine.paths)  # hls.js loaded parts
     finally:
         await engine.stop()
 
