@@ -21,10 +21,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
 from drm.model import ContentKey, KeyPeriod, Protection
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
@@ -50,11 +53,14 @@ def demux(path: Path) -> tuple[tuple[Track, ...], list[Packet], float]:
     packets = []
     with av.open(str(path)) as container:
         for s in container.streams:
+            assert s.time_base is not None
             ctx = s.codec_context
-            tracks.append(Track(s.index, _CODECS[ctx.name], Fraction(s.time_base), bytes(ctx.extradata or b""),
-                                sample_rate=ctx.sample_rate if s.type == "audio" else None,
-                                width=ctx.width if s.type == "video" else None,
-                                height=ctx.height if s.type == "video" else None))
+            track = Track(s.index, _CODECS[ctx.name], Fraction(s.time_base), bytes(ctx.extradata or b""))
+            if isinstance(s, AudioStream):
+                track = replace(track, sample_rate=s.codec_context.sample_rate)
+            elif isinstance(s, VideoStream):
+                track = replace(track, width=s.codec_context.width, height=s.codec_context.height)
+            tracks.append(track)
         for p in container.demux():
             if p.size == 0 or p.pts is None or p.dts is None:
                 continue
