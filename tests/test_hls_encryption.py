@@ -147,10 +147,11 @@ async def start_protected_engine(
     return engine
 
 
-async def video_md5s(ffmpeg: str, url: str) -> tuple[list[str], str]:
-    """Every decoded video frame's MD5, through ffmpeg's own HLS reader."""
+async def video_md5s(ffmpeg: str, url: str, stream: str = "v") -> tuple[list[str], str]:
+    """Every decoded video (or audio) frame's MD5, through ffmpeg's own HLS reader."""
     proc = await asyncio.create_subprocess_exec(
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", url, "-map", "0:v", "-f", "framemd5", "-",
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", url, "-map", f"0:{stream}", "-f", "framemd5",
+        "-",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 90)
@@ -158,9 +159,9 @@ async def video_md5s(ffmpeg: str, url: str) -> tuple[list[str], str]:
     return [line.rsplit(",", 1)[1].strip() for line in lines], f"rc={proc.returncode} {err.decode()[-2000:]}"
 
 
-def source_md5s(ffmpeg: str, path: Path) -> list[str]:
+def source_md5s(ffmpeg: str, path: Path, stream: str = "v") -> list[str]:
     out = subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", f"0:{stream}", "-f", "framemd5", "-"],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout
     return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
@@ -247,6 +248,11 @@ async def test_live_encrypted_hls_decodes_frame_for_frame_with_the_right_key_onl
         else:
             assert not differ, (differ, why)
         assert key_server.requests and all(f"token={TOKEN}" in r for r in key_server.requests)
+        # Audio too: AAC frames decode to the source's samples (the first
+        # frames after the start differ: the decoder's overlap has no past).
+        audio, why = await video_md5s(ffmpeg, f"{base}/index.m3u8?token={TOKEN}", "a")
+        source_audio = set(source_md5s(ffmpeg, h264_aac_flv, "a"))
+        assert len(audio) > 200 and sum(md5 in source_audio for md5 in audio) >= len(audio) - 3, why
 
         if scheme is Protection.AES_128:
             await check_parts_decrypt_to_their_segments(media, base, tags, key_server.provider)
