@@ -24,7 +24,7 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -447,7 +447,7 @@ class StreamRegistry:
     def publisher(self, name: StreamKey) -> Publisher | None:
         return self._publishers.get(name)
 
-    def claim(self, name: StreamKey) -> Publisher:
+    def claim(self, name: StreamKey, settings: Mapping[str, object] | None = None) -> Publisher:
         """Become the publisher of ``name`` (a source's name, or the
         :class:`RenditionId` of a rendition being published by a transcoder).
 
@@ -456,6 +456,10 @@ class StreamRegistry:
         :class:`StreamBusyError` when the stream has a live publisher. A
         stream waiting in its grace window is continued; otherwise a new
         stream is created and the listeners are told.
+
+        ``settings`` (what the publish check decided, such as the stream's
+        protection) are set before the listeners hear of a new stream, so
+        that the outputs they start see them.
         """
         if isinstance(name, str):
             check_stream_name(name)
@@ -467,6 +471,8 @@ class StreamRegistry:
         stream = self._streams.get(name)
         created = stream is None or stream.state is StreamState.ENDED
         if created:
+            if settings and isinstance(name, str):
+                self._settings.setdefault(name, {}).update(settings)
             stream = LiveStream(name, self._gop_cache_limit)
             self._streams[name] = stream
         assert stream is not None

@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest
+from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest, grant_settings
 from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import StreamRegistry, StreamState
 from webrtc import ice, tap, whep
@@ -197,7 +197,7 @@ class WebRtcHttp:
             return self._error(409, "stream is already being published")
         try:
             self.table.check_room(SessionKind.WHIP, grant.playback_name)
-            publisher = self.registry.claim(grant.playback_name)
+            publisher = self.registry.claim(grant.playback_name, grant_settings(grant))
         except SessionLimitError as exc:
             return self._error(503, str(exc), {"Retry-After": "10"})
         except StreamNameError as exc:

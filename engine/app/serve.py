@@ -46,6 +46,7 @@ from engine.app.owner_routing import (
     merge_worker_metrics,
     private_side,
 )
+from engine.app.protection import ProtectionPolicy, stream_plans
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
@@ -79,11 +80,14 @@ class Engine:
         checks: tuple[PublishCheck, PlaybackCheck] | None = None,
         hls_disk: Disk | None = None,
         worker: WorkerIdentity | None = None,
+        protection: ProtectionPolicy | None = None,
     ) -> None:
         """``hls_disk`` is where HLS files go (the local file system unless
         given: an object store, or a disk made slow in the tests).
         ``worker``: this engine is one of the node's processes
-        (``server.processes`` > 1); see :mod:`engine.app.owner_routing`."""
+        (``server.processes`` > 1); see :mod:`engine.app.owner_routing`.
+        ``protection`` is how streams are encrypted and where their keys come
+        from (none unless given)."""
         self.config = config
         self.worker = worker
         self.data_dir = Path(config.server.data_dir)
@@ -131,6 +135,7 @@ class Engine:
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
             disk=hls_disk,
+            protection=stream_plans(protection, self.registry) if protection is not None else None,
         )
         self.metrics.add_source(self._hls_metrics)
         self.metrics.add_source(self._drm_metrics)

@@ -18,7 +18,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from engine.auth import PublishCheck, PublishRequest
+from engine.auth import PublishCheck, PublishRequest, grant_settings
 from engine.errors import PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import Publisher, StreamRegistry
 from ingest.rtmp.errors import RtmpProtocolError, RtmpUsageError
@@ -202,7 +202,7 @@ class _Connection:
             self.session.reject_publish("NetStream.Publish.Failed", "publish check timed out")
             return
         try:
-            publisher = server.registry.claim(grant.playback_name)
+            publisher = server.registry.claim(grant.playback_name, grant_settings(grant))
         except StreamNameError as exc:
             server.publishes_refused += 1
             log.warning("rtmp %s: publish refused: %s", self.stats.remote, exc)
