@@ -43,6 +43,9 @@ class SegmentEntry:
     init_uri: str | None
     size: int
     parts: tuple[PartEntry, ...] = ()
+    start: Fraction | None = None
+    """Media time at which the segment starts (the stream's timeline, in
+    seconds): what the DASH manifest's SegmentTimeline is written from."""
 
 
 @dataclass(frozen=True, slots=True)
