@@ -25,6 +25,7 @@ starts its first Period at 0.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -113,13 +114,11 @@ def timescale_of(tracks: Sequence[Track]) -> int:
 
 def _template(variant: str, segment: SegmentEntry) -> tuple[str, str]:
     """Split a segment's file name around its number: the HLS output names
-    segments ``PREFIX<sequence>SUFFIX``."""
-    number = str(segment.sequence)
-    uri = segment.uri
-    at = uri.rfind(number)
-    if at < 0 or "/" in uri or "$" in uri:
-        raise ManifestError(f"variant {variant}: segment {uri} does not carry its number {number}")
-    return uri[:at], uri[at + len(number):]
+    segments ``PREFIX_<sequence>.EXT``."""
+    match = re.fullmatch(rf"([^/$]*_){segment.sequence}(\.[A-Za-z0-9]+)", segment.uri)
+    if match is None:
+        raise ManifestError(f"variant {variant}: segment {segment.uri} does not end in its number {segment.sequence}")
+    return match.group(1), match.group(2)
 
 
 def _kind(tracks: Sequence[Track]) -> tuple[str, str]:
@@ -269,6 +268,28 @@ def build(
     )
 
 
+_WHOLE_RATES = (10, 12, 15, 24, 25, 30, 48, 50, 60, 90, 100, 120)
+_NTSC_RATES = tuple(Fraction(n * 1000, 1001) for n in (24, 30, 48, 60, 120))
+
+
+def nominal_frame_rate(measured: float | None) -> Fraction | None:
+    """The usual frame rate that ``measured`` stands for, or ``None``.
+
+    Rates measured over media time come out a little off (29.43 for a 30
+    fps rendition whose last segment ends on a short frame): an NTSC rate
+    is taken only when it is met almost exactly, else the nearest whole
+    rate within 4 %; otherwise nothing is stated (``@frameRate`` is
+    optional, and a wrong one would mislead a player's filters).
+    """
+    if not measured or measured <= 0:
+        return None
+    for rate in _NTSC_RATES:
+        if abs(float(rate) - measured) <= 0.0005 * float(rate):
+            return rate
+    nearest = min(_WHOLE_RATES, key=lambda rate: abs(rate - measured))
+    return Fraction(nearest) if abs(nearest - measured) <= 0.04 * nearest else None
+
+
 def _tracks(view: VariantView, segments: Sequence[SegmentEntry]) -> tuple[Track, ...]:
     init = segments[0].init_uri
     if init is None:
@@ -301,10 +322,7 @@ def _representation(
     audio = next((t for t in tracks if t.kind is MediaKind.AUDIO), None)
     frame_rate = None
     if video is not None:
-        if view.frame_rate:
-            frame_rate = Fraction(view.frame_rate).limit_denominator(1001)
-        elif video.frame_rate:
-            frame_rate = video.frame_rate
+        frame_rate = nominal_frame_rate(view.frame_rate or (float(video.frame_rate) if video.frame_rate else None))
     assert segments[0].init_uri is not None
     return Representation(
         id=view.name,
