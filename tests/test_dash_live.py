@@ -1,0 +1,248 @@
+"""End to end DASH: real publishers over RTMP, the engine as ``serve`` wires
+it, the manifest read back and every segment it names fetched; the ffmpeg
+CLI and Shaka Player (headless Chromium) play the live and the VOD manifest;
+dash.js is shown to refuse our muxed representations."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from drm.model import ContentKey, KeyPeriod, Protection
+from engine.app import transcode_command
+from engine.app.serve import Engine
+from packager.dash.mpd import MPD_NS
+from tests.browser.static_server import serve_directory
+from tests.conftest import make_clip, publish, start_engine, wait_for
+from tests.transcode.conftest import small_ladder
+
+NS = {"m": MPD_NS, "cenc": "urn:mpeg:cenc:2013", "dashif": "https://dashif.org/CPS"}
+pytestmark = pytest.mark.timeout(240)
+
+
+def rtmp_url(engine: Engine, key: str) -> str:
+    assert engine.rtmp is not None
+    return f"rtmp://127.0.0.1:{engine.rtmp.port}/live/{key}"
+
+
+def base_url(engine: Engine) -> str:
+    return f"http://127.0.0.1:{engine.http_port}"
+
+
+def segment_urls(text: str) -> list[tuple[str, str]]:
+    """(init or media path, relative to the manifest) of every file the
+    manifest names, in order; media expanded from each SegmentTimeline."""
+    root = ET.fromstring(text)
+    out = []
+    for template in root.iter(f"{{{MPD_NS}}}SegmentTemplate"):
+        out.append(("init", template.get("initialization", "")))
+        number = int(template.get("startNumber", "1"))
+        for s in template.iter(f"{{{MPD_NS}}}S"):
+            for _ in range(int(s.get("r", "0")) + 1):
+                out.append(("media", template.get("media", "").replace("$Number$", str(number))))
+                number += 1
+    return out
+
+
+async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, dict[str, str]]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.read(), dict(resp.headers)
+
+
+async def decoded_video_frames(ffmpeg: str, url: str, frames: int) -> int:
+    """Frames of the first video stream the ffmpeg CLI decodes from ``url``."""
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", url, "-map", "0:v:0",
+        "-frames:v", str(frames), "-f", "framemd5", "-",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return sum(1 for line in out.decode().splitlines() if line and not line.startswith("#"))
+
+
+async def test_live_manifest_names_the_hls_segments_and_ends_static(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
+) -> None:
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 0.5})
+    proc = None
+    try:
+        base = base_url(engine)
+        proc = await publish(ffmpeg, h264_aac_flv, rtmp_url(engine, "dasher"))
+        await wait_for(lambda: "dasher" in engine.hls.outputs, 30)
+        output = engine.hls.outputs["dasher"]
+        await wait_for(lambda: len(output.variants["src"].playlist.segments) >= 2, 30)
+        async with aiohttp.ClientSession() as session:
+            status, body, headers = await fetch(session, f"{base}/dash/dasher/manifest.mpd")
+            assert status == 200, body
+            assert headers["Content-Type"].startswith("application/dash+xml")
+            assert headers["Access-Control-Allow-Origin"] == "*"
+            assert "no-cache" in headers["Cache-Control"]
+            text = body.decode()
+            root = ET.fromstring(text)
+            assert root.get("type") == "dynamic"
+            assert root.get("timeShiftBufferDepth") == "PT12S"  # six 2 s segments, as the HLS window
+            timing = root.find("m:UTCTiming", NS)
+            assert timing is not None and timing.get("value") == f"{base}/dash/time"
+            rep = root.find(".//m:Representation", NS)
+            assert rep is not None and rep.get("codecs", "").startswith("avc1.64")
+            assert rep.get("codecs", "").endswith(",mp4a.40.2")
+            assert (rep.get("width"), rep.get("height")) == ("640", "360")
+            named = segment_urls(text)
+            assert sum(1 for kind, _ in named if kind == "media") >= 2
+            hls = output.variants["src"].playlist
+            listed = {s.uri for s in hls.segments}
+            for kind, path in named:
+                variant, filename = path.split("/")
+                assert variant == "src"
+                if kind == "media":
+                    assert filename in listed
+                else:
+                    assert filename == hls.segments[0].init_uri
+                status, dash_bytes, dash_headers = await fetch(session, f"{base}/dash/dasher/{path}")
+                assert status == 200, path
+                assert dash_headers["Access-Control-Allow-Origin"] == "*"
+                status, hls_bytes, _ = await fetch(session, f"{base}/hls/dasher/{path}")
+                assert status == 200 and dash_bytes == hls_bytes and dash_bytes
+
+            status, body, headers = await fetch(session, f"{base}/dash/time")
+            assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+            served = datetime.fromisoformat(body.decode().replace("Z", "+00:00")).timestamp()
+            assert abs(served - time.time()) < 5
+
+            frames = await decoded_video_frames(ffmpeg, f"{base}/dash/dasher/manifest.mpd", 30)
+            assert frames == 30
+
+            for path in ("/dash/nosuch/manifest.mpd", "/dash/dasher/src/../../x", "/dash/dasher/src/secret.txt"):
+                status, _, _ = await fetch(session, base + path)
+                assert status == 404, path
+
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            await wait_for(lambda: output.ended, 15)
+            status, body, _ = await fetch(session, f"{base}/dash/dasher/manifest.mpd")
+            ended = ET.fromstring(body)
+            assert ended.get("type") == "static"
+            assert ended.get("mediaPresentationDuration", "").startswith("PT")
+            assert ended.find("m:UTCTiming", NS) is None
+            assert ended.find("m:Period", NS).get("start") == "PT0S"  # type: ignore[union-attr]
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()
+
+
+async def test_protected_live_manifest_announces_the_key_period(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
+) -> None:
+    """The key period fed to the output shows as ContentProtection with the
+    ClearKey licence URL of the engine (the segments themselves are clear
+    until encryption is wired into the muxers)."""
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 0.5})
+    proc = None
+    try:
+        base = base_url(engine)
+        proc = await publish(ffmpeg, h264_aac_flv, rtmp_url(engine, "locked"))
+        await wait_for(lambda: "locked" in engine.hls.outputs, 30)
+        output = engine.hls.outputs["locked"]
+        period = KeyPeriod("locked", 0, ContentKey(bytes(range(16)), bytes(16), bytes(16)))
+        output.protection = Protection.CENC
+        output.set_key_period(0, period)
+        await wait_for(lambda: bool(output.variants["src"].playlist.segments), 30)
+        async with aiohttp.ClientSession() as session:
+            status, body, _ = await fetch(session, f"{base}/dash/locked/manifest.mpd?token=v%2B1")
+            assert status == 200
+        root = ET.fromstring(body)
+        elements = root.findall(".//m:AdaptationSet/m:ContentProtection", NS)
+        assert elements[0].get("value") == "cenc"
+        assert elements[0].get(f"{{{NS['cenc']}}}default_KID") == "00010203-0405-0607-0809-0a0b0c0d0e0f"
+        laurl = root.find(".//m:ContentProtection/dashif:Laurl", NS)
+        assert laurl is not None and laurl.text == f"{base}/drm/clearkey/locked?token=v%2B1"
+        for _, path in segment_urls(body.decode()):
+            assert path.endswith("?token=v%2B1"), path
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()
+
+
+@pytest.fixture(scope="module")
+def vod(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``fanz-media transcode`` output of an 8 s clip: index.m3u8 and manifest.mpd."""
+    media = tmp_path_factory.mktemp("dash_vod_media")
+    clip = make_clip(ffmpeg, media / "clip.mp4", seconds=8, gop_seconds=1)
+    index = transcode_command.run(clip, tmp_path_factory.mktemp("dash_vod") / "out", small_ladder(), "libx264",
+                                  quiet=True)
+    return index.parent
+
+
+def test_vod_manifest_is_static_beside_the_hls_playlists(vod: Path, ffmpeg: str) -> None:
+    text = (vod / "manifest.mpd").read_text()
+    root = ET.fromstring(text)
+    assert root.get("type") == "static"
+    reps = root.findall(".//m:Representation", NS)
+    assert sorted(r.get("id", "") for r in reps) == sorted(p.name for p in vod.iterdir() if p.is_dir())
+    for kind, path in segment_urls(text):
+        assert (vod / path).is_file(), (kind, path)
+        playlist = (vod / path.split("/")[0] / "media.m3u8").read_text()
+        assert path.split("/")[1] in playlist
+    media = sum(1 for kind, _ in segment_urls(text) if kind == "media")
+    hls = sum(1 for p in vod.glob("*/media.m3u8") for line in p.read_text().splitlines() if line.startswith("seg_"))
+    assert media == hls
+    duration = root.get("mediaPresentationDuration", "")
+    assert 7.5 <= float(duration[2:-1]) <= 8.6, duration
+
+
+async def test_ffmpeg_decodes_the_vod_manifest(vod: Path, ffmpeg: str) -> None:
+    async with serve_directory(vod) as url:
+        frames = await decoded_video_frames(ffmpeg, f"{url.rstrip('/')}/manifest.mpd", 1000)
+    assert frames == 240  # 8 s at 30 fps, the first Representation's every frame
+
+
+@pytest.mark.browser
+async def test_shaka_plays_the_vod_manifest_and_dashjs_refuses_muxed(vod: Path) -> None:
+    from tests.browser.player import play_hls_async
+
+    async with serve_directory(vod) as url:
+        manifest = f"{url.rstrip('/')}/manifest.mpd"
+        report = await play_hls_async(manifest, player="shaka", min_time=4.0, timeout=60.0)
+        assert report.ok, report.errors
+        assert {lvl.height for lvl in report.levels} == {360, 288, 240}
+        assert all(lvl.codecs.replace(" ", "").endswith(",mp4a.40.2") for lvl in report.levels)
+        # dash.js asks Media Capabilities about each Representation's codecs,
+        # which takes one codec per video type, and drops every muxed one.
+        refused = await play_hls_async(manifest, player="dashjs", min_time=1.0, timeout=30.0)
+        assert not refused.ok
+        assert any("No streams to play" in e for e in refused.errors), refused.errors
+
+
+@pytest.mark.browser
+async def test_shaka_plays_the_live_manifest(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    from tests.browser.player import play_hls_async
+
+    clip = make_clip(ffmpeg, media_dir / "dash_live_h264_aac.flv", seconds=30, size="426x240", bframes=0)
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 0.5})
+    proc = None
+    try:
+        proc = await publish(ffmpeg, clip, rtmp_url(engine, "shakalive"))
+        await wait_for(lambda: "shakalive" in engine.hls.outputs, 30)
+        output = engine.hls.outputs["shakalive"]
+        await wait_for(lambda: len(output.variants["src"].playlist.segments) >= 2, 30)
+        report = await play_hls_async(f"{base_url(engine)}/dash/shakalive/manifest.mpd", player="shaka",
+                                      min_time=6.0, timeout=60.0)
+        assert report.ok, report.errors
+        assert report.latency is not None  # Shaka took it for live
+        assert (report.video_width, report.video_height) == (426, 240)
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()
