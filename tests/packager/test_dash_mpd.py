@@ -221,7 +221,8 @@ def expand(template: ET.Element) -> list[tuple[int, int, int]]:
     timeline = template.find("m:SegmentTimeline", NS)
     assert timeline is not None
     for s in timeline.findall("m:S", NS):
-        t = int(s.get("t")) if s.get("t") is not None else t
+        stated = s.get("t")
+        t = int(stated) if stated is not None else t
         assert t is not None
         d = int(s.get("d", "0"))
         for _ in range(int(s.get("r", "0")) + 1):
@@ -310,7 +311,8 @@ def test_every_listed_segment_is_stated_once_at_its_time(state, dynamic: bool, q
     views, recorded, keys = state
     protection = Protection.CENC if keys else Protection.NONE
     links = Links(query=query, utc_timing_url="http://h/dash/time", clearkey_licence_url="http://h/drm/clearkey/s")
-    for boundaries in (recorded, {}):
+    nothing: dict[int, Fraction] = {}
+    for boundaries in (recorded, nothing):
         manifest = build(views, boundaries=boundaries, dynamic=dynamic, now=CLOCK + 60, timing=TIMING,
                          clock_origin=CLOCK, links=links, protection=protection, key_period_at=_lookup(keys))
         check(views, keys, render(manifest), dynamic, query)
