@@ -246,3 +246,102 @@ async def test_shaka_plays_the_live_manifest(tmp_path: Path, ffmpeg: str, media_
             proc.kill()
             await proc.wait()
         await engine.stop()
+
+
+async def test_a_paid_manifest_and_its_segments_need_the_token(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
+) -> None:
+    """The engine as ``fanz-media serve`` builds it, with the control API
+    deciding: the manifest and every file it names answer 403 without the
+    viewer's token and 200 with it, which the manifest carries into them."""
+    from control_api.app import PLANE
+    from control_api.security import PlaybackClaims, issue_playback_token
+    from engine.app.config import load_config
+    from tests.conftest import free_port
+    from tests.packager.test_segment_caching import creator_stream
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = load_config(None, env={}).with_overrides(
+        server={"data_dir": tmp_path / "data", "host": "127.0.0.1"}, rtmp={"port": 0},
+        http={"port": port, "api": True}, streams={"reconnect_grace_s": 0.5}, transcode={"enabled": False},
+        api={"scrypt_n": 2**12, "public_base_url": base},
+    )
+    engine = Engine(config)
+    await engine.start()
+    proc = None
+    try:
+        assert engine.rtmp is not None and engine.api_app is not None
+        async with aiohttp.ClientSession() as session:
+            key, paid = await creator_stream(session, base, "dash_star", "subscribers")
+            proc = await publish(ffmpeg, h264_aac_flv, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/{key}")
+            await wait_for(lambda: paid in engine.hls.outputs and engine.hls.outputs[paid].multivariant, 30)
+            plane = engine.api_app[PLANE]
+            now = time.time()
+            token = issue_playback_token(plane.secret, PlaybackClaims(paid, "viewer1", int(now) + 600, now))
+            other = issue_playback_token(plane.secret, PlaybackClaims("someone-else", "viewer1", int(now) + 600, now))
+            for query in ("", f"?token={other}"):
+                status, _, _ = await fetch(session, f"{base}/dash/{paid}/manifest.mpd{query}")
+                assert status == 403, query
+            status, body, _ = await fetch(session, f"{base}/dash/{paid}/manifest.mpd?token={token}")
+            assert status == 200
+            named = segment_urls(body.decode())
+            assert named
+            for _, path in named:
+                assert path.endswith(f"?token={token}"), path
+                status, data, headers = await fetch(session, f"{base}/dash/{paid}/{path}")
+                assert status == 200 and data, path
+                assert headers["Cache-Control"].startswith("private,")
+                status, _, _ = await fetch(session, f"{base}/dash/{paid}/{path.split('?')[0]}")
+                assert status == 403, path
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await engine.stop()
+
+
+async def test_a_reconnect_opens_a_new_period(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    clip = make_clip(ffmpeg, media_dir / "dash_reconnect.flv", seconds=12, size="426x240", bframes=0)
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 8.0})
+    procs = []
+    try:
+        base = base_url(engine)
+        procs.append(await publish(ffmpeg, clip, rtmp_url(engine, "phoenix"), extra=["-t", "5"]))
+        await procs[0].wait()
+        await wait_for(lambda: "phoenix" in engine.hls.outputs, 30)
+        output = engine.hls.outputs["phoenix"]
+        procs.append(await publish(ffmpeg, clip, rtmp_url(engine, "phoenix"), extra=["-t", "6"]))
+        await wait_for(lambda: any(s.discontinuity for s in output.variants["src"].playlist.segments), 30)
+        await wait_for(lambda: not output.variants["src"].playlist.segments[-1].discontinuity, 30)
+        async with aiohttp.ClientSession() as session:
+            status, body, _ = await fetch(session, f"{base}/dash/phoenix/manifest.mpd")
+            assert status == 200
+            root = ET.fromstring(body)
+            periods = root.findall("m:Period", NS)
+            assert len(periods) == 2
+            hls = list(output.variants["src"].playlist.segments)
+            first_new = next(s for s in hls if s.discontinuity)
+            assert periods[1].get("id") == f"p{first_new.sequence}"
+            ends = []
+            inits = []
+            for period in periods:
+                template = period.find(".//m:SegmentTemplate", NS)
+                assert template is not None
+                inits.append(template.get("initialization"))
+                s = template.findall(".//m:S", NS)
+                first_t = int(s[0].get("t", ""))
+                ends.append((first_t, template))
+            assert inits[0] != inits[1] and inits[1] == f"src/{first_new.init_uri}"
+            # The media timeline carries on across the reconnect.
+            scale = int(ends[1][1].get("timescale", ""))
+            assert ends[1][0] == round(first_new.start * scale)  # type: ignore[operator]
+            for _, path in segment_urls(body.decode()):
+                status, data, _ = await fetch(session, f"{base}/dash/phoenix/{path}")
+                assert status == 200 and data, path
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        await engine.stop()
