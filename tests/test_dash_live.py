@@ -345,3 +345,34 @@ async def test_a_reconnect_opens_a_new_period(tmp_path: Path, ffmpeg: str, media
                 proc.kill()
             await proc.wait()
         await engine.stop()
+
+
+@pytest.mark.browser
+async def test_shaka_plays_on_through_a_reconnect(tmp_path: Path, ffmpeg: str, media_dir: Path) -> None:
+    from tests.browser.player import play_hls_async
+
+    clip = make_clip(ffmpeg, media_dir / "dash_long_h264_aac.flv", seconds=20, size="426x240", bframes=0)
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 8.0})
+    procs = []
+    try:
+        url = rtmp_url(engine, "phoenix")
+        procs.append(await publish(ffmpeg, clip, url, extra=["-t", "8"]))
+        await wait_for(lambda: "phoenix" in engine.hls.outputs, 30)
+        output = engine.hls.outputs["phoenix"]
+        await wait_for(lambda: len(output.variants["src"].playlist.segments) >= 2, 30)
+        player = asyncio.create_task(play_hls_async(f"{base_url(engine)}/dash/phoenix/manifest.mpd", player="shaka",
+                                                    min_time=14.0, timeout=90.0))
+        await procs[0].wait()
+        await asyncio.sleep(1.0)
+        procs.append(await publish(ffmpeg, clip, url))
+        await wait_for(lambda: any(s.discontinuity for s in output.variants["src"].playlist.segments), 30)
+        assert len(output.period_starts) == 2
+        # The first broadcast holds 8 s of media: 14 s played crossed into the second Period.
+        report = await player
+        assert report.ok, (report.errors, report.warnings)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        await engine.stop()
