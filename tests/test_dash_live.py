@@ -18,6 +18,7 @@ from drm.model import ContentKey, KeyPeriod, Protection
 from engine.app import transcode_command
 from engine.app.serve import Engine
 from packager.dash.mpd import MPD_NS
+from packager.hls.config import SegmentFormat
 from tests.browser.static_server import serve_directory
 from tests.conftest import make_clip, publish, start_engine, wait_for
 from tests.transcode.conftest import small_ladder
@@ -374,5 +375,23 @@ async def test_shaka_plays_on_through_a_reconnect(tmp_path: Path, ffmpeg: str, m
         for proc in procs:
             if proc.returncode is None:
                 proc.kill()
+            await proc.wait()
+        await engine.stop()
+
+
+async def test_mpeg_ts_output_has_no_dash_manifest(tmp_path: Path, ffmpeg: str, h264_aac_flv: Path) -> None:
+    engine = await start_engine(tmp_path / "data", hls={"segment_format": SegmentFormat.MPEGTS},
+                                streams={"reconnect_grace_s": 0.5})
+    proc = None
+    try:
+        proc = await publish(ffmpeg, h264_aac_flv, rtmp_url(engine, "tsonly"))
+        await wait_for(lambda: "tsonly" in engine.hls.outputs and engine.hls.outputs["tsonly"].multivariant, 30)
+        async with aiohttp.ClientSession() as session:
+            status, body, headers = await fetch(session, f"{base_url(engine)}/dash/tsonly/manifest.mpd")
+        assert status == 404
+        assert b"fMP4" in body and headers["Access-Control-Allow-Origin"] == "*"
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
             await proc.wait()
         await engine.stop()
