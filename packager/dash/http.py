@@ -26,7 +26,7 @@ from aiohttp import web
 from packager.dash.manifest import Links
 from packager.dash.mpd import format_datetime, render
 from packager.dash.source import has_segments, manifest_of
-from packager.errors import ManifestError
+from packager.hls.config import SegmentFormat
 from packager.hls.http import NO_CACHE, HlsHttp
 from packager.hls.live import HlsService
 
@@ -84,6 +84,11 @@ class DashHttp:
         name = request.match_info["name"]
         token = await self.hls.authorize(request, name)
         output = await self.hls.stream_output(name)
+        if output.config.segment_format is not SegmentFormat.FMP4:
+            raise web.HTTPNotFound(
+                text="no DASH manifest: DASH needs fMP4 (CMAF) segments; hls.segment_format is mpegts",
+                headers=self._headers(),
+            )
         waited = 0.0
         deadline = self.service.config.wait_for_playlist_s
         while not has_segments(output) and not output.ended and waited < deadline:
@@ -96,8 +101,7 @@ class DashHttp:
             raise self.hls.not_found("stream has no segments yet")
         if waited:
             await self.hls.authorize(request, name)
-        try:
-            manifest = manifest_of(output, self.clock(), self._links(request, name, token))
-        except ManifestError as exc:
-            raise web.HTTPNotFound(text=f"no DASH manifest: {exc}", headers=self._headers()) from exc
+        # Any other ManifestError is the packager's own inconsistency: it
+        # surfaces as a 500 and a logged traceback, never as "not found".
+        manifest = manifest_of(output, self.clock(), self._links(request, name, token))
         return web.Response(text=render(manifest), content_type=MPD_TYPE, headers=self._headers())
