@@ -6,6 +6,7 @@ dash.js is shown to refuse our muxed representations."""
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
@@ -21,6 +22,7 @@ from packager.dash.mpd import MPD_NS
 from packager.hls.config import SegmentFormat
 from tests.browser.static_server import serve_directory
 from tests.conftest import make_clip, publish, start_engine, wait_for
+from tests.packager.test_fmp4 import iter_boxes
 from tests.transcode.conftest import small_ladder
 
 NS = {"m": MPD_NS, "cenc": "urn:mpeg:cenc:2013", "dashif": "https://dashif.org/CPS"}
@@ -49,6 +51,34 @@ def segment_urls(text: str) -> list[tuple[str, str]]:
                 out.append(("media", template.get("media", "").replace("$Number$", str(number))))
                 number += 1
     return out
+
+
+def media_times(text: str) -> dict[str, tuple[int, int]]:
+    """Media segment path -> (S@t, timescale) for every segment listed."""
+    out = {}
+    for template in ET.fromstring(text).iter(f"{{{MPD_NS}}}SegmentTemplate"):
+        number = int(template.get("startNumber", "1"))
+        scale = int(template.get("timescale", "1"))
+        t = 0
+        for s in template.iter(f"{{{MPD_NS}}}S"):
+            t = int(s.get("t", t))
+            for _ in range(int(s.get("r", "0")) + 1):
+                out[template.get("media", "").replace("$Number$", str(number))] = (t, scale)
+                number += 1
+                t += int(s.get("d", "0"))
+    return out
+
+
+def first_video_decode_time(segment: bytes) -> int:
+    """``tfdt`` of track 1 (the video) in a segment's first ``moof``."""
+    moof = next(body for kind, body in iter_boxes(segment) if kind == b"moof")
+    for kind, traf in iter_boxes(moof):
+        if kind == b"traf":
+            inner = dict(iter_boxes(traf))
+            if struct.unpack_from(">I", inner[b"tfhd"], 4)[0] == 1:
+                assert inner[b"tfdt"][0] == 1
+                return int(struct.unpack_from(">Q", inner[b"tfdt"], 4)[0])
+    raise AssertionError("no video track fragment")
 
 
 async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, dict[str, str]]:
@@ -99,6 +129,7 @@ async def test_live_manifest_names_the_hls_segments_and_ends_static(
             assert sum(1 for kind, _ in named if kind == "media") >= 2
             hls = output.variants["src"].playlist
             listed = {s.uri for s in hls.segments}
+            times = media_times(text)
             for kind, path in named:
                 variant, filename = path.split("/")
                 assert variant == "src"
@@ -111,6 +142,9 @@ async def test_live_manifest_names_the_hls_segments_and_ends_static(
                 assert dash_headers["Access-Control-Allow-Origin"] == "*"
                 status, hls_bytes, _ = await fetch(session, f"{base}/hls/dasher/{path}")
                 assert status == 200 and dash_bytes == hls_bytes and dash_bytes
+                if kind == "media":
+                    # S@t is the segment's own first video decode time, in the same 90 kHz.
+                    assert times[path] == (first_video_decode_time(dash_bytes), 90000)
 
             status, body, headers = await fetch(session, f"{base}/dash/time")
             assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
@@ -195,6 +229,8 @@ def test_vod_manifest_is_static_beside_the_hls_playlists(vod: Path, ffmpeg: str)
         assert (vod / path).is_file(), (kind, path)
         playlist = (vod / path.split("/")[0] / "media.m3u8").read_text()
         assert path.split("/")[1] in playlist
+    for path, (t, scale) in media_times(text).items():
+        assert scale == 90000 and t == first_video_decode_time((vod / path).read_bytes()), path
     media = sum(1 for kind, _ in segment_urls(text) if kind == "media")
     hls = sum(1 for p in vod.glob("*/media.m3u8") for line in p.read_text().splitlines() if line.startswith("seg_"))
     assert media == hls
