@@ -9,6 +9,7 @@ import asyncio
 import struct
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from packager.dash.mpd import MPD_NS
 from packager.hls.config import SegmentFormat
 from tests.browser.static_server import serve_directory
 from tests.conftest import make_clip, publish, start_engine, wait_for
-from tests.packager.test_fmp4 import iter_boxes
 from tests.transcode.conftest import small_ladder
 
 NS = {"m": MPD_NS, "cenc": "urn:mpeg:cenc:2013", "dashif": "https://dashif.org/CPS"}
@@ -67,6 +67,16 @@ def media_times(text: str) -> dict[str, tuple[int, int]]:
                 number += 1
                 t += int(s.get("d", "0"))
     return out
+
+
+def iter_boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each box at the top of ``data``."""
+    pos = 0
+    while pos < len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        assert size >= 8 and pos + size <= len(data), f"bad box {kind!r}"
+        yield kind, data[pos + 8 : pos + size]
+        pos += size
 
 
 def first_video_decode_time(segment: bytes) -> int:
@@ -372,7 +382,7 @@ async def test_a_reconnect_opens_a_new_period(tmp_path: Path, ffmpeg: str, media
             assert inits[0] != inits[1] and inits[1] == f"src/{first_new.init_uri}"
             # The media timeline carries on across the reconnect.
             scale = int(ends[1][1].get("timescale", ""))
-            assert ends[1][0] == round(first_new.start * scale)  # type: ignore[operator]
+            assert ends[1][0] == round(first_new.start * scale)
             for _, path in segment_urls(body.decode()):
                 status, data, _ = await fetch(session, f"{base}/dash/phoenix/{path}")
                 assert status == 200 and data, path
