@@ -9,3 +9,7 @@ class PackagerError(Exception):
 
 class PlaylistError(PackagerError, ValueError):
     """A playlist would break the HLS rules (RFC 8216bis)."""
+
+
+class ManifestError(PackagerError, ValueError):
+    """A DASH manifest would break the MPD rules (ISO/IEC 23009-1)."""

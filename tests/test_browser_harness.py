@@ -3,8 +3,9 @@
 HLS made by the real ffmpeg (VOD in fMP4 and MPEG-TS, a two-rung ladder, and
 a live sliding-window playlist written while the test runs) is served from
 loopback with CORS; headless Chromium plays it with hls.js, Shaka Player and
-the native player. Broken inputs (a missing playlist, garbage segments, a
-clip shorter than the wanted play time) must come back as ok=False.
+the native player, and ffmpeg's DASH with Shaka Player and dash.js. Broken
+inputs (a missing playlist, garbage segments, a clip shorter than the wanted
+play time) must come back as ok=False.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def hls_root(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> Path:
                      "-master_pl_name", "master.m3u8", "-var_stream_map", "v:0,a:0 v:1,a:1",
                      "-hls_segment_filename", str(abr / "v%v" / "seg%d.ts"), str(abr / "v%v" / "index.m3u8")])
     _write_cenc_hls(ffmpeg, root / "cenc")
+    # DASH as ffmpeg's muxer writes it: video and audio in AdaptationSets of their own.
+    (root / "dash").mkdir()
+    _ffmpeg(ffmpeg, [*_SOURCE, "-t", "6", *_ENCODE, "-f", "dash", "-seg_duration", "2", "-use_timeline", "1",
+                     "-use_template", "1", "-adaptation_sets", "id=0,streams=v id=1,streams=a",
+                     str(root / "dash" / "manifest.mpd")])
     broken = root / "broken"
     broken.mkdir()
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-PLAYLIST-TYPE:VOD"]
@@ -151,6 +157,14 @@ async def test_vod_plays_past_three_seconds(hls_server: str, player: Player, fol
     assert report.player == player
     assert report.player_version == {"hlsjs": "1.7.4", "shaka": "5.2.12"}[player]
     assert report.latency is None, "VOD has no live latency"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("player", ["shaka", "dashjs"])
+async def test_demuxed_dash_plays_past_three_seconds(hls_server: str, player: Player) -> None:
+    report = await play_hls_async(f"{hls_server}dash/manifest.mpd", player=player, min_time=3, timeout=60)
+    _assert_played(report, 3)
+    assert report.player_version == {"shaka": "5.2.12", "dashjs": "5.2.1"}[player]
 
 
 @pytest.mark.browser

@@ -54,6 +54,7 @@ from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
+from packager.dash.http import DashHttp
 from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
 from packager.hls.live import HlsService
@@ -378,6 +379,7 @@ class Engine:
             return {}
         return {
             "playlist": f"/hls/{name}/index.m3u8",
+            "dash_manifest": f"/dash/{name}/manifest.mpd",
             "segments_written": output.segments_written,
             "variants": sorted(output.variants),
         }
@@ -471,7 +473,10 @@ class Engine:
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready_handler)
         app.router.add_get("/metrics", self._metrics if not private else self._local_metrics)
-        app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
+        hls_http = HlsHttp(self.hls, self.playback_check)
+        app.router.add_routes(hls_http.routes())
+        clearkey = "/drm/clearkey/{name}" if self.config.drm.clear_key_delivery else None
+        app.router.add_routes(DashHttp(self.hls, hls_http, clearkey_path=clearkey).routes())
         if self.config.drm.clear_key_delivery:
             app.router.add_routes(self.key_http.routes())
         app.router.add_routes(

@@ -65,16 +65,18 @@ class HlsHttp:
             "Access-Control-Expose-Headers": "Content-Length, Date",
         }
 
-    def _not_found(self, why: str = "no such stream") -> web.HTTPNotFound:
+    def not_found(self, why: str = "no such stream") -> web.HTTPNotFound:
+        """A 404 with this server's headers (the DASH routes share it)."""
         return web.HTTPNotFound(text=why, headers=self._headers(NO_CACHE))
 
-    async def _authorize(self, request: web.Request, name: str) -> str | None:
+    async def authorize(self, request: web.Request, name: str) -> str | None:
+        """Run the playback check for ``name``; the viewer's token, or 403."""
         token, _ = await self._check(request, name)
         return token
 
     async def _check(self, request: web.Request, name: str) -> tuple[str | None, PlaybackGrant | None]:
         if not STREAM_NAME.fullmatch(name):
-            raise self._not_found()
+            raise self.not_found()
         token = request.query.get("token")
         remote = request.remote or ""
         try:
@@ -96,17 +98,18 @@ class HlsHttp:
         suffix = "token=" + urllib.parse.quote(token, safe="")
         return lambda uri: f"{uri}{'&' if '?' in uri else '?'}{suffix}"
 
-    async def _output(self, name: str) -> StreamOutput:
+    async def stream_output(self, name: str) -> StreamOutput:
+        """The output of stream ``name``, or 404."""
         output = self.service.outputs.get(name)
         if output is None:
-            raise self._not_found()
+            raise self.not_found()
         return output
 
     # -- handlers --------------------------------------------------------
     async def other(self, request: web.Request) -> web.Response:
         """CORS preflight for any HLS path; 404 for every path not served."""
         if request.method != "OPTIONS":
-            raise self._not_found("no such file")
+            raise self.not_found("no such file")
         headers = self._headers(NO_CACHE)
         headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
         headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
@@ -115,8 +118,8 @@ class HlsHttp:
 
     async def multivariant(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        token = await self._authorize(request, name)
-        output = await self._output(name)
+        token = await self.authorize(request, name)
+        output = await self.stream_output(name)
         rewrite = self._rewriter(token)
         text = output.render_multivariant(rewrite)
         waited = 0.0
@@ -129,9 +132,9 @@ class HlsHttp:
             waited += step
             text = output.render_multivariant(rewrite)
         if text is None:
-            raise self._not_found("stream has no segments yet")
+            raise self.not_found("stream has no segments yet")
         if waited:
-            await self._authorize(request, name)
+            await self.authorize(request, name)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
 
     def _bad_request(self, why: str) -> web.HTTPBadRequest:
@@ -152,11 +155,11 @@ class HlsHttp:
 
     async def media_playlist(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        token = await self._authorize(request, name)
-        output = await self._output(name)
+        token = await self.authorize(request, name)
+        output = await self.stream_output(name)
         variant = output.variants.get(request.match_info["variant"])
         if variant is None or not (variant.playlist.segments or variant.playlist.ended):
-            raise self._not_found("no such variant")
+            raise self.not_found("no such variant")
         playlist = variant.playlist
         msn, part = self._blocking_params(request)
         if msn is not None and playlist.low_latency:
@@ -176,7 +179,7 @@ class HlsHttp:
                 held = True
                 await output.wait_changed(remaining)
             if held:
-                await self._authorize(request, name)
+                await self.authorize(request, name)
         skip = request.query.get("_HLS_skip") in ("YES", "v2")
         text = output.render_media(variant, self._rewriter(token), skip=skip)
         return web.Response(text=text, content_type=PLAYLIST_TYPE, headers=self._headers(NO_CACHE))
@@ -186,10 +189,10 @@ class HlsHttp:
     ) -> web.Response:
         """A partial segment, from memory; the one the preload hint names is
         held until it exists (4.4.5.3)."""
-        output = await self._output(name)
+        output = await self.stream_output(name)
         variant = output.variants.get(variant_name)
         if variant is None:
-            raise self._not_found("no such variant")
+            raise self.not_found("no such variant")
         playlist = variant.playlist
         found = playlist.part(filename)
         loop = asyncio.get_running_loop()
@@ -203,9 +206,9 @@ class HlsHttp:
             await output.wait_changed(remaining)
             found = playlist.part(filename)
         if found is None:
-            raise self._not_found("no such part")
+            raise self.not_found("no such part")
         if held:
-            await self._authorize(request, name)
+            await self.authorize(request, name)
         headers = self._headers(cache)
         return web.Response(body=found.data, content_type=CONTENT_TYPES[Path(filename).suffix], headers=headers)
 
@@ -213,16 +216,16 @@ class HlsHttp:
         name = request.match_info["name"]
         variant, filename = request.match_info["variant"], request.match_info["file"]
         if not VARIANT_NAME.fullmatch(variant):
-            raise self._not_found("no such file")
+            raise self.not_found("no such file")
         if PART_FILE.fullmatch(filename):
             _, grant = await self._check(request, name)
             return await self.part_file(request, name, variant, filename, self._media_cache(grant))
         if not MEDIA_FILE.fullmatch(filename):
-            raise self._not_found("no such file")
+            raise self.not_found("no such file")
         _, grant = await self._check(request, name)
         path = (self.root / name / variant / filename).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
-            raise self._not_found("no such file")
+            raise self.not_found("no such file")
         suffix = Path(filename).suffix
         headers = self._headers(self._media_cache(grant))
         headers["Content-Type"] = CONTENT_TYPES[suffix]

@@ -18,6 +18,7 @@ caller's thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from drm.model import KeyPeriod
 from engine.codecs import codec_string, describe_track
 from engine.media import MediaKind, StreamItem, Track
 from packager.hls.config import HlsConfig, SegmentFormat
@@ -115,6 +117,9 @@ class VariantOutput:
     extension: str
     tracks: tuple[Track, ...] = ()
     init_uri: str | None = None
+    init_tracks: dict[str, tuple[Track, ...]] = field(default_factory=dict)
+    """The tracks each init segment still on disk describes (a DASH Period
+    per init segment states its own codecs)."""
     stats: VariantStats = field(default_factory=VariantStats)
     removed_pending: list[SegmentEntry] = field(default_factory=list)
     sequence_offset: int | None = None
@@ -156,6 +161,16 @@ class StreamOutput:
         # serves a cached segment of an earlier broadcast.
         self.instance = format(int(time.time() * 1000), "x")
         self._anchors: list[tuple[Fraction, float]] = []
+        self.clock_origin: float | None = None
+        """Wall-clock time of media time 0, fixed by the first segment: the
+        DASH manifest's availabilityStartTime."""
+        self.key_periods: dict[int, KeyPeriod | None] = {}
+        self.period_starts: dict[int, Fraction] = {}
+        """Where each DASH Period begins: sequence number -> media start time
+        of the stream's first segment, of each discontinuity and of each key
+        period (the earliest start any variant gave that segment)."""
+        """Key period of the segments from each sequence number on (see
+        :meth:`set_key_period`)."""
         self.origin = TimelineOrigin()
         # Segment starts in two renditions that are closer than this are the
         # same moment (renditions' timelines may differ by an audio priming
@@ -302,6 +317,7 @@ class StreamOutput:
                 variant.tracks = item.tracks
                 if item.uri is not None:
                     variant.init_uri = item.uri
+                    variant.init_tracks[item.uri] = item.tracks
                 self.multivariant = None  # codecs may have changed
             elif isinstance(item, _PartNumbered):
                 self._add_part(variant, item.event, item.sequence)
@@ -379,8 +395,39 @@ class StreamOutput:
         variant.playlist.add_part(sequence, part, event.discontinuity, variant.init_uri, self.key_tags(event.key))
         variant.playlist.next_part_uri = self.part_uri(variant, sequence, event.index + 1)
 
+    def set_key_period(self, first_sequence: int, key_period: KeyPeriod | None) -> None:
+        """Say that the segments numbered ``first_sequence`` and later (in
+        every variant) are encrypted with ``key_period``'s key, until the next
+        call names a later sequence; ``None`` means clear. Call it on the event
+        loop before the first segment of the period is published; the DASH
+        manifest starts a new Period there and announces the key."""
+        self.key_periods[first_sequence] = key_period
+        self._trim_marks()
+
+    def _trim_marks(self) -> None:
+        """Forget key periods that no listed or kept segment uses any more."""
+        oldest = [v.playlist.segments[0].sequence for v in self.variants.values() if v.playlist.segments]
+        if not oldest:
+            return
+        floor = min(oldest) - self.config.keep_extra_segments
+        for marks in (self.key_periods, self.period_starts):
+            starts = sorted(marks)
+            for earlier, later in itertools.pairwise(starts):
+                if later <= floor:
+                    del marks[earlier]
+
+    def key_period_at(self, sequence: int) -> KeyPeriod | None:
+        """The key period of segment ``sequence`` (``None``: clear)."""
+        found = [s for s in self.key_periods if s <= sequence]
+        return self.key_periods[max(found)] if found else None
+
     def _add_segment(self, variant: VariantOutput, event: SegmentReady, sequence: int, uri: str) -> None:
         self.segments_written += 1
+        if self.clock_origin is None:
+            self.clock_origin = event.program_date_time - float(event.start)
+        if not self.period_starts or event.discontinuity or sequence in self.key_periods:
+            known = self.period_starts.get(sequence)
+            self.period_starts[sequence] = event.start if known is None else min(known, event.start)
         variant.stats.add(len(event.data), event.duration, event.video_frames)
         rounded = round(event.duration)
         if rounded > variant.playlist.target_duration and variant.playlist.segments:
@@ -405,6 +452,7 @@ class StreamOutput:
             init_uri=variant.init_uri,
             size=len(event.data),
             keys=self.key_tags(event.key),
+            start=event.start,
         )
         removed = variant.playlist.add(entry)
         if variant.playlist.low_latency:
@@ -415,12 +463,15 @@ class StreamOutput:
             old = variant.removed_pending.pop(0)
             self._delete(variant.directory / old.uri)
             self._remove_unused_init(variant, old.init_uri)
+        if removed:
+            self._trim_marks()
 
     def _remove_unused_init(self, variant: VariantOutput, init_uri: str | None) -> None:
         if init_uri is None or init_uri == variant.init_uri:
             return
         in_use = any(s.init_uri == init_uri for s in (*variant.playlist.segments, *variant.removed_pending))
         if not in_use:
+            variant.init_tracks.pop(init_uri, None)
             self._delete(variant.directory / init_uri)
 
     def _delete(self, path: Path) -> None:

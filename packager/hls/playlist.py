@@ -140,6 +140,9 @@ class SegmentEntry:
     parts: tuple[PartEntry, ...] = ()
     keys: tuple[KeyTag, ...] = ()
     """The ``EXT-X-KEY`` tags in force for this segment and its parts (none: clear)."""
+    start: Fraction | None = None
+    """Media time at which the segment starts (the stream's timeline, in
+    seconds): what the DASH manifest's SegmentTimeline is written from."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 The same segmenter, containers and playlists as live, with the whole file in
 each media playlist (``EXT-X-PLAYLIST-TYPE:VOD`` and ``EXT-X-ENDLIST``) and no
-partial segments.
+partial segments. With fMP4 segments a static DASH manifest
+(``manifest.mpd``) is written beside ``index.m3u8``, naming the same files.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from pathlib import Path
 
 from drm.model import Protection
 from engine.media import Packet, StreamEnded, StreamStarted, Track
+from packager.dash.manifest import Links
+from packager.dash.mpd import render
+from packager.dash.source import manifest_of
 from packager.errors import PackagerError
-from packager.hls.config import HlsConfig
+from packager.hls.config import HlsConfig, SegmentFormat
 from packager.hls.keys import SegmentProtection
 from packager.hls.muxers import check_protection, muxer_factory
 from packager.hls.output import MULTIVARIANT, StreamOutput, VariantOutput
 from packager.hls.segmenter import Segmenter
 
+DASH_MANIFEST = "manifest.mpd"
 VOD_WINDOW = 1_000_000_000
 """A window no file reaches: a VOD playlist lists every segment."""
 
@@ -84,8 +89,12 @@ class VodHlsWriter:
             self.output.apply(variant, events)
 
     def finish(self) -> Path:
-        """End every rendition and write the multivariant playlist."""
+        """End every rendition and write the multivariant playlist (and,
+        for fMP4, the DASH manifest)."""
         for segmenter, variant in self._segmenters.values():
             segmenter.feed(StreamEnded("end of file"), 0.0)
             self.output.apply(variant, segmenter.events())
+        if self.config.segment_format is SegmentFormat.FMP4:
+            manifest = manifest_of(self.output, time.time(), Links(), dynamic=False)
+            self.output.disk.write(self.outdir / DASH_MANIFEST, render(manifest).encode())
         return self.outdir / MULTIVARIANT

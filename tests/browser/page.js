@@ -33,6 +33,7 @@
   let video = null;
   let hls = null;
   let shakaPlayer = null;
+  let dashPlayer = null;
   let options = null;
   let lastTime = null;
 
@@ -177,6 +178,36 @@
     video.play().catch((err) => push(state.warnings, `play(): ${err}`));
   }
 
+  function dashLevels() {
+    const reps = typeof dashPlayer.getRepresentationsByType === 'function'
+      ? dashPlayer.getRepresentationsByType('video') : [];
+    return reps.map((rep) => ({
+      width: rep.width || null,
+      height: rep.height || null,
+      bitrate: rep.bandwidth || rep.bitrateInKbit * 1000 || null,
+      codecs: rep.codecs || '',
+    }));
+  }
+
+  function startDashJs() {
+    const dashjs = window.dashjs;
+    dashPlayer = dashjs.MediaPlayer().create();
+    state.playerVersion = dashPlayer.getVersion();
+    const events = dashjs.MediaPlayer.events;
+    dashPlayer.on(events.ERROR, (event) => {
+      const err = event.error || {};
+      fail(`dash.js error ${err.code}: ${err.message || 'no message'}`);
+    });
+    dashPlayer.on(events.PLAYBACK_ERROR, (event) => fail(`dash.js playback error: ${event.error}`));
+    dashPlayer.on(events.STREAM_INITIALIZED, () => {
+      state.levels = dashLevels();
+    });
+    dashPlayer.on(events.QUALITY_CHANGE_RENDERED, (event) => {
+      if (event.mediaType === 'video' && event.newRepresentation) recordLevel(event.newRepresentation.absoluteIndex);
+    });
+    dashPlayer.initialize(video, options.url, true);
+  }
+
   function startNative() {
     state.playerVersion = navigator.userAgent.replace(/^.*Chrom(e|ium)\/([\d.]+).*$/, '$2');
     if (options.switchLevel) fail('native player: level switching cannot be forced');
@@ -216,6 +247,10 @@
       const value = shakaPlayer.getStats().liveLatency;
       return Number.isFinite(value) && value > 0 ? value : null;
     }
+    if (dashPlayer && dashPlayer.isDynamic()) {
+      const value = dashPlayer.getCurrentLiveLatency();
+      return Number.isFinite(value) && value > 0 ? value : null;
+    }
     if (video && video.seekable.length && !Number.isFinite(video.duration)) {
       return video.seekable.end(video.seekable.length - 1) - video.currentTime;
     }
@@ -250,6 +285,7 @@
     try {
       if (opts.player === 'hlsjs') startHlsJs();
       else if (opts.player === 'shaka') await startShaka();
+      else if (opts.player === 'dashjs') startDashJs();
       else startNative();
     } catch (err) {
       fail(`player setup threw: ${err && err.stack ? err.stack : err}`);

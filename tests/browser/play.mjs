@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /*
- * Plays one HLS URL in Debian's headless Chromium and prints one JSON line
+ * Plays one HLS or DASH URL in Debian's headless Chromium and prints one JSON line
  * saying how it went. The engine's end-to-end tests run this through
  * tests/browser/player.py; it can also be run by hand:
  *
  *   node play.mjs --url http://127.0.0.1:8080/hls/live/index.m3u8 \
- *     [--player hlsjs|shaka|native] [--low-latency] [--min-time 5] \
+ *     [--player hlsjs|shaka|dashjs|native] [--low-latency] [--min-time 5] \
  *     [--timeout 60] [--switch-level] [--clearkey KID:KEY[,KID:KEY]]
  *
  * Exit status: 0 when playback went past --min-time seconds of played media
@@ -21,10 +21,11 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const PLAYERS = new Set(['hlsjs', 'shaka', 'native']);
+const PLAYERS = new Set(['hlsjs', 'shaka', 'dashjs', 'native']);
 const LIBRARIES = {
   hlsjs: join(HERE, 'node_modules', 'hls.js', 'dist', 'hls.min.js'),
   shaka: join(HERE, 'node_modules', 'shaka-player', 'dist', 'shaka-player.compiled.js'),
+  dashjs: join(HERE, 'node_modules', 'dashjs', 'dist', 'modern', 'umd', 'dash.all.min.js'),
 };
 const CHROMIUM_ARGS = [
   '--headless',

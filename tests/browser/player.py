@@ -2,7 +2,8 @@
 
 Tests call :func:`play_hls` (or :func:`play_hls_async` from inside an event
 loop that also serves the stream) to play an HLS URL in Debian's headless
-Chromium with hls.js, Shaka Player or the native player, and get a
+Chromium with hls.js, Shaka Player or the native player (or a DASH manifest
+with Shaka Player or dash.js), and get a
 :class:`PlaybackReport` back. A playback failure is a report with
 ``ok=False`` and the player's errors, so tests can assert on it; only a
 harness that cannot run or answers nonsense raises :class:`HarnessError`.
@@ -27,13 +28,13 @@ from typing import Any, Literal, TypedDict, Unpack
 HARNESS_DIR = Path(__file__).resolve().parent
 PLAY_SCRIPT = HARNESS_DIR / "play.mjs"
 CHROMIUM_PATH = Path("/usr/bin/chromium")
-NODE_PACKAGES = ("playwright-core", "hls.js", "shaka-player")
+NODE_PACKAGES = ("playwright-core", "hls.js", "shaka-player", "dashjs")
 # Time the node process gets beyond the playback timeout: browser start and
 # shutdown, which play.mjs counts inside its own timeout only partly.
 _PROCESS_MARGIN_S = 30.0
 _NPM_TIMEOUT_S = 300.0
 
-Player = Literal["hlsjs", "shaka", "native"]
+Player = Literal["hlsjs", "shaka", "dashjs", "native"]
 
 
 class HarnessError(Exception):

@@ -1,4 +1,4 @@
-"""A loopback HTTP server for a folder of HLS files, for browser tests.
+"""A loopback HTTP server for a folder of HLS or DASH files, for browser tests.
 
 The harness page is served from its own origin (see play.mjs), so media
 servers that the browser reads from must answer with CORS headers; this one
@@ -17,6 +17,7 @@ from aiohttp import web
 
 _TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
     ".ts": "video/mp2t",
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
