@@ -6,6 +6,9 @@ the target's directory, are flushed to disk (``fsync``), then renamed over
 the target and the directory is synced, so a crash leaves either the old
 object or the new one, never a torn file. Hidden files (names starting
 with ``.``, which no key may have) are temporary files and never listed.
+One difference from S3: an object cannot lie "under" another one (``a/b``
+and ``a/b/c``); the engine's keys never do that, and such a put is refused
+with InvalidKeyError.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class LocalStorage:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        except NotADirectoryError as exc:
+        except (NotADirectoryError, FileExistsError) as exc:
+            # S3 keeps "a/b" and "a/b/c" side by side; a file system cannot.
             raise InvalidKeyError(f"storage key {key!r} lies under an existing object") from exc
         except OSError as exc:
             raise StorageUnavailableError(f"cannot write {key!r} under {self.root}: {exc}") from exc

@@ -42,7 +42,6 @@ from cluster.storage.keys import check_key, check_prefix
 from cluster.storage.retry import Backoff
 
 T = TypeVar("T")
-DELETE_BATCH = 1000
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT_CODES = {
     "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeoutException",
@@ -101,8 +100,14 @@ class S3Storage:
         client: Any = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], object] = time.sleep,
+        page_size: int = 1000,
+        delete_batch: int = 1000,
     ) -> None:
+        """``page_size`` and ``delete_batch`` (S3's own limits by default)
+        are smaller only in tests of paging."""
         self.config = config
+        self.page_size = page_size
+        self.delete_batch = delete_batch
         self.bucket = config.s3_bucket
         self.prefix = config.s3_prefix
         self.client = client if client is not None else make_client(config)
@@ -246,7 +251,7 @@ class S3Storage:
         full = self.prefix + check_prefix(prefix)
         token: str | None = None
         while True:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": self.page_size}
             if token:
                 args["ContinuationToken"] = token
             page = self._call("list", prefix, functools.partial(self.client.list_objects_v2, **args))
@@ -266,8 +271,8 @@ class S3Storage:
         if not check_prefix(prefix):
             raise InvalidKeyError("delete_prefix needs a non-empty prefix (refusing to delete everything)")
         names = [self.prefix + info.key for info in self.list(prefix)]
-        for start in range(0, len(names), DELETE_BATCH):
-            batch = {"Objects": [{"Key": n} for n in names[start:start + DELETE_BATCH]], "Quiet": True}
+        for start in range(0, len(names), self.delete_batch):
+            batch = {"Objects": [{"Key": n} for n in names[start:start + self.delete_batch]], "Quiet": True}
             remove = functools.partial(self.client.delete_objects, Bucket=self.bucket, Delete=batch)
             answer = self._call("delete objects under", prefix, remove)
             errors = answer.get("Errors") or []

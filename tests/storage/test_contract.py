@@ -4,6 +4,7 @@ against an S3 server (moto) on loopback, with the same assertions."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 import urllib.request
 from pathlib import Path
 
@@ -130,18 +131,19 @@ BAD_PREFIXES = ["/", "../", "a/../", "a//", "/a", ".x", "a/.b", "a\\", "a/..", "
 def test_bad_keys_are_refused_before_any_io(storage: Storage, tmp_path: Path) -> None:
     source = tmp_path / "f"
     source.write_bytes(b"x")
+    calls: list[Callable[[str], object]] = [
+        lambda key: storage.put_bytes(key, b"x"),
+        lambda key: storage.put_file(key, source),
+        storage.read,
+        storage.iter_range,
+        storage.stat,
+        storage.delete,
+        storage.url,
+    ]
     for key in BAD_KEYS:
-        for call in (
-            lambda: storage.put_bytes(key, b"x"),
-            lambda: storage.put_file(key, source),
-            lambda: storage.read(key),
-            lambda: storage.iter_range(key),
-            lambda: storage.stat(key),
-            lambda: storage.delete(key),
-            lambda: storage.url(key),
-        ):
+        for call in calls:
             with pytest.raises(InvalidKeyError):
-                call()
+                call(key)
     assert list(storage.list()) == []
     if isinstance(storage, LocalStorage):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "objects"]
