@@ -4,8 +4,8 @@ against an S3 server (moto) on loopback, with the same assertions."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
