@@ -192,8 +192,8 @@ class SpooledUploader:
     def _submit(self, key: str, size: int, fill: Callable[[BinaryIO], object]) -> SpoolEntry:
         check_key(key)
         with self._cond:
-            if self._stop.is_set():
-                raise RuntimeError("the spooled uploader is closed")
+            if self._thread is None or self._stop.is_set():
+                raise RuntimeError("the spooled uploader is not running (call start() first; not after close())")
             if self._bytes + self._reserved + size > self.max_bytes:
                 self._rejected += 1
                 raise SpoolFullError(
