@@ -65,9 +65,9 @@ class RetrySettings:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     backend: Backend = doc(
-        "Where recordings and VOD assets are kept: local (files under storage.root) or s3 (an S3-compatible "
-        "object store: storage.s3_endpoint, storage.s3_bucket; credentials from AWS_ACCESS_KEY_ID / "
-        "AWS_SECRET_ACCESS_KEY or boto3's other standard places).",
+        "Where stored media is kept: local (files under storage.root) or s3 (an S3-compatible object store: "
+        "storage.s3_endpoint, storage.s3_bucket; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
+        "boto3's other standard places; needs the [cluster] extra).",
         Backend.LOCAL,
     )
     root: str = doc("Directory of the local backend. Empty: DATA_DIR/storage.", "")
@@ -98,13 +98,13 @@ class StorageConfig:
         "Directory where files wait (on local disk, synced) until the backend has them. Empty: DATA_DIR/spool.", ""
     )
     spool_max_bytes: int = doc(
-        "Most bytes the spool holds; when full, new recording files are refused (the recording stops, the live "
-        "stream goes on) rather than waiting for the backend.",
+        "Most bytes the spool holds; when full, new files are refused at once (SpoolFullError) rather than "
+        "waiting for the backend; what is spooled already is kept.",
         2 * 1024 * MIB,
     )
     serve_mode: ServeMode = doc(
-        "How players get stored files: engine (served by the engine) or presigned (redirected to a presigned "
-        "S3 URL; with the local backend files are always served by the engine).",
+        "How stored files are served: engine (the engine reads and sends them) or presigned (players are "
+        "redirected to a presigned S3 URL; with the local backend files are always served by the engine).",
         ServeMode.ENGINE,
     )
     presign_expiry_s: int = doc("Lifetime of a presigned URL, in seconds.", 300)

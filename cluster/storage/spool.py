@@ -145,6 +145,11 @@ class SpooledUploader:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (started and not closed)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wait_empty(self, timeout: float | None = None) -> bool:
         """Block until every spooled file is uploaded; ``False`` on timeout.
         For shutdown and tests; never call it on the event loop."""

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from cluster.storage import Backend, LocalStorage, SpooledUploader, Storage, open_uploader, spool_metrics
+from cluster.storage.setup import storage_root
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
 from control_api.ratelimit import RateLimiter
 from drm.delivery import KeyHttp
@@ -130,6 +132,12 @@ class Engine:
             self.registry.on_settings_changed(self._settings_changed)
             self.metrics.add_source(self._effects_metrics)
             self.metrics.add_source(self._transcode_metrics)
+        self.storage: Storage | None = None
+        """Where recordings and VOD assets are kept; ``None`` when the
+        configured backend's extra is not installed."""
+        self.uploader: SpooledUploader | None = None
+        """Writes to :attr:`storage` through the bounded local spool."""
+        self._open_storage()
         self.rtmp: RtmpServer | None = None
         self.rtmps: RtmpServer | None = None
         self.http_runner: web.AppRunner | None = None
@@ -137,6 +145,18 @@ class Engine:
         self.started = time.time()
         self._ready = False
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    def _open_storage(self) -> None:
+        config = self.config.storage
+        if config.backend is Backend.LOCAL:
+            self.storage = LocalStorage(storage_root(config, self.data_dir))
+        else:
+            s3 = features.load(features.S3_STORAGE, "cluster.storage.s3")
+            if s3 is None:
+                return
+            self.storage = s3.S3Storage(config)
+        self.uploader = open_uploader(config, self.data_dir, self.storage)
+        self.metrics.add_source(spool_metrics(self.uploader))
 
     def _default_checks(self) -> tuple[PublishCheck, PlaybackCheck]:
         if self.config.server.dev:
@@ -461,6 +481,9 @@ class Engine:
             # start here (TranscodeConfigError), before any stream is taken.
             self.decoder = decoders.choose(wanted)
             log.info("video decoder: %s", self.decoder)
+        if self.uploader is not None:
+            # Uploads what an earlier run left in the spool (disk reads: off the loop).
+            await asyncio.to_thread(self.uploader.start)
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
@@ -526,6 +549,9 @@ class Engine:
             await cleanup()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+        if self.uploader is not None:
+            # Files still spooled stay on disk; the next start uploads them.
+            await asyncio.to_thread(self.uploader.close, 30.0)
         self._key_store.close()
 
 
