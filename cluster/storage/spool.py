@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import errno
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from typing import BinaryIO
 
 from cluster.storage.base import Storage
 from cluster.storage.config import RetrySettings
-from cluster.storage.errors import SpoolFullError, StorageError
+from cluster.storage.errors import SpoolFullError, StorageError, StorageUnavailableError
 from cluster.storage.keys import check_key
 from cluster.storage.local import fsync_dir
 from cluster.storage.retry import Backoff
@@ -211,10 +212,16 @@ class SpooledUploader:
         entry = SpoolEntry(seq, key, size, self._clock())
         try:
             self._write_entry(entry, fill)
-        except BaseException:
+        except BaseException as exc:
             with self._cond:
                 self._reserved -= size
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    self._rejected += 1
             self._remove_files(seq)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise SpoolFullError(f"spool full: the disk of {self.spool_dir} has no room for {key!r}") from exc
+            if isinstance(exc, OSError) and exc.filename is not None and Path(exc.filename).parent == self.spool_dir:
+                raise StorageUnavailableError(f"cannot write {key!r} to the spool {self.spool_dir}: {exc}") from exc
             raise
         with self._cond:
             self._reserved -= size
