@@ -4,6 +4,7 @@ backends behind one ``storage`` fixture for the contract suite."""
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,13 +41,21 @@ def loopback_aws_env() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the [test] extra)")
+    require_moto()
     server = MotoServer(free_port(), tmp_path_factory.mktemp("moto"))
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def require_moto() -> None:
+    """The S3 tests need moto's server (the [test] extra), as other tests
+    need ffmpeg: missing, they fail and say how to install it."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        pytest.fail("moto[server] is not installed: run the README's test command, which installs the [test] extra "
+                    "(or pip install 'moto[server]')")
 
 
 def s3_config(endpoint: str, bucket: str, **changes: Any) -> StorageConfig:

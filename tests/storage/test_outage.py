@@ -24,7 +24,7 @@ import pytest
 from cluster.storage import SpooledUploader, spool_metrics
 from engine.metrics import Metrics
 from tests.conftest import free_port
-from tests.storage.conftest import s3_config
+from tests.storage.conftest import require_moto, s3_config
 from tests.storage.s3_server import MotoServer
 
 SEGMENTS = 60
@@ -34,7 +34,7 @@ RESTART_AFTER = 40
 
 @pytest.fixture
 def recorded_server(tmp_path: Path) -> Iterator[MotoServer]:
-    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the [test] extra)")
+    require_moto()
     server = MotoServer(free_port(), tmp_path, record=True)
     server.start()
     try:

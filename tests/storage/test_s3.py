@@ -19,8 +19,6 @@ from cluster.storage.config import MIB, ServeMode
 from tests.conftest import free_port
 from tests.storage.conftest import s3_config
 
-pytest.importorskip("boto3", reason="the S3 backend needs boto3 (the [cluster] extra)")
-
 
 def test_a_large_file_goes_up_in_parts(make_s3: Callable[..., Any], tmp_path: Path) -> None:
     s3 = make_s3(multipart_threshold_bytes=5 * MIB, multipart_part_bytes=5 * MIB)

@@ -29,7 +29,6 @@ SPOOL_RETRY = RetrySettings(attempts=1, base_delay_s=0.01, max_delay_s=0.05)
 def unreachable_backend() -> object:
     """An S3 backend on a loopback port nothing listens on: every upload
     fails as it does when the bucket is down."""
-    pytest.importorskip("boto3")
     from cluster.storage.s3 import S3Storage
 
     return S3Storage(s3_config(f"http://127.0.0.1:{free_port()}", "down", retry_attempts=1))
