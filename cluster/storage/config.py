@@ -102,6 +102,11 @@ class StorageConfig:
         "waiting for the backend; what is spooled already is kept.",
         2 * 1024 * MIB,
     )
+    upload_workers: int = doc(
+        "Threads uploading spooled files side by side; files of one directory (one rendition of one recording) "
+        "always go up one after another, in order.",
+        4,
+    )
     serve_mode: ServeMode = doc(
         "How stored files are served: engine (the engine reads and sends them) or presigned (players are "
         "redirected to a presigned S3 URL; with the local backend files are always served by the engine).",
@@ -127,6 +132,8 @@ class StorageConfig:
             raise ValueError("storage.multipart_threshold_bytes must be at least 5 MiB (5242880)")
         if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise ValueError("storage.connect_timeout_s and storage.read_timeout_s must be positive")
+        if not 1 <= self.upload_workers <= 64:
+            raise ValueError("storage.upload_workers must be between 1 and 64")
         if self.spool_max_bytes < 1:
             raise ValueError("storage.spool_max_bytes must be positive")
         if not 1 <= self.presign_expiry_s <= 7 * 24 * 3600:

@@ -36,4 +36,6 @@ def open_storage(config: StorageConfig, data_dir: Path) -> Storage:
 
 def open_uploader(config: StorageConfig, data_dir: Path, storage: Storage) -> SpooledUploader:
     """A spooled uploader to ``storage`` (not started: call ``start()``)."""
-    return SpooledUploader(storage, spool_dir(config, data_dir), config.spool_max_bytes, config.retry)
+    return SpooledUploader(
+        storage, spool_dir(config, data_dir), config.spool_max_bytes, config.retry, workers=config.upload_workers
+    )

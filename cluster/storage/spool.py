@@ -3,10 +3,12 @@
 The live path (a recorder finishing a segment) hands a file to
 :meth:`SpooledUploader.submit_file` or :meth:`~SpooledUploader.submit_bytes`:
 it is written to the spool directory on local disk and synced, and the call
-returns; it never waits for the backend. One worker thread uploads spooled
-files in the order they were submitted (so in order per key prefix too) and
-removes each only once the backend has confirmed it. While the backend is
-slow or down the worker retries the file at the head of the queue with
+returns; it never waits for the backend. Worker threads upload spooled
+files and remove each only once the backend has confirmed it. Files are
+shared out among the workers by their key's directory (``rec/s1/720p``):
+the files of one directory go up one after another in the order they were
+submitted, while different directories upload side by side. While the backend is
+slow or down each worker retries the file at the head of its queue with
 exponential backoff and jitter, for as long as it takes; nothing is dropped.
 
 The spool is bounded by ``max_bytes``. When a file does not fit, the
@@ -34,6 +36,7 @@ import os
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +101,12 @@ class SpooledUploader:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_uploaded: Callable[[str, int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         if max_bytes < 1:
             raise ValueError("spool max_bytes must be positive")
+        if workers < 1:
+            raise ValueError("spool workers must be at least 1")
         self.storage = storage
         self.spool_dir = Path(spool_dir)
         self.max_bytes = max_bytes
@@ -110,13 +116,14 @@ class SpooledUploader:
         self._stop = threading.Event()
         self._backoff = Backoff(retry, rng=rng)
         self._cond = threading.Condition()
-        self._queue: collections.deque[SpoolEntry] = collections.deque()
+        self._queues: tuple[collections.deque[SpoolEntry], ...] = tuple(collections.deque() for _ in range(workers))
+        """One queue per worker, each in sequence order."""
         self._bytes = 0
         self._reserved = 0
         self._next_seq = 0
-        self._thread: threading.Thread | None = None
-        self._busy_seq: int | None = None
-        """The entry the worker is uploading (the queue's head)."""
+        self._threads: builtins.list[threading.Thread] = []
+        self._busy_seq: builtins.list[int | None] = [None] * workers
+        """The entry each worker is uploading (the head of its queue)."""
         self._uploaded_files = 0
         self._uploaded_bytes = 0
         self._failures = 0
@@ -130,12 +137,16 @@ class SpooledUploader:
 
     def start(self) -> None:
         """Recover the spool directory and start the worker thread."""
-        if self._thread is not None:
+        if self._threads:
             raise RuntimeError("SpooledUploader.start called twice")
         self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._recover()
-        self._thread = threading.Thread(target=self._run, name="storage-spool", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"storage-spool-{i}", daemon=True)
+            for i in range(len(self._queues))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the worker (after the upload in progress, if any). Spooled
@@ -143,20 +154,21 @@ class SpooledUploader:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     @property
     def running(self) -> bool:
-        """Whether the worker thread is alive (started and not closed)."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the worker threads are alive (started and not closed)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def wait_empty(self, timeout: float | None = None) -> bool:
         """Block until every spooled file is uploaded; ``False`` on timeout.
         For shutdown and tests; never call it on the event loop."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._queue:
+            while any(self._queues):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -198,7 +210,7 @@ class SpooledUploader:
     def _submit(self, key: str, size: int, fill: Callable[[BinaryIO], object]) -> SpoolEntry:
         check_key(key)
         with self._cond:
-            if self._thread is None or self._stop.is_set():
+            if not self._threads or self._stop.is_set():
                 raise RuntimeError("the spooled uploader is not running (call start() first; not after close())")
             if self._bytes + self._reserved + size > self.max_bytes:
                 self._rejected += 1
@@ -233,16 +245,22 @@ class SpooledUploader:
     def _insert(self, entry: SpoolEntry) -> None:
         """Queue ``entry`` in sequence order (submits may finish their
         writes out of order)."""
-        queue = self._queue
+        shard = self._shard(entry.key)
+        queue = self._queues[shard]
         if not queue or queue[-1].seq < entry.seq:
             queue.append(entry)
             return
         index = len(queue)
         while index > 0 and queue[index - 1].seq > entry.seq:
             index -= 1
-        if index == 0 and queue[0].seq == self._busy_seq:
+        if index == 0 and queue[0].seq == self._busy_seq[shard]:
             index = 1  # never displace the entry being uploaded
         queue.insert(index, entry)
+
+    def _shard(self, key: str) -> int:
+        """The worker for ``key``: one per directory, so that files of one
+        directory keep their order."""
+        return zlib.crc32(key.rpartition("/")[0].encode()) % len(self._queues)
 
     def _paths(self, seq: int) -> tuple[Path, Path]:
         stem = f"{seq:020d}"
@@ -306,7 +324,8 @@ class SpooledUploader:
                 path.unlink(missing_ok=True)  # a submit that never returned
         entries.sort(key=lambda e: e.seq)
         with self._cond:
-            self._queue.extend(entries)
+            for entry in entries:
+                self._queues[self._shard(entry.key)].append(entry)
             self._bytes += sum(e.size for e in entries)
             self._recovered = len(entries)
             self._next_seq = max((e.seq for e in entries), default=-1) + 1
@@ -317,16 +336,17 @@ class SpooledUploader:
 
     # -- the worker ---------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, shard: int) -> None:
+        queue = self._queues[shard]
         attempt = 0
         while not self._stop.is_set():
             with self._cond:
-                while not self._queue and not self._stop.is_set():
+                while not queue and not self._stop.is_set():
                     self._cond.wait()
                 if self._stop.is_set():
                     return
-                entry = self._queue[0]
-                self._busy_seq = entry.seq
+                entry = queue[0]
+                self._busy_seq[shard] = entry.seq
             data_path, _ = self._paths(entry.seq)
             try:
                 self.storage.put_file(entry.key, data_path)
@@ -356,7 +376,7 @@ class SpooledUploader:
             should_log = now - self._last_failure_log >= FAILURE_LOG_INTERVAL_S
             if should_log:
                 self._last_failure_log = now
-            files, size = len(self._queue), self._bytes
+            files, size = sum(map(len, self._queues)), self._bytes
         if should_log:
             log.warning("storage: upload of %r failed (%s); %d files (%d bytes) wait in the spool and are retried",
                         entry.key, exc, files, size)
@@ -378,7 +398,7 @@ class SpooledUploader:
             self._pop(entry)
             recovered_after = self._failing_since
             self._failing_since = None
-            files = len(self._queue)
+            files = sum(map(len, self._queues))
         if recovered_after is not None:
             log.info("storage: the backend takes uploads again after %.1f s; %d files still spooled",
                      time.monotonic() - recovered_after, files)
@@ -387,18 +407,19 @@ class SpooledUploader:
 
     def _pop(self, entry: SpoolEntry) -> None:
         """Remove ``entry`` from the queue; the caller holds the lock."""
-        self._queue.remove(entry)
+        shard = self._shard(entry.key)
+        self._queues[shard].remove(entry)
         self._bytes -= entry.size
-        self._busy_seq = None
+        self._busy_seq[shard] = None
         self._cond.notify_all()
 
     # -- reading the state --------------------------------------------------
 
     def stats(self) -> SpoolStats:
         with self._cond:
-            oldest = min((e.created for e in self._queue), default=None)
+            oldest = min((q[0].created for q in self._queues if q), default=None)
             return SpoolStats(
-                files=len(self._queue),
+                files=sum(map(len, self._queues)),
                 bytes=self._bytes,
                 oldest_age_s=0.0 if oldest is None else max(0.0, self._clock() - oldest),
                 uploaded_files=self._uploaded_files,

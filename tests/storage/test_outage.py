@@ -56,7 +56,7 @@ def test_the_bucket_down_mid_recording_loses_nothing(recorded_server: MotoServer
     client = make_client(config)
     client.create_bucket(Bucket="recordings")
     s3 = S3Storage(config, client=client)
-    uploader = SpooledUploader(s3, tmp_path / "spool", 64 * 1024 * 1024, config.retry)
+    uploader = SpooledUploader(s3, tmp_path / "spool", 64 * 1024 * 1024, config.retry, workers=2)
     metrics = Metrics()
     metrics.add_source(spool_metrics(uploader))
     uploader.start()
@@ -68,7 +68,7 @@ def test_the_bucket_down_mid_recording_loses_nothing(recorded_server: MotoServer
     def writer() -> None:
         try:
             for i in range(SEGMENTS):
-                key = f"rec/stream1/720p/seg-{i:05d}.m4s"
+                key = f"rec/stream1/{('720p', '360p')[i % 2]}/seg-{i:05d}.m4s"
                 data = os.urandom(20_000 + (i * 7919) % 60_000)
                 uploader.submit_bytes(key, data)
                 sent[key] = data

@@ -186,6 +186,26 @@ def test_the_spool_in_metrics(tmp_path: Path, uploaders: list[SpooledUploader]) 
     assert float(failures.split()[1]) >= 1
 
 
+def test_several_workers_keep_each_directory_in_order(tmp_path: Path, uploaders: list[SpooledUploader]) -> None:
+    backend = LocalStorage(tmp_path / "objects", fsync=False)
+    done = Recorder()
+    uploader = SpooledUploader(backend, tmp_path / "spool", 10_000_000, FAST_RETRY, on_uploaded=done, workers=3,
+                               fsync=False)
+    uploaders.append(uploader)
+    uploader.start()
+    sent: list[str] = []
+    for i in range(120):
+        key = f"rec/s{i % 5}/{['720p', '360p'][i % 2]}/seg-{i:05d}.m4s"
+        uploader.submit_bytes(key, key.encode())
+        sent.append(key)
+    assert uploader.wait_empty(timeout=30)
+    assert sorted(done.keys) == sorted(sent)
+    for directory in {k.rpartition("/")[0] for k in sent}:
+        in_dir = [k for k in sent if k.rpartition("/")[0] == directory]
+        assert [k for k in done.keys if k.rpartition("/")[0] == directory] == in_dir
+    assert all(backend.read(k) == k.encode() for k in sent)
+
+
 async def test_submits_from_the_event_loop(tmp_path: Path, uploaders: list[SpooledUploader]) -> None:
     backend = LocalStorage(tmp_path / "objects")
     uploader = SpooledUploader(backend, tmp_path / "spool", 1_000_000, FAST_RETRY)
