@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cluster.storage import (
     InvalidKeyError,
@@ -218,3 +220,41 @@ async def test_submits_from_the_event_loop(tmp_path: Path, uploaders: list[Spool
     assert uploader.wait_empty(timeout=30)
     assert backend.read("rec/s/seg.m4s") == source.read_bytes()
     assert backend.read("rec/s/index.m3u8") == b"#EXTM3U\n"
+
+
+manifests = st.one_of(
+    st.binary(max_size=200),
+    st.fixed_dictionaries(
+        {"key": st.one_of(st.text(max_size=30), st.sampled_from(["../x", "/abs", "ok/key", "a/./b"]), st.integers()),
+         "size": st.one_of(st.integers(-5, 20), st.text(max_size=3), st.none()),
+         "created": st.one_of(st.floats(allow_nan=True), st.text(max_size=3))},
+    ).map(lambda d: json.dumps(d).encode()),
+    st.lists(st.integers(), max_size=3).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@given(manifest=manifests, data=st.binary(max_size=20))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_garbled_spool_is_recovered_safely(tmp_path_factory: pytest.TempPathFactory, manifest: bytes,
+                                             data: bytes) -> None:
+    base = tmp_path_factory.mktemp("garbled")
+    spool = base / "spool"
+    spool.mkdir()
+    (spool / "00000000000000000000.data").write_bytes(data)
+    (spool / "00000000000000000000.json").write_bytes(manifest)
+    backend = LocalStorage(base / "objects", fsync=False)
+    uploader = SpooledUploader(backend, spool, 1000, SPOOL_RETRY, fsync=False)
+    uploader.start()
+    try:
+        assert uploader.wait_empty(timeout=10)
+        stats = uploader.stats()
+        stored = list(backend.list())
+        if stats.lost:
+            assert stored == [] and stats.recovered == 0
+        else:
+            meta = json.loads(manifest)
+            assert [(i.key, i.size) for i in stored] == [(meta["key"], len(data))]
+            assert backend.read(meta["key"]) == data
+        assert list(spool.iterdir()) == []
+    finally:
+        uploader.close(timeout=10)
