@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cluster.storage.config import StorageConfig
 from control_api.config import ApiConfig
 from drm.config import DrmConfig
 from effects.config import EffectsSettings
@@ -124,6 +125,7 @@ class EngineConfig:
     effects: EffectsSettings = field(default_factory=EffectsSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> EngineConfig:
         """Return a copy with some fields of some sections replaced

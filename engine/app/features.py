@@ -2,7 +2,8 @@
 
 The core install (``pip install fanz-media-engine``) serves RTMP ingest,
 transcoding, HLS and the control API. Live effects need the ``effects``
-extra (OpenCV, Pillow) and WebRTC needs the ``webrtc`` extra (aiortc). A
+extra (OpenCV, Pillow), WebRTC needs the ``webrtc`` extra (aiortc) and
+storage on S3 (``storage.backend = s3``) the ``cluster`` extra (boto3). A
 feature whose extra is not installed is turned off with one log line that
 says which extra to install; every other part of the engine runs as usual.
 
@@ -33,6 +34,7 @@ class Feature:
 
 EFFECTS = Feature("effects", "effects", frozenset({"cv2", "PIL"}))
 WEBRTC = Feature("webrtc", "webrtc", frozenset({"aiortc", "aioice"}))
+S3_STORAGE = Feature("s3 storage", "cluster", frozenset({"boto3", "botocore", "s3transfer"}))
 
 
 def load(feature: Feature, module: str) -> ModuleType | None:

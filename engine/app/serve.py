@@ -27,6 +27,8 @@ from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cluster.local_directory import FileStreamDirectory
+from cluster.storage import Backend, LocalStorage, SpooledUploader, Storage, open_uploader, spool_metrics
+from cluster.storage.setup import spool_dir, storage_root
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
 from control_api.ratelimit import RateLimiter
 from drm.delivery import KeyHttp
@@ -167,6 +169,12 @@ class Engine:
             self.registry.on_settings_changed(self._settings_changed)
             self.metrics.add_source(self._effects_metrics)
             self.metrics.add_source(self._transcode_metrics)
+        self.storage: Storage | None = None
+        """Where recordings and VOD assets are kept; ``None`` when the
+        configured backend's extra is not installed."""
+        self.uploader: SpooledUploader | None = None
+        """Writes to :attr:`storage` through the bounded local spool."""
+        self._open_storage()
         self.rtmp: RtmpServer | None = None
         self.rtmps: RtmpServer | None = None
         self.http_runner: web.AppRunner | None = None
@@ -174,6 +182,22 @@ class Engine:
         self.started = time.time()
         self._ready = False
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    def _open_storage(self) -> None:
+        config = self.config.storage
+        if config.backend is Backend.LOCAL:
+            self.storage = LocalStorage(storage_root(config, self.data_dir))
+        else:
+            s3 = features.load(features.S3_STORAGE, "cluster.storage.s3")
+            if s3 is None:
+                return
+            self.storage = s3.S3Storage(config)
+        if self.worker is not None:
+            # Each process of a node drains a spool of its own: two
+            # uploaders must never pick the same spooled file.
+            config = replace(config, spool_dir=str(spool_dir(config, self.data_dir) / f"w{self.worker.index}"))
+        self.uploader = open_uploader(config, self.data_dir, self.storage)
+        self.metrics.add_source(spool_metrics(self.uploader))
 
     def _default_checks(self) -> tuple[PublishCheck, PlaybackCheck]:
         if self.config.server.dev:
@@ -582,6 +606,9 @@ class Engine:
             # start here (TranscodeConfigError), before any stream is taken.
             self.decoder = decoders.choose(wanted)
             log.info("video decoder: %s", self.decoder)
+        if self.uploader is not None:
+            # Uploads what an earlier run left in the spool (disk reads: off the loop).
+            await asyncio.to_thread(self.uploader.start)
         apps = frozenset(self.config.rtmp.apps) or None
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
@@ -659,6 +686,9 @@ class Engine:
             await cleanup()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+        if self.uploader is not None:
+            # Files still spooled stay on disk; the next start uploads them.
+            await asyncio.to_thread(self.uploader.close, 30.0)
         self._key_store.close()
         if self.private_runner is not None:
             await self.private_runner.cleanup()
