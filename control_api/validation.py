@@ -74,6 +74,8 @@ def errors_for(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[
         if "maximum" in schema and value > schema["maximum"]:
             out.append({"path": path, "message": f"must be at most {schema['maximum']}"})
     if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            out.append({"path": path, "message": f"must have at least {schema['minItems']} items"})
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             out.append({"path": path, "message": f"must have at most {schema['maxItems']} items"})
         if "items" in schema:

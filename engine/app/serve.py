@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
+from control_api.forwarded import forwarded_middleware, networks
 from control_api.ratelimit import RateLimiter
 from drm.delivery import KeyHttp
 from drm.keystore import make_private_dir
@@ -37,6 +38,8 @@ from engine.app.live_effects import EffectUpdates
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
+from engine.geo import CountryCache
+from engine.geodb import open_wheel_database
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
@@ -79,7 +82,9 @@ class Engine:
         key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
         if config.http.api:
             api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
-            self.api_app = create_app(api_config, self.registry)
+            # The streams' geographic rules: the bundled country database
+            # (the geo extra), one lookup per viewer address.
+            self.api_app = create_app(api_config, self.registry, geo=CountryCache(open_wheel_database()))
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
@@ -399,7 +404,11 @@ class Engine:
 
     # -- HTTP ---------------------------------------------------------------
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 20)
+        # Behind a reverse proxy, every route (HLS, keys, WHEP, the API) sees
+        # the viewer's address, not the proxy's: X-Forwarded-For is believed
+        # from api.trusted_proxies only, by the API's own rule.
+        trusted = networks(self.config.api.trusted_proxies)
+        app = web.Application(client_max_size=1 << 20, middlewares=[forwarded_middleware(trusted)])
         hide_server_header(app)
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready_handler)
