@@ -11,6 +11,7 @@ from typing import Any
 
 from effects.catalog import default_catalog
 from effects.options import OptionType
+from engine.geo import COUNTRY_CODES
 
 Schema = dict[str, Any]
 
@@ -30,7 +31,7 @@ GEO: Schema = {
     "address maps to one of these ISO 3166-1 alpha-2 country codes; null: no restriction",
     "properties": {
         "mode": {"type": "string", "enum": ["allow", "block"]},
-        "countries": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{2}$"}, "minItems": 1,
+        "countries": {"type": "array", "items": {"type": "string", "enum": sorted(COUNTRY_CODES)}, "minItems": 1,
                       "maxItems": 250},
     },
     "required": ["mode", "countries"],

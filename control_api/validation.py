@@ -57,7 +57,9 @@ def errors_for(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[
         if not any(_type_ok(value, t) for t in names):
             return [{"path": path, "message": f"must be of type {' or '.join(names)}"}]
     if "enum" in schema and value not in schema["enum"]:
-        out.append({"path": path, "message": f"must be one of {', '.join(map(str, schema['enum']))}"})
+        choices = schema["enum"]
+        listed = ", ".join(map(str, choices)) if len(choices) <= 16 else f"the {len(choices)} values the schema lists"
+        out.append({"path": path, "message": f"must be one of {listed}"})
     if isinstance(value, str):
         if len(value) < schema.get("minLength", 0):
             out.append({"path": path, "message": f"must be at least {schema['minLength']} characters"})
