@@ -42,6 +42,8 @@ VISIBILITY_CACHE_SIZE = 10_000
 class StoreChecks:
     def __init__(self, plane: ControlPlane) -> None:
         self._plane = plane
+        self.geo_refused = 0
+        """Playback requests refused by a stream's geographic rule."""
         # playback id -> (visibility, revocation scopes, geo rule, cached until)
         self._visibility: OrderedDict[str, tuple[str, tuple[str, ...], GeoRule | None, float]] = OrderedDict()
 
@@ -92,6 +94,7 @@ class StoreChecks:
         if rule is not None:
             country = await plane.geo.country(request.remote)
             if not rule.permits(country):
+                self.geo_refused += 1
                 raise GeoBlocked(country)
         if visibility == "free":
             return PlaybackGrant(public=True)

@@ -79,12 +79,14 @@ class Engine:
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
         self.api_app: web.Application | None = None
+        self.geo: CountryCache | None = None
         key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
         if config.http.api:
             api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
             # The streams' geographic rules: the bundled country database
             # (the geo extra), one lookup per viewer address.
-            self.api_app = create_app(api_config, self.registry, geo=CountryCache(open_wheel_database()))
+            self.geo = CountryCache(open_wheel_database())
+            self.api_app = create_app(api_config, self.registry, geo=self.geo)
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
@@ -113,6 +115,8 @@ class Engine:
         )
         self.metrics.add_source(self._hls_metrics)
         self.metrics.add_source(self._drm_metrics)
+        if self.geo is not None:
+            self.metrics.add_source(self._geo_metrics)
         self.webrtc: WebRtcHttp | None = None
         webrtc = features.load(features.WEBRTC, "webrtc.http") if config.webrtc.enabled else None
         if webrtc is not None:
@@ -385,6 +389,18 @@ class Engine:
         requests.add_metric(["refused"], stats.refused)
         requests.add_metric(["rate_limited"], stats.rate_limited)
         return [requests]
+
+    def _geo_metrics(self) -> Iterable[Metric]:
+        assert self.geo is not None and self.api_app is not None
+        lookups = CounterMetricFamily(
+            "fanz_geo_lookups", "Searches of the country database (one per viewer address, then cached)."
+        )
+        lookups.add_metric([], self.geo.lookups)
+        refused = CounterMetricFamily(
+            "fanz_geo_refused", "Playback requests refused (451) by a stream's geographic rule."
+        )
+        refused.add_metric([], get_checks(self.api_app).geo_refused)
+        return [lookups, refused]
 
     def _webrtc_metrics(self) -> Iterable[Metric]:
         assert self.webrtc is not None

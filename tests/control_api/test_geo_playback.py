@@ -200,6 +200,11 @@ async def test_blocked_countries_get_451_on_every_protected_url(tmp_path: Path, 
             # One database lookup per viewer address for all these requests:
             # Germany, France (v4 and v6), and the untrusted peer itself.
             assert plane.geo.lookups == 4
+            async with session.get(f"{base}/metrics") as resp:
+                metrics = await resp.text()
+            assert "fanz_geo_lookups_total 4.0" in metrics
+            refused = float(re.search(r"^fanz_geo_refused_total (\S+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+            assert refused == 3 * 8 + 2 * 8 + 1  # eight URLs for each blocked viewer, and the tokenless one
     finally:
         for proc in procs:
             if proc.returncode is None:
