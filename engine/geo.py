@@ -150,6 +150,7 @@ class CountryCache:
         self.lookups = 0
         """Database searches made (for metrics and tests)."""
         self._known: OrderedDict[Address, str | None] = OrderedDict()
+        self._pending: dict[Address, asyncio.Future[str | None]] = {}
 
     async def country(self, remote: str) -> str | None:
         address = parse_address(remote)
@@ -158,8 +159,15 @@ class CountryCache:
         if address in self._known:
             self._known.move_to_end(address)
             return self._known[address]
-        lookup = self.lookup
-        found = await asyncio.get_running_loop().run_in_executor(None, lookup.country, address)
+        pending = self._pending.get(address)
+        if pending is not None:  # a player's first requests often come together
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().run_in_executor(None, self.lookup.country, address)
+        self._pending[address] = future
+        try:
+            found = await asyncio.shield(future)
+        finally:
+            self._pending.pop(address, None)
         self.lookups += 1
         self._known[address] = found
         while len(self._known) > self.size:

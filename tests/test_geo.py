@@ -4,6 +4,7 @@ tests/control_api/test_geo_playback.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import ipaddress
 import sqlite3
@@ -228,3 +229,12 @@ async def test_one_lookup_per_address_off_the_loop(geo_db: SqliteCountryDatabase
     assert await cache.country(fr) == "FR"  # pushed out by 127.0.0.1: looked up again
     assert counting.calls == [de, fr, "127.0.0.1", fr]
     assert await CountryCache(None).country(de) is None
+
+
+async def test_concurrent_first_requests_share_one_lookup(geo_db: SqliteCountryDatabase) -> None:
+    path = database_path()
+    jp = address_in(path, "JP")
+    counting = CountingLookup(geo_db)
+    cache = CountryCache(counting)
+    answers = await asyncio.gather(*(cache.country(jp) for _ in range(20)))
+    assert answers == ["JP"] * 20 and counting.calls == [jp] and cache.lookups == 1
