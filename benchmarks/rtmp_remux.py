@@ -11,6 +11,12 @@ process tree from /proc, sampled before and after the load.
 
     python -m benchmarks.rtmp_remux --publishers 2 --duration 15
     python -m benchmarks.rtmp_remux --ramp --max-publishers 16 --json
+    python -m benchmarks.rtmp_remux --publishers 32 --processes 4
+
+``--processes N`` also runs the engine with ``server.processes = N`` (N event
+loops sharing the ports) in the same run, next to the single-process engine
+and nginx. ``held`` counts the publishers that stayed in real time with
+fresh playlists, out of N.
 
 Everything listens on 127.0.0.1; every process started here is ended on exit.
 """
@@ -65,6 +71,7 @@ class Settings:
     """Command-line settings of one benchmark run."""
 
     servers: tuple[str, ...]
+    """``engine``, ``engine-pN`` (the engine with N processes), ``nginx``."""
     counts: tuple[int, ...]
     ramp: bool
     duration_s: float
@@ -91,16 +98,25 @@ class ServerUnderTest:
         return f"http://{HOST}:{self.http_port}/hls/{key}/index.m3u8"
 
 
-def engine_server(workdir: Path) -> ServerUnderTest:
-    """``fanz-media serve --dev`` on loopback, writing under ``workdir``."""
+def engine_kind(processes: int) -> str:
+    return "engine" if processes == 1 else f"engine-p{processes}"
+
+
+def kind_processes(kind: str) -> int:
+    return int(kind.removeprefix("engine-p")) if kind.startswith("engine-p") else 1
+
+
+def engine_server(workdir: Path, processes: int = 1) -> ServerUnderTest:
+    """``fanz-media serve --dev`` on loopback, writing under ``workdir``,
+    with ``processes`` event loops."""
     exe = fanz_media_exe()
     rtmp, http = free_port(HOST), free_port(HOST)
     # The same job as nginx-rtmp's: remux to HLS, no ladder, no control API.
     config = workdir / "engine.toml"
     config.write_text("[transcode]\nenabled = false\n\n[http]\napi = false\n\n[server]\nlog_level = \"warning\"\n")
     command = [exe, "serve", "--dev", "--config", str(config), "--host", HOST, "--rtmp-port", str(rtmp),
-               "--http-port", str(http), "--data-dir", str(workdir / "data")]
-    return ServerUnderTest("engine", command, rtmp, http)
+               "--http-port", str(http), "--data-dir", str(workdir / "data"), "--processes", str(processes)]
+    return ServerUnderTest(engine_kind(processes), command, rtmp, http)
 
 
 def nginx_config(workdir: Path, rtmp_port: int, http_port: int) -> str:
@@ -163,6 +179,27 @@ def nginx_server(workdir: Path) -> ServerUnderTest:
     conf.write_text(nginx_config(workdir, rtmp, http))
     command = [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
     return ServerUnderTest("nginx", command, rtmp, http)
+
+
+async def wait_for_processes(metrics_url: str, processes: int) -> None:
+    """Until ``/metrics`` says that every process of the engine answers
+    (``fanz_worker_up``); at once for a single process."""
+    if processes == 1:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SERVER_START_S
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while loop.time() < deadline:
+            try:
+                async with http.get(metrics_url) as resp:
+                    text = await resp.text()
+                up = [line for line in text.splitlines() if line.startswith("fanz_worker_up{")]
+                if len(up) == processes and all(line.endswith(" 1.0") for line in up):
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise BenchmarkError(f"the engine's {processes} processes did not all start within {SERVER_START_S:g} s")
 
 
 @dataclass
@@ -234,6 +271,8 @@ class StepResult:
     max_first_segment_s: float | None
     target_duration_s: float | None
     sustained: bool
+    held: int
+    """Publishers that stayed in real time with fresh playlists."""
     failures: list[str]
 
 
@@ -243,10 +282,13 @@ async def run_step(kind: str, count: int, settings: Settings, source: Path) -> S
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory(prefix=f"fanz-bench-{kind}-") as tmp:
         workdir = Path(tmp)
-        server = engine_server(workdir) if kind == "engine" else nginx_server(workdir)
+        server = engine_server(workdir, kind_processes(kind)) if kind.startswith("engine") else nginx_server(workdir)
         async with ProcessSet() as procs:
             srv = await start_server(procs, kind, server.command, workdir / "server.log", HOST,
                                      (server.rtmp_port, server.http_port), SERVER_START_S)
+            # Each process of a multi-process engine starts on its own: the
+            # load (and the CPU count) begins once every one answers.
+            await wait_for_processes(f"http://{HOST}:{server.http_port}/metrics", kind_processes(kind))
             await asyncio.sleep(1.0)
             before = await asyncio.to_thread(tree_usage, srv.pid)
             stop_sampling = asyncio.Event()
@@ -291,27 +333,33 @@ def summarize(kind: str, count: int, settings: Settings, outcomes: Sequence[Publ
               server_rc: int | None) -> StepResult:
     """Turns one step's raw observations into figures and a verdict."""
     failures: list[str] = []
+    late: set[int] = set()
     if server_rc is not None:
         failures.append(f"server exited with {server_rc} during the load")
     for i, outcome in enumerate(outcomes):
         if outcome.returncode != 0:
             failures.append(f"publisher {i} exited with {outcome.returncode}: {outcome.stderr_tail.strip()[-300:]}")
+            late.add(i)
         elif outcome.min_speed is None or outcome.min_speed < settings.min_speed:
             failures.append(f"publisher {i} fell to speed {outcome.min_speed}x")
+            late.add(i)
     ages: list[float] = []
     firsts: list[float] = []
     targets = [t.target_duration for t in trackers if t.target_duration is not None]
     for i, tracker in enumerate(trackers):
         if tracker.first_segment_s is None:
             failures.append(f"stream {i}: no HLS segment appeared")
+            late.add(i)
             continue
         firsts.append(tracker.first_segment_s)
         ages.append(tracker.max_age_s)
         if tracker.first_segment_s > STARTUP_LIMIT_S:
             failures.append(f"stream {i}: first segment after {tracker.first_segment_s:.1f} s")
+            late.add(i)
         limit = AGE_LIMIT_TARGETS * (tracker.target_duration or 2.0)
         if tracker.max_age_s > limit:
             failures.append(f"stream {i}: newest segment got {tracker.max_age_s:.1f} s old (limit {limit:.1f} s)")
+            late.add(i)
     speeds = [s for s in (o.min_speed for o in outcomes) if s is not None]
     stream_min = count * settings.duration_s / 60
     return StepResult(
@@ -327,6 +375,7 @@ def summarize(kind: str, count: int, settings: Settings, outcomes: Sequence[Publ
         max_first_segment_s=max(firsts) if firsts else None,
         target_duration_s=max(targets) if targets else None,
         sustained=not failures,
+        held=count - len(late),
         failures=failures,
     )
 
@@ -361,9 +410,12 @@ async def run(settings: Settings) -> dict[str, Any]:
     ratios: dict[str, float] = {}
     by_key = {(s.server, s.publishers): s for s in steps}
     for count in settings.counts:
-        engine, nginx = by_key.get(("engine", count)), by_key.get(("nginx", count))
-        if engine and nginx and nginx.cpu_s_per_stream_min > 0:
-            ratios[str(count)] = engine.cpu_s_per_stream_min / nginx.cpu_s_per_stream_min
+        nginx = by_key.get(("nginx", count))
+        for kind in settings.servers:
+            engine = by_key.get((kind, count))
+            if kind.startswith("engine") and engine and nginx and nginx.cpu_s_per_stream_min > 0:
+                key = str(count) if kind == "engine" else f"{count} ({kind})"
+                ratios[key] = engine.cpu_s_per_stream_min / nginx.cpu_s_per_stream_min
     return {
         "source": str(source),
         "cpus": os.cpu_count(),
@@ -377,7 +429,7 @@ COLUMNS = (
     ("server", "server"), ("publishers", "N"), ("duration_s", "dur s"), ("cpu_s", "cpu s"),
     ("cpu_s_per_stream_min", "cpu s/stream-min"), ("core_pct", "% core"), ("peak_rss_mb", "peak RSS MB"),
     ("min_speed", "min speed"), ("max_segment_age_s", "max seg age s"), ("max_first_segment_s", "1st seg s"),
-    ("sustained", "sustained"),
+    ("held", "held"), ("sustained", "sustained"),
 )
 
 
@@ -398,6 +450,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--max-publishers", type=int, default=16, help="last ramp step (default 16)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each publisher streams (default 20)")
     parser.add_argument("--server", choices=("engine", "nginx", "both"), default="both")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="also run the engine with server.processes = N (default 1: only one process)")
     parser.add_argument("--min-speed", type=float, default=0.97, help="lowest ffmpeg speed that counts as real time")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of media before speed is judged")
     parser.add_argument("--ffmpeg", default=shutil.which("ffmpeg") or "ffmpeg")
@@ -405,10 +459,12 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
                         help="where the 1080p source clip is kept between runs")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    if args.publishers < 1 or args.max_publishers < 1 or args.duration <= 0:
-        parser.error("--publishers, --max-publishers and --duration must be positive")
+    if args.publishers < 1 or args.max_publishers < 1 or args.duration <= 0 or args.processes < 1:
+        parser.error("--publishers, --max-publishers, --duration and --processes must be positive")
+    engines = ("engine",) if args.processes == 1 else ("engine", engine_kind(args.processes))
+    servers = {"engine": engines, "nginx": ("nginx",), "both": (*engines, "nginx")}[args.server]
     return Settings(
-        servers=("engine", "nginx") if args.server == "both" else (args.server,),
+        servers=servers,
         counts=ramp_counts(args.max_publishers) if args.ramp else (args.publishers,),
         ramp=args.ramp,
         duration_s=args.duration,

@@ -70,7 +70,7 @@ class StoreChecks:
                 plane.db, actor, owner["id"], {"title": f"{owner['display_name']} live"}, plane.clock()
             )
         await plane.go_live(actor, stream["id"])
-        plane.apply_settings(streams.stream_view(stream))
+        await plane.apply_settings(streams.stream_view(stream), publishing_here=True)
         self._visibility.pop(stream["playback_id"], None)
         log.info("publish granted to %s (%s) as %s", owner["username"], request.protocol, stream["playback_id"])
         protection = stream["protection"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from control_api.config import ApiConfig
 from control_api.db import Database, connect, migrate
@@ -30,6 +30,21 @@ from engine.geo import CountryCache
 from engine.registry import StreamRegistry
 
 log = logging.getLogger(__name__)
+
+
+class LiveElsewhere(Protocol):
+    """Streams live in another engine process of this node
+    (``server.processes`` > 1): the live actions the plane takes on a
+    stream reach the process that has it."""
+
+    async def kick(self, name: str, reason: str) -> bool:
+        """Disconnect ``name``'s publisher where it lives; whether one was."""
+        ...
+
+    async def configure(self, name: str, key: str, value: object) -> None:
+        """Hand one of ``name``'s settings to the process where it is live
+        (nothing when it is live nowhere else)."""
+        ...
 
 
 class NotReady(ControlApiError):
@@ -64,6 +79,12 @@ class ControlPlane:
         self._feed_factory = feed_factory
         self._pruned_at = 0.0
         self.geo = geo if geo is not None else CountryCache(None)
+        self._elsewhere: LiveElsewhere | None = None
+
+    def reach_other_processes(self, elsewhere: LiveElsewhere) -> None:
+        """Let kicks and live settings reach streams of the node's other
+        engine processes (the engine calls this when it runs several)."""
+        self._elsewhere = elsewhere
 
     @property
     def secret(self) -> str:
@@ -155,7 +176,7 @@ class ControlPlane:
         row = await streams.get_stream(self.db, stream_id)
         before = await streams.mark_ended(self.db, actor, stream_id, reason, self.clock())
         if kick:
-            self.kick(str(row["playback_id"]), reason)
+            await self.kick(str(row["playback_id"]), reason)
         if before == "live":
             ended = await streams.get_stream(self.db, stream_id)
             await self.webhooks.emit("stream.ended", streams.stream_view(ended))
@@ -179,10 +200,12 @@ class ControlPlane:
                         len(ended), ", ".join(ended) or "none", closed)
         return ended
 
-    def apply_settings(self, row: Mapping[str, Any]) -> None:
+    async def apply_settings(self, row: Mapping[str, Any], publishing_here: bool = False) -> None:
         """Hand a stream record's media settings (its ladder, effects and protection) to
         the engine, which applies them when the stream starts and, for
-        effects, at once while it is live."""
+        effects, at once while it is live (in whichever of the node's
+        processes it is live, unless ``publishing_here``: the stream is
+        being published to this process now)."""
         if self.registry is None:
             return
         name = str(row["playback_id"])
@@ -192,18 +215,26 @@ class ControlPlane:
                 {"name": r["name"], "height": r["height"], "bitrate": int(r["bitrate_kbps"]) * 1000}
                 for r in ladder
             ]
-            self.registry.configure(name, "ladder", rungs)
+            await self._configure(name, "ladder", rungs, publishing_here)
         effects = row.get("effects")
         if isinstance(effects, dict):
-            self.registry.configure(name, "effects", effects)
+            await self._configure(name, "effects", effects, publishing_here)
         if "protection" in row:
             # The stream's own encryption scheme, or None for drm.protection.
-            self.registry.configure(name, "protection", row["protection"])
+            await self._configure(name, "protection", row["protection"], publishing_here)
 
-    def kick(self, playback_id: str, reason: str) -> bool:
+    async def _configure(self, name: str, key: str, value: object, here_only: bool) -> None:
+        assert self.registry is not None
+        self.registry.configure(name, key, value)
+        if self._elsewhere is not None and not here_only and self.registry.get(name) is None:
+            await self._elsewhere.configure(name, key, value)
+
+    async def kick(self, playback_id: str, reason: str) -> bool:
         if self.registry is None:
             return False
         kicked = self.registry.kick(playback_id, reason)
+        if not kicked and self._elsewhere is not None:
+            kicked = await self._elsewhere.kick(playback_id, reason)
         if kicked:
             log.info("control API: disconnected publisher of %s: %s", playback_id, reason)
         return kicked

@@ -49,3 +49,9 @@ class CpixError(KeyServiceError, ValueError):
 
 class LicenceRequestError(DrmError, ValueError):
     """A player's ClearKey licence request is not one this engine reads."""
+
+
+class SampleEncryptionError(DrmError, ValueError):
+    """A sample cannot be encrypted as asked: a codec or scheme common
+    encryption does not cover here, or a sample that is not the run of
+    length-prefixed NAL units its track promises."""

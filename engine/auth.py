@@ -33,14 +33,25 @@ class PublishGrant:
 
     ``playback_name`` is the public name viewers use (never the secret key);
     ``stream_id`` is the platform's record id when there is one;
-    ``protection`` is the stream's own encryption scheme (a
-    ``drm.model.Protection`` value such as ``"cbcs"``) when its record
-    chooses one, ``None`` for the configured default (``drm.protection``).
+    ``protection`` is how the stream's media is encrypted (a
+    :class:`drm.model.Protection` value such as ``"aes-128"``) when the
+    platform decides it per stream, ``None`` for the configured default.
     """
 
     playback_name: str
     stream_id: str | None = None
     protection: str | None = None
+
+
+PROTECTION_SETTING = "protection"
+"""The stream setting (see :meth:`engine.registry.StreamRegistry.configure`)
+that names a stream's protection scheme."""
+
+
+def grant_settings(grant: PublishGrant) -> dict[str, object]:
+    """The stream settings a publish grant decides, for
+    :meth:`engine.registry.StreamRegistry.claim`."""
+    return {PROTECTION_SETTING: grant.protection} if grant.protection is not None else {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -447,7 +447,7 @@ class StreamRegistry:
     def publisher(self, name: StreamKey) -> Publisher | None:
         return self._publishers.get(name)
 
-    def claim(self, name: StreamKey) -> Publisher:
+    def claim(self, name: StreamKey, settings: Mapping[str, object] | None = None) -> Publisher:
         """Become the publisher of ``name`` (a source's name, or the
         :class:`RenditionId` of a rendition being published by a transcoder).
 
@@ -456,6 +456,10 @@ class StreamRegistry:
         :class:`StreamBusyError` when the stream has a live publisher. A
         stream waiting in its grace window is continued; otherwise a new
         stream is created and the listeners are told.
+
+        ``settings`` (what the publish check decided, such as the stream's
+        protection) are set before the listeners hear of a new stream, so
+        that the outputs they start see them.
         """
         if isinstance(name, str):
             check_stream_name(name)
@@ -467,6 +471,8 @@ class StreamRegistry:
         stream = self._streams.get(name)
         created = stream is None or stream.state is StreamState.ENDED
         if created:
+            if settings and isinstance(name, str):
+                self._settings.setdefault(name, {}).update(settings)
             stream = LiveStream(name, self._gop_cache_limit)
             self._streams[name] = stream
         assert stream is not None
@@ -484,6 +490,19 @@ class StreamRegistry:
         if publisher is None:
             return False
         publisher.kick(reason)
+        return True
+
+    def end_waiting(self, name: StreamKey, reason: str) -> bool:
+        """End ``name`` now if it is waiting in its grace window for its
+        publisher to return; whether it was. (Its publisher came back
+        somewhere else: another process of the node takes the name.)"""
+        stream = self._streams.get(name)
+        if stream is None or name in self._publishers:
+            return False
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        self._finish(name, reason)
         return True
 
     def _release(self, publisher: Publisher, reason: str, grace: bool = True) -> None:

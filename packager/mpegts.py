@@ -9,6 +9,13 @@ parameter sets are repeated before every keyframe that lacks them (the
 engine keeps them out of band in the track's record). AAC is framed with
 ADTS. Timestamps are rescaled exactly to 90 kHz.
 
+With ``sample_aes`` the writer produces HLS SAMPLE-AES streams (see
+:mod:`packager.sample_aes`): H.264 slices and AAC frames are partly
+encrypted with the key and IV given to :meth:`TsWriter.segment`, and the PMT
+announces the encrypted stream types (0xDB, 0xCF) with their private data
+indicator descriptors (``zavc``, ``aacd``) and, for audio, the audio setup
+information in an ``apad`` registration descriptor.
+
 PCR rides on the first video track's PID (on the first track's when there is
 no video): every video PES carries one, and when other tracks' packets
 advance the clock by more than :attr:`TsWriter.pcr_interval` without a video
@@ -26,6 +33,7 @@ from fractions import Fraction
 from engine.codecs import CodecError, adts_header, describe_track, iter_avcc, nal_length_size, parameter_sets
 from engine.media import Codec, MediaKind, Packet, Track, rescale
 from packager.errors import PackagerError
+from packager.sample_aes import encrypt_aac_frame, encrypt_nal
 
 TS_PACKET_SIZE = 188
 _PAYLOAD_SIZE = 184
@@ -38,6 +46,10 @@ _TS_CLOCK = Fraction(1, 90000)
 _CLOCK_MASK = (1 << 33) - 1
 
 _STREAM_TYPES = {Codec.H264: 0x1B, Codec.HEVC: 0x24, Codec.AAC: 0x0F}
+_SAMPLE_AES_TYPES = {Codec.H264: 0xDB, Codec.AAC: 0xCF}
+_PRIVATE_DATA_INDICATOR = 0x0F
+_REGISTRATION = 0x05
+_AAC_AUDIO_TYPES = {5: b"zach", 29: b"zacp"}  # AudioSpecificConfig object type; AAC-LC and others: zaac
 _H264_AUD = b"\x09\xf0"  # primary_pic_type 7: any slice type
 _HEVC_AUD = b"\x46\x01\x50"  # nal type 35, pic_type 2: any slice type
 _SPS_TYPES = {Codec.H264: 7, Codec.HEVC: 33}
@@ -87,6 +99,7 @@ class _Stream:
     stream_id: int
     length_size: int
     parameter_sets: bytes
+    descriptors: bytes = b""
 
 
 def _section(table_id: int, table_id_ext: int, body: bytes) -> bytes:
@@ -95,6 +108,20 @@ def _section(table_id: int, table_id_ext: int, body: bytes) -> bytes:
     head = struct.pack(">BHHBBB", table_id, 0xB000 | length, table_id_ext, 0xC1, 0, 0)
     section = head + body
     return section + struct.pack(">I", crc32_mpeg2(section))
+
+
+def _descriptor(tag: int, body: bytes) -> bytes:
+    return bytes((tag, len(body))) + body
+
+
+def _aac_sample_aes_descriptors(config: bytes) -> bytes:
+    """The PMT descriptors of a SAMPLE-AES AAC stream: the private data
+    indicator ``aacd`` and the audio setup information (audio type, priming,
+    version, the AudioSpecificConfig) in an ``apad`` registration."""
+    object_type = config[0] >> 3 if config else 2
+    audio_type = _AAC_AUDIO_TYPES.get(object_type, b"zaac")
+    setup = audio_type + struct.pack(">HBB", 0, 0, len(config)) + config
+    return _descriptor(_PRIVATE_DATA_INDICATOR, b"aacd") + _descriptor(_REGISTRATION, b"apad" + setup)
 
 
 def _timestamp(prefix: int, value: int) -> bytes:
@@ -130,6 +157,7 @@ class TsWriter:
         pmt_pid: int = DEFAULT_PMT_PID,
         first_pid: int = DEFAULT_FIRST_PID,
         pcr_lead: Fraction = Fraction(1, 10),
+        sample_aes: bool = False,
     ) -> None:
         if not tracks:
             raise TsUsageError("a TS writer needs at least one track")
@@ -138,31 +166,36 @@ class TsWriter:
         if first_pid <= pmt_pid < first_pid + len(tracks):
             raise TsUsageError("the PMT PID collides with an elementary stream PID")
         self._pmt_pid = pmt_pid
+        self.sample_aes = sample_aes
         self._pcr_lead = rescale(1, pcr_lead, _TS_CLOCK)
         self._pcr_step = rescale(1, self.pcr_interval, _TS_CLOCK)
         self._streams: dict[int, _Stream] = {}
         for position, track in enumerate(tracks):
             if track.index in self._streams:
                 raise TsUsageError(f"two tracks have index {track.index}")
-            self._streams[track.index] = self._stream(track, first_pid + position)
+            self._streams[track.index] = self._stream(track, first_pid + position, sample_aes)
         video = [s for s in self._streams.values() if s.track.kind is MediaKind.VIDEO]
         self._pcr_pid = (video or list(self._streams.values()))[0].pid
         self._cc: dict[int, int] = {}
+        self._key: tuple[bytes, bytes] | None = None
         self._last_pcr: int | None = None
         self._psi = self._pat_pmt_sections()
 
     @staticmethod
-    def _stream(track: Track, pid: int) -> _Stream:
-        stream_type = _STREAM_TYPES.get(track.codec)
+    def _stream(track: Track, pid: int, sample_aes: bool) -> _Stream:
+        stream_type = (_SAMPLE_AES_TYPES if sample_aes else _STREAM_TYPES).get(track.codec)
         if stream_type is None:
-            raise TsTrackError(f"track {track.index}: {track.codec.value} is not carried in MPEG-TS here")
+            scheme = " with SAMPLE-AES" if sample_aes else ""
+            raise TsTrackError(f"track {track.index}: {track.codec.value} is not carried in MPEG-TS{scheme} here")
         try:
             track = describe_track(track)
             if track.codec is Codec.AAC:
                 adts_header(track.extradata, 0)  # fails now, not per packet, if ADTS cannot express it
-                return _Stream(track, pid, stream_type, 0xC0, 0, b"")
+                descriptors = _aac_sample_aes_descriptors(track.extradata) if sample_aes else b""
+                return _Stream(track, pid, stream_type, 0xC0, 0, b"", descriptors)
             sets = b"".join(b"\x00\x00\x00\x01" + nal for nal in parameter_sets(track))
-            return _Stream(track, pid, stream_type, 0xE0, nal_length_size(track), sets)
+            descriptors = _descriptor(_PRIVATE_DATA_INDICATOR, b"zavc") if sample_aes else b""
+            return _Stream(track, pid, stream_type, 0xE0, nal_length_size(track), sets, descriptors)
         except CodecError as exc:
             raise TsTrackError(f"track {track.index} ({track.codec.value}): {exc}") from exc
 
@@ -174,14 +207,19 @@ class TsWriter:
     def _pat_pmt_sections(self) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
         pat = _section(0x00, 1, struct.pack(">HH", _PROGRAM_NUMBER, 0xE000 | self._pmt_pid))
         entries = b"".join(
-            struct.pack(">BHH", s.stream_type, 0xE000 | s.pid, 0xF000) for s in self._streams.values()
+            struct.pack(">BHH", s.stream_type, 0xE000 | s.pid, 0xF000 | len(s.descriptors)) + s.descriptors
+            for s in self._streams.values()
         )
         pmt = _section(0x02, _PROGRAM_NUMBER, struct.pack(">HH", 0xE000 | self._pcr_pid, 0xF000) + entries)
         return (PAT_PID, pat), (self._pmt_pid, pmt)
 
-    def segment(self, packets: Sequence[Packet]) -> bytes:
+    def segment(self, packets: Sequence[Packet], key: tuple[bytes, bytes] | None = None) -> bytes:
         """One segment: PAT, PMT, then a PES per packet, in the given order
-        (the caller interleaves tracks by decode time)."""
+        (the caller interleaves tracks by decode time). ``key`` is the
+        ``(key, iv)`` of a SAMPLE-AES writer's segment, which it requires."""
+        if self.sample_aes != (key is not None):
+            raise TsUsageError("a SAMPLE-AES writer needs a key per segment, and only it takes one")
+        self._key = key
         out = bytearray()
         for pid, section in self._psi:
             out += self._packetize(pid, b"\x00" + section, random_access=False, pcr=None, fill=True)
@@ -212,12 +250,15 @@ class TsWriter:
 
     def _pes(self, stream: _Stream, packet: Packet, pts: int, dts: int) -> bytes:
         if stream.stream_id == 0xC0:
+            frame = packet.data
+            if self._key is not None:
+                frame = encrypt_aac_frame(self._key[0], self._key[1], frame)
             try:
-                payload = adts_header(stream.track.extradata, len(packet.data)) + packet.data
+                payload = adts_header(stream.track.extradata, len(frame)) + frame
             except CodecError as exc:
                 raise TsUsageError(f"track {packet.track}: {exc}") from exc
         else:
-            payload = self._annexb(stream, packet)
+            payload = self._annexb(stream, packet, self._key)
         if pts == dts:
             header = _timestamp(0b0010, pts)
             flags = 0x80
@@ -233,7 +274,7 @@ class TsWriter:
             + header + payload
 
     @staticmethod
-    def _annexb(stream: _Stream, packet: Packet) -> bytes:
+    def _annexb(stream: _Stream, packet: Packet, key: tuple[bytes, bytes] | None) -> bytes:
         codec = stream.track.codec
         try:
             nals = list(iter_avcc(packet.data, stream.length_size))
@@ -246,7 +287,7 @@ class TsWriter:
         if packet.keyframe and _SPS_TYPES[codec] not in types:
             out += stream.parameter_sets
         for nal in nals:
-            out += b"\x00\x00\x00\x01" + nal
+            out += b"\x00\x00\x00\x01" + (encrypt_nal(key[0], key[1], nal) if key is not None else nal)
         return bytes(out)
 
     def _next_cc(self, pid: int) -> int:

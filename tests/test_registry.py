@@ -92,6 +92,20 @@ async def test_grace_expiry_ends_stream() -> None:
     assert reg.get("s") is None
 
 
+async def test_end_waiting_ends_only_a_stream_without_its_publisher() -> None:
+    reg = StreamRegistry(grace_s=60)
+    pub = reg.claim("s")
+    pub.start(TRACKS)
+    assert not reg.end_waiting("s", "returned elsewhere")  # its publisher is here
+    assert not reg.end_waiting("nobody", "returned elsewhere")
+    pub.close()
+    stream = reg.get("s")
+    assert stream is not None and stream.state is StreamState.WAITING
+    assert reg.end_waiting("s", "returned elsewhere")
+    assert reg.get("s") is None and stream.state is StreamState.ENDED
+    assert reg.claim("s").stream is not stream  # a new stream, no timer left to end it
+
+
 async def test_kick_calls_back_and_ends_without_grace() -> None:
     reg = StreamRegistry(grace_s=60)
     pub = reg.claim("s")

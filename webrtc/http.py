@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest
+from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest, grant_settings
 from engine.errors import GeoBlocked, PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import StreamRegistry, StreamState
 from webrtc import ice, tap, whep
@@ -191,9 +191,13 @@ class WebRtcHttp:
             grant = await self.publish_check.authorize_publish(PublishRequest("whip", key, "whip", remote))
         except PublishDenied as exc:
             return self._error(403, f"publish refused: {exc}")
+        except StreamBusyError as exc:
+            # The name is live in another process of this node.
+            log.info("whip from %s: publish refused: %s", remote, exc)
+            return self._error(409, "stream is already being published")
         try:
             self.table.check_room(SessionKind.WHIP, grant.playback_name)
-            publisher = self.registry.claim(grant.playback_name)
+            publisher = self.registry.claim(grant.playback_name, grant_settings(grant))
         except SessionLimitError as exc:
             return self._error(503, str(exc), {"Retry-After": "10"})
         except StreamNameError as exc:

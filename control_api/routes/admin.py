@@ -30,7 +30,7 @@ def register(router: Router, plane: ControlPlane) -> None:
     async def kick(ctx: RequestCtx) -> Reply:
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
         reason = ctx.body.get("reason", "ended by an admin")
-        disconnected = plane.kick(stream["playback_id"], reason)
+        disconnected = await plane.kick(stream["playback_id"], reason)
         await plane.end_stream(actor_of(ctx.principal, ctx.remote), stream["id"], reason, kick=False)
         return Reply(200, {"stream_id": stream["id"], "disconnected": disconnected})
 
@@ -62,7 +62,7 @@ def register(router: Router, plane: ControlPlane) -> None:
         current = await streams.open_stream(plane.db, user["id"])
         disconnected = False
         if current is not None:
-            disconnected = plane.kick(current["playback_id"], "creator banned")
+            disconnected = await plane.kick(current["playback_id"], "creator banned")
             await plane.end_stream(actor, current["id"], "creator banned", kick=False)
         return Reply(200, {"stream_id": current["id"] if current else None, "disconnected": disconnected})
 

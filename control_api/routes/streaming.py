@@ -61,10 +61,10 @@ def register(router: Router, plane: ControlPlane) -> None:
         current = await streams.open_stream(plane.db, me.id)
         if current is not None:
             row = await streams.update_stream(plane.db, actor, current["id"], ctx.body, plane.clock())
-            plane.apply_settings(streams.stream_view(row))
+            await plane.apply_settings(streams.stream_view(row))
             return Reply(200, streams.stream_view(row))
         row = await streams.create_stream(plane.db, actor, me.id, ctx.body, plane.clock())
-        plane.apply_settings(streams.stream_view(row))
+        await plane.apply_settings(streams.stream_view(row))
         return Reply(201, streams.stream_view(row))
 
     @router.op("POST", "/streaming/stop", summary="End the current stream and disconnect the encoder", tag=TAG,
@@ -213,7 +213,7 @@ def register(router: Router, plane: ControlPlane) -> None:
                tag=TAG, roles=ROLES_CREATOR, body=S.EFFECTS_BODY, ok=(200, S.ref("LiveStream")), errors=(409,))
     async def set_effects(ctx: RequestCtx) -> Reply:
         row = await update_own_stream(ctx, {"effects": ctx.body["effects"]})
-        plane.apply_settings(streams.stream_view(row))
+        await plane.apply_settings(streams.stream_view(row))
         return Reply(200, streams.stream_view(row))
 
     @router.op("PUT", ID_PATH + "/geo", summary="Set or clear the stream's geographic restriction (allowed or "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import sys
@@ -34,6 +33,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--rtmp-port", type=int, help="RTMP port (rtmp.port)")
     p.add_argument("--rtmps-port", type=int, help="RTMPS port (rtmp.tls_port)")
     p.add_argument("--http-port", type=int, help="HTTP port (http.port)")
+    p.add_argument("--processes", type=int, help="engine processes sharing the ports (server.processes)")
     p.add_argument("--dev", action="store_true", help="accept any stream key (development only)")
 
 
@@ -85,6 +85,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         server["host"] = args.host
     if args.dev:
         server["dev"] = True
+    if args.processes is not None:
+        server["processes"] = args.processes
     rtmp: dict[str, Any] = {}
     if args.rtmp_port is not None:
         rtmp["port"] = args.rtmp_port
@@ -96,26 +98,24 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     return config.with_overrides(server=server, rtmp=rtmp, http=http)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, tag: str = "") -> None:
+    """Log to stderr; ``tag`` marks each line (which process of a node)."""
+    prefix = f"[{tag}] " if tag else ""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s",
         stream=sys.stderr,
     )
 
 
 def _run_serve(config: EngineConfig) -> int:
-    from engine.app.serve import run
+    if config.server.processes > 1:
+        from engine.app.workers import Supervisor
 
-    if config.server.use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            logging.getLogger(__name__).warning("uvloop is not installed; using the default event loop")
-        else:
-            uvloop.run(run(config))
-            return 0
-    asyncio.run(run(config))
+        return Supervisor(config).run()
+    from engine.app.serve import run_blocking
+
+    run_blocking(config)
     return 0
 
 

@@ -28,6 +28,7 @@ from webrtc.config import WebRtcConfig
 
 ENV_PREFIX = "FANZ"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_PROCESSES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,16 @@ class ServerConfig:
     )
     log_level: str = doc("Logging level: debug, info, warning or error.", "info")
     use_uvloop: bool = doc("Run the event loop on uvloop when it is installed.", True)
+    processes: int = doc(
+        "Engine processes (event loops) on this node. 1: one process does everything. More: a supervisor "
+        "starts that many complete engines sharing the RTMP and HTTP ports (SO_REUSEPORT), each owning the "
+        "streams published to it; a request for a stream another process owns is passed to it over loopback.",
+        1,
+    )
 
     def __post_init__(self) -> None:
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise ConfigError(f"server.processes must be 1 to {MAX_PROCESSES}, not {self.processes}")
         if self.log_level.lower() not in LOG_LEVELS:
             allowed = ", ".join(repr(level) for level in LOG_LEVELS)
             raise ConfigError(f"server.log_level {self.log_level!r} is not one of {allowed}")

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import shutil
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from cluster.local_directory import FileStreamDirectory
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
 from control_api.forwarded import forwarded_middleware, networks
 from control_api.ratelimit import RateLimiter
@@ -35,6 +39,15 @@ from effects.errors import EffectsError
 from engine.app import features
 from engine.app.config import EngineConfig
 from engine.app.live_effects import EffectUpdates
+from engine.app.owner_routing import (
+    NODE_PREFIX,
+    ClaimingPublishCheck,
+    OwnerRouting,
+    WorkerIdentity,
+    merge_worker_metrics,
+    private_side,
+)
+from engine.app.protection import ProtectionPolicy, stream_plans
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
@@ -69,10 +82,17 @@ class Engine:
         config: EngineConfig,
         checks: tuple[PublishCheck, PlaybackCheck] | None = None,
         hls_disk: Disk | None = None,
+        worker: WorkerIdentity | None = None,
+        protection: ProtectionPolicy | None = None,
     ) -> None:
         """``hls_disk`` is where HLS files go (the local file system unless
-        given: an object store, or a disk made slow in the tests)."""
+        given: an object store, or a disk made slow in the tests).
+        ``worker``: this engine is one of the node's processes
+        (``server.processes`` > 1); see :mod:`engine.app.owner_routing`.
+        ``protection`` is how streams are encrypted and where their keys come
+        from (none unless given)."""
         self.config = config
+        self.worker = worker
         self.data_dir = Path(config.server.data_dir)
         make_private_dir(self.data_dir)
         self.registry = StreamRegistry(
@@ -101,22 +121,38 @@ class Engine:
             RateLimiter(config.drm.key_requests_per_minute, 60.0),
             cors_origin=config.hls.cors_origin,
         )
+        self.directory: FileStreamDirectory | None = None
+        self.routing: OwnerRouting | None = None
+        self.private_runner: web.AppRunner | None = None
+        self._claims: ClaimingPublishCheck | None = None
+        if worker is not None:
+            self.directory = FileStreamDirectory(stream_directory_path(self.data_dir))
+            self._claims = ClaimingPublishCheck(self.publish_check, self.directory, worker.address,
+                                               self._ask_to_yield)
+            self.publish_check = self._claims
+            self.registry.on_stream_created(self._claimed)
         self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
         self.metrics.combine_by_max("fanz_effect_frame_milliseconds")
         self.metrics.add_source(stream_metrics(self.registry))
         self.hls = HlsService(
             config.hls,
-            self.data_dir / "hls",
+            hls_root(self.data_dir, worker),
             self.registry,
             fanout_buffer=config.streams.fanout_buffer,
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
             disk=hls_disk,
+            protection=stream_plans(protection, self.registry) if protection is not None else None,
         )
         self.metrics.add_source(self._hls_metrics)
         self.metrics.add_source(self._drm_metrics)
         if self.geo is not None:
             self.metrics.add_source(self._geo_metrics)
+        if worker is not None and self.directory is not None:
+            self.routing = OwnerRouting(worker, self.directory, self._has_stream)
+            self.metrics.add_source(self._routing_metrics)
+            if self.api_app is not None:
+                self.api_app[PLANE].reach_other_processes(self.routing)
         self.webrtc: WebRtcHttp | None = None
         webrtc = features.load(features.WEBRTC, "webrtc.http") if config.webrtc.enabled else None
         if webrtc is not None:
@@ -158,6 +194,30 @@ class Engine:
         if not self.config.streams.keys:
             log.warning("no stream keys are configured ([streams] keys) and --dev is off: every publish is refused")
         return static, static
+
+    # -- one process among several ------------------------------------------------
+    def _claimed(self, stream: LiveStream) -> None:
+        """A new source stream: its directory claim is given up when it ends."""
+        if isinstance(stream.key, str) and self._claims is not None:
+            stream.on_ended("directory", functools.partial(self._claims.release, stream.key))
+
+    async def _ask_to_yield(self, name: str, owner: str) -> bool:
+        return self.routing is not None and await self.routing.ask_to_yield(name, owner)
+
+    def _has_stream(self, name: str) -> bool:
+        return self.registry.get(name) is not None or name in self.hls.outputs
+
+    def _routing_metrics(self) -> Iterable[Metric]:
+        assert self.routing is not None
+        passed = CounterMetricFamily(
+            "fanz_worker_passed_requests", "HTTP requests passed to the process that owns their stream."
+        )
+        passed.add_metric([], self.routing.passed)
+        failed = CounterMetricFamily(
+            "fanz_worker_pass_failures", "Passed requests whose owning process did not answer."
+        )
+        failed.add_metric([], self.routing.failed)
+        return [passed, failed]
 
     def _hls_metrics(self) -> Iterable[Metric]:
         segments = CounterMetricFamily("fanz_hls_segments_written", "HLS segments written.", labels=["stream"])
@@ -419,16 +479,26 @@ class Engine:
         return [sessions, live, events, drops]
 
     # -- HTTP ---------------------------------------------------------------
-    def build_app(self) -> web.Application:
-        # Behind a reverse proxy, every route (HLS, keys, WHEP, the API) sees
-        # the viewer's address, not the proxy's: X-Forwarded-For is believed
-        # from api.trusted_proxies only, by the API's own rule.
-        trusted = networks(self.config.api.trusted_proxies)
-        app = web.Application(client_max_size=1 << 20, middlewares=[forwarded_middleware(trusted)])
+    def build_app(self, private: bool = False) -> web.Application:
+        """The HTTP app. ``private``: the app of a node process's loopback
+        port (no control API; /metrics and /streams of this process only)."""
+        middlewares: list[Middleware] = []
+        if private and self.worker is not None:
+            # The viewer's address comes from the passing process, with the secret.
+            middlewares.append(private_side(self.worker.secret))
+        else:
+            # Behind a reverse proxy, every route (HLS, keys, WHEP, the API)
+            # sees the viewer's address, not the proxy's: X-Forwarded-For is
+            # believed from api.trusted_proxies only, by the API's own rule;
+            # a request passed to the owning process carries that address.
+            middlewares.append(forwarded_middleware(networks(self.config.api.trusted_proxies)))
+            if self.routing is not None:
+                middlewares.append(self.routing.middleware)
+        app = web.Application(client_max_size=1 << 20, middlewares=middlewares)
         hide_server_header(app)
         app.router.add_get("/health", self._health)
         app.router.add_get("/ready", self._ready_handler)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", self._metrics if not private else self._local_metrics)
         app.router.add_routes(HlsHttp(self.hls, self.playback_check).routes())
         if self.config.drm.clear_key_delivery:
             app.router.add_routes(self.key_http.routes())
@@ -437,9 +507,42 @@ class Engine:
         )
         if self.webrtc is not None:
             app.router.add_routes(self.webrtc.routes())
-        if self.api_app is not None:
+        if self.api_app is not None and not private:
             app.add_subapp(API_PREFIX, self.api_app)
+        if private:
+            app.router.add_post(NODE_PREFIX + "/streams/{name}/kick", self._node_kick)
+            app.router.add_post(NODE_PREFIX + "/streams/{name}/settings", self._node_settings)
+            app.router.add_post(NODE_PREFIX + "/streams/{name}/yield", self._node_yield)
         return app
+
+    async def _node_kick(self, request: web.Request) -> web.Response:
+        """Another process of the node passes on the control API's kick."""
+        body = await request.json()
+        kicked = self.registry.kick(request.match_info["name"], str(body.get("reason", "disconnected")))
+        return web.json_response({"kicked": kicked})
+
+    async def _node_yield(self, request: web.Request) -> web.Response:
+        """Another process of the node has this stream's publisher back: a
+        stream waiting for its publisher ends here at once and its name is
+        released, so that the publisher continues there without waiting out
+        the grace window. A stream with a publisher is kept."""
+        name = request.match_info["name"]
+        # Only a stream that exists here and waits: a name claimed a moment
+        # ago by a publish not yet in the registry is kept.
+        if self._claims is None or not self.registry.end_waiting(
+            name, "its publisher returned to another process of this node"
+        ):
+            return web.json_response({"yielded": False})
+        await self._claims.release(name)
+        return web.json_response({"yielded": True})
+
+    async def _node_settings(self, request: web.Request) -> web.Response:
+        """Another process of the node passes on a live setting."""
+        body = await request.json()
+        name = request.match_info["name"]
+        if self.registry.get(name) is not None:
+            self.registry.configure(name, str(body["key"]), body["value"])
+        return web.json_response({"applied": self.registry.get(name) is not None})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -455,11 +558,27 @@ class Engine:
             return web.json_response({"status": "starting"}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _local_metrics(self, request: web.Request) -> web.Response:
         # The collectors read dicts that only this loop changes: copy their
         # values here, and let a worker thread do the text formatting.
         families = self.metrics.snapshot()
         body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render_snapshot, families)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """This process's series; on a node of several processes, every
+        process's series, each labelled ``worker`` (one scrape covers the
+        node, whichever process answers)."""
+        if self.routing is None or self.worker is None:
+            return await self._local_metrics(request)
+        families = self.metrics.snapshot()
+        others = await self.routing.gather("/metrics")
+        parts: list[tuple[int, Sequence[Metric] | bytes | None]] = [(self.worker.index, families), *others]
+
+        def render() -> bytes:
+            return self.metrics.render_snapshot(merge_worker_metrics(parts))
+
+        body = await asyncio.get_running_loop().run_in_executor(None, render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     # -- lifecycle -------------------------------------------------------------
@@ -490,20 +609,32 @@ class Engine:
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
         await self._reconcile()
-        site = web.TCPSite(self.http_runner, host, self.config.http.port, reuse_address=True)
+        shared = self.worker is not None
+        if self.worker is not None:
+            assert self.directory is not None
+            # This process's earlier life (same address) died with its streams.
+            forgotten = await asyncio.to_thread(self.directory.forget, self.worker.address)
+            if forgotten:
+                log.warning("released %d streams an earlier run of this process owned", len(forgotten))
+            self.private_runner = web.AppRunner(self.build_app(private=True), access_log=None, handle_signals=False)
+            await self.private_runner.setup()
+            private = web.TCPSite(self.private_runner, "127.0.0.1", self.worker.private_ports[self.worker.index],
+                                  reuse_address=True)
+            await private.start()
+        site = web.TCPSite(self.http_runner, host, self.config.http.port, reuse_address=True, reuse_port=shared)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
         if self.config.rtmp.enabled:
             self.rtmp = RtmpServer(self.registry, self.publish_check, self.config.rtmp.limits, app_names=apps)
-            await self.rtmp.start(host, self.config.rtmp.port)
+            await self.rtmp.start(host, self.config.rtmp.port, reuse_port=shared)
             tls = self._tls_context()
             if tls is not None:
                 self.rtmps = RtmpServer(
                     self.registry, self.publish_check, self.config.rtmp.limits, ssl_context=tls, app_names=apps
                 )
-                await self.rtmps.start(host, self.config.rtmp.tls_port)
+                await self.rtmps.start(host, self.config.rtmp.tls_port, reuse_port=shared)
         self._ready = True
         log.info(
             "serving: RTMP %s:%s%s, HTTP http://%s:%s (HLS at /hls/NAME/index.m3u8)",
@@ -552,6 +683,10 @@ class Engine:
         if self.http_runner is not None:
             await self.http_runner.cleanup()
         self._key_store.close()
+        if self.private_runner is not None:
+            await self.private_runner.cleanup()
+        if self.routing is not None:
+            await self.routing.close()
 
 
 def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
@@ -572,6 +707,18 @@ def _names_video_effect(value: dict[str, object] | list[object]) -> bool:
     return False
 
 
+def hls_root(data_dir: Path, worker: WorkerIdentity | None) -> Path:
+    """Where the engine writes HLS: a folder of its own for each process of
+    a node (each cleans its own leftovers when it starts)."""
+    root = data_dir / "hls"
+    return root if worker is None else root / f"w{worker.index}"
+
+
+def stream_directory_path(data_dir: Path) -> Path:
+    """The node's local stream directory (:mod:`cluster.local_directory`)."""
+    return data_dir / "streams"
+
+
 def remove_stale_outputs(root: Path, keep: set[str]) -> list[str]:
     """Delete every entry under the HLS root except the folders named in
     ``keep``; returns the names deleted. Runs off the event loop."""
@@ -589,17 +736,48 @@ def remove_stale_outputs(root: Path, keep: set[str]) -> list[str]:
     return removed
 
 
-async def run(config: EngineConfig) -> None:
-    """Start the engine and run until SIGINT or SIGTERM."""
-    engine = Engine(config)
+async def run(config: EngineConfig, worker: WorkerIdentity | None = None) -> None:
+    """Start the engine and run until SIGINT or SIGTERM (or, for one of a
+    node's processes, until its supervisor is gone)."""
+    engine = Engine(config, worker=worker)
     await engine.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    orphan_watch = None
+    if worker is not None:
+        orphan_watch = loop.create_task(_stop_when_orphaned(worker.supervisor_pid, stop), name="orphan-watch")
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         await engine.stop()
+
+
+async def _stop_when_orphaned(supervisor_pid: int, stop: asyncio.Event) -> None:
+    """Polls: no portable signal tells a process its parent died."""
+    while not stop.is_set():
+        if os.getppid() != supervisor_pid:
+            log.error("the supervisor (pid %d) is gone: stopping", supervisor_pid)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def run_blocking(config: EngineConfig, worker: WorkerIdentity | None = None) -> None:
+    """Run the engine on uvloop when configured and installed, else on
+    asyncio's own loop, until it is stopped."""
+    if config.server.use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed; using the default event loop")
+        else:
+            uvloop.run(run(config, worker))
+            return
+    asyncio.run(run(config, worker))

@@ -1,8 +1,12 @@
-"""``fanz-media transcode INPUT OUTDIR [--ladder NAME] [--encoder auto|NAME] [--use file|live]``.
+"""``fanz-media transcode INPUT OUTDIR [--ladder NAME] [--encoder auto|NAME] [--use file|live]
+[--protection SCHEME [--content-id ID] [--key-uri BASE] [--rotate-every N]]``.
 
 Wires the file transcoder to the VOD HLS writer: the same decode-once ladder
 as live streams, written as ``OUTDIR/index.m3u8`` with one folder per
-rendition, and a progress bar on stderr.
+rendition, and a progress bar on stderr. With ``--protection`` every
+rendition is encrypted with keys of the asset ``--content-id`` (the output
+folder's name unless given) from the engine's key provider, and the
+playlists send players to ``BASE/ID/KID`` for them.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from drm.model import KeyProvider, Protection
 from engine.app.config import load_config
+from engine.app.protection import DEFAULT_KEY_URI_BASE, ProtectionPolicy
 from engine.errors import ConfigError
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
+from packager.hls.keys import SegmentProtection
 from packager.hls.vod import VodHlsWriter
 from transcode.core import RenditionStarted
 from transcode.errors import TranscodeError
@@ -65,11 +72,13 @@ def run(
     quiet: bool = False,
     hls: HlsConfig | None = None,
     use: str = "file",
+    protection: SegmentProtection | None = None,
 ) -> Path:
     """Transcode ``input_path`` into a VOD HLS ladder in ``outdir``; returns
     the multivariant playlist's path. ``use`` names the encoder settings
-    (``file`` unless the output should look like a live stream's)."""
-    writer = VodHlsWriter(outdir, hls or HlsConfig(), ladder.segment_duration)
+    (``file`` unless the output should look like a live stream's);
+    ``protection`` encrypts every rendition."""
+    writer = VodHlsWriter(outdir, hls or HlsConfig(), ladder.segment_duration, protection)
     bar = None if quiet else ProgressBar()
     for event in transcode_file(input_path, ladder, encoder, progress=bar, use=use):
         if isinstance(event, RenditionStarted):
@@ -83,7 +92,9 @@ def run(
     return index
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, key_provider: KeyProvider | None = None) -> int:
+    """``key_provider`` is where ``--protection`` gets its keys (the engine's
+    configured provider)."""
     parser = argparse.ArgumentParser(
         prog="fanz-media transcode", description="Transcode a file along a ladder into VOD HLS (OUTDIR/index.m3u8)."
     )
@@ -98,6 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="file",
         help="encoder settings: file (B-frames, lookahead, frame threads; the default) or live (zerolatency)",
     )
+    parser.add_argument(
+        "--protection",
+        choices=[p.value for p in Protection],
+        default="none",
+        help="encrypt the renditions: aes-128 (whole segments) or sample-aes (MPEG-TS samples)",
+    )
+    parser.add_argument("--content-id", help="the asset ID its keys are stored under (default: OUTDIR's name)")
+    parser.add_argument(
+        "--key-uri", default=DEFAULT_KEY_URI_BASE, help="where players fetch keys: BASE/ID/KID (default: /keys)"
+    )
+    parser.add_argument(
+        "--rotate-every", type=int, default=0, help="segments per key (default 0: one key for the whole file)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -110,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in ladders:
         parser.exit(2, f"fanz-media transcode: unknown ladder {name!r}; known: {', '.join(sorted(ladders))}\n")
     try:
-        index = run(args.input, args.outdir, ladders[name], args.encoder, args.quiet, config.hls, args.use)
+        policy = ProtectionPolicy(provider=key_provider, rotate_every=args.rotate_every, key_uri_base=args.key_uri)
+        plan = policy.plan(args.content_id or args.outdir.name, Protection(args.protection))
+        index = run(args.input, args.outdir, ladders[name], args.encoder, args.quiet, config.hls, args.use, plan)
     except (TranscodeError, PackagerError) as exc:
         print(f"fanz-media transcode: {exc}", file=sys.stderr)
         return 1

@@ -63,6 +63,14 @@ class AvcSps:
     frame_rate: Fraction | None
     bit_depth_luma: int = 8
     bit_depth_chroma: int = 8
+    # What a slice header's syntax depends on (H.264 §7.3.3):
+    sps_id: int = 0
+    separate_colour_plane: bool = False
+    log2_max_frame_num: int = 4
+    poc_type: int = 0
+    log2_max_poc_lsb: int = 4
+    delta_pic_order_always_zero: bool = False
+    frame_mbs_only: bool = True
 
 
 def parse_avcc(data: bytes) -> AvcConfig:
@@ -158,7 +166,7 @@ def parse_sps(nal: bytes) -> AvcSps:
     profile = r.u(8)
     r.skip(8)  # constraint_set flags
     level = r.u(8)
-    _bounded(r.ue(), 31, "seq_parameter_set_id")
+    sps_id = _bounded(r.ue(), 31, "seq_parameter_set_id")
     chroma_format_idc = 1
     separate_planes = False
     depth_luma = depth_chroma = 8
@@ -173,12 +181,14 @@ def parse_sps(nal: bytes) -> AvcSps:
             for i in range(12 if chroma_format_idc == 3 else 8):
                 if r.flag():
                     _skip_scaling_list(r, 16 if i < 6 else 64)
-    _bounded(r.ue(), 12, "log2_max_frame_num_minus4")
+    log2_max_frame_num = _bounded(r.ue(), 12, "log2_max_frame_num_minus4") + 4
     poc_type = _bounded(r.ue(), 2, "pic_order_cnt_type")
+    log2_max_poc_lsb = 4
+    delta_pic_order_always_zero = False
     if poc_type == 0:
-        _bounded(r.ue(), 12, "log2_max_pic_order_cnt_lsb_minus4")
+        log2_max_poc_lsb = _bounded(r.ue(), 12, "log2_max_pic_order_cnt_lsb_minus4") + 4
     elif poc_type == 1:
-        r.skip(1)
+        delta_pic_order_always_zero = r.flag()
         r.se()
         r.se()
         for _ in range(_bounded(r.ue(), 255, "num_ref_frames_in_pic_order_cnt_cycle")):
@@ -204,7 +214,16 @@ def parse_sps(nal: bytes) -> AvcSps:
     if width <= 0 or height <= 0:
         raise CodecError(f"SPS cropping leaves no picture ({width}x{height})")
     frame_rate = _vui_frame_rate(r) if r.flag() else None
-    return AvcSps(profile, level, chroma_format_idc, width, height, frame_rate, depth_luma, depth_chroma)
+    return AvcSps(
+        profile, level, chroma_format_idc, width, height, frame_rate, depth_luma, depth_chroma,
+        sps_id=sps_id,
+        separate_colour_plane=separate_planes,
+        log2_max_frame_num=log2_max_frame_num,
+        poc_type=poc_type,
+        log2_max_poc_lsb=log2_max_poc_lsb,
+        delta_pic_order_always_zero=delta_pic_order_always_zero,
+        frame_mbs_only=bool(frame_mbs_only),
+    )
 
 
 def _vui_frame_rate(r: BitReader) -> Fraction | None:

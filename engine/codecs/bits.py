@@ -56,6 +56,11 @@ class BitReader:
         self._end = len(data) * 8
 
     @property
+    def position(self) -> int:
+        """Bits read (or skipped) so far."""
+        return self._pos
+
+    @property
     def bits_left(self) -> int:
         return self._end - self._pos
 
@@ -65,13 +70,12 @@ class BitReader:
             return 0
         if self._pos + n > self._end:
             raise CodecError(f"bitstream truncated: needed {n} bits, {self.bits_left} left")
-        value = 0
         pos = self._pos
-        for _ in range(n):
-            value = (value << 1) | ((self._data[pos >> 3] >> (7 - (pos & 7))) & 1)
-            pos += 1
-        self._pos = pos
-        return value
+        end = pos + n
+        last = (end + 7) >> 3
+        chunk = int.from_bytes(self._data[pos >> 3 : last], "big")
+        self._pos = end
+        return (chunk >> ((last << 3) - end)) & ((1 << n) - 1)
 
     def flag(self) -> bool:
         return self.u(1) == 1
@@ -83,6 +87,22 @@ class BitReader:
 
     def ue(self) -> int:
         """Read an unsigned Exp-Golomb code, ``ue(v)``."""
+        # Fast path: the whole code word lies in the next 9 bytes (a code
+        # of up to 31 leading zeros always does unless the data ends).
+        first = self._pos >> 3
+        window_bytes = self._data[first : first + 9]
+        bits = len(window_bytes) * 8 - (self._pos & 7)
+        window = int.from_bytes(window_bytes, "big") & ((1 << bits) - 1)
+        zeros = bits - window.bit_length()
+        size = 2 * zeros + 1
+        if window and zeros <= MAX_EXP_GOLOMB_ZEROS and size <= bits:
+            self._pos += size
+            return (window >> (bits - size)) - 1
+        return self._ue_bit_by_bit()
+
+    def _ue_bit_by_bit(self) -> int:
+        """``ue(v)`` read one bit at a time: the errors of a truncated or
+        overlong code."""
         zeros = 0
         while self.u(1) == 0:
             zeros += 1

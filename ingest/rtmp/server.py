@@ -18,7 +18,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from engine.auth import PublishCheck, PublishRequest
+from engine.auth import PublishCheck, PublishRequest, grant_settings
 from engine.errors import PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import Publisher, StreamRegistry
 from ingest.rtmp.errors import RtmpProtocolError, RtmpUsageError
@@ -188,6 +188,11 @@ class _Connection:
         try:
             async with asyncio.timeout(server.limits.publish_check_timeout_s):
                 grant = await server.publish_check.authorize_publish(request)
+        except StreamBusyError:
+            # The name is live in another process of this node.
+            server.publishes_refused += 1
+            self.session.reject_publish("NetStream.Publish.BadName", "stream is already being published")
+            return
         except PublishDenied as exc:
             server.publishes_refused += 1
             self.session.reject_publish("NetStream.Publish.Unauthorized", str(exc) or "publish denied")
@@ -197,7 +202,7 @@ class _Connection:
             self.session.reject_publish("NetStream.Publish.Failed", "publish check timed out")
             return
         try:
-            publisher = server.registry.claim(grant.playback_name)
+            publisher = server.registry.claim(grant.playback_name, grant_settings(grant))
         except StreamNameError as exc:
             server.publishes_refused += 1
             log.warning("rtmp %s: publish refused: %s", self.stats.remote, exc)
@@ -251,12 +256,14 @@ class RtmpServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 1
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host``:``port`` (0 picks a free port; see :attr:`port`)."""
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """Listen on ``host``:``port`` (0 picks a free port; see :attr:`port`).
+        ``reuse_port``: share the port with other processes (SO_REUSEPORT),
+        the kernel spreading new connections over them."""
         if self._server is not None:
             raise RtmpUsageError("the RTMP server is already started")
         self._server = await asyncio.start_server(
-            self._on_client, host, port, ssl=self.ssl_context,
+            self._on_client, host, port, ssl=self.ssl_context, reuse_port=reuse_port or None,
             ssl_handshake_timeout=self.limits.handshake_timeout_s if self.ssl_context else None,
         )
         log.info("%s ingest listening on %s:%d", self.protocol.upper(), host, self.port)

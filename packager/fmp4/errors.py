@@ -21,3 +21,9 @@ class Fmp4UsageError(Fmp4Error, ValueError):
 class Fmp4TrackError(Fmp4Error, ValueError):
     """A track's codec or extradata cannot go in an MP4 sample entry (the
     publisher sent something unusable; ``__cause__`` has the codec error)."""
+
+
+class Fmp4EncryptionError(Fmp4Error, ValueError):
+    """A sample could not be encrypted: the publisher's packet is not the
+    run of length-prefixed NAL units its track promises (``__cause__`` has
+    the :class:`drm.errors.SampleEncryptionError`)."""

@@ -11,7 +11,7 @@ gives the absolute decode time. A fragment can therefore be served alone
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -19,6 +19,7 @@ from engine.media import MediaKind, Packet, rescale
 from packager.fmp4.boxes import box, full_box
 from packager.fmp4.errors import Fmp4UsageError
 from packager.fmp4.init import TrackSlot
+from packager.fmp4.protection import TrafProtection
 
 _TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
 _TRUN_DATA_OFFSET = 0x000001
@@ -91,7 +92,10 @@ def samples_for(slot: TrackSlot, packets: Sequence[Packet]) -> list[Sample]:
     return out
 
 
-def _traf(slot: TrackSlot, samples: Sequence[Sample], data_offset: int) -> bytes:
+def _traf(
+    slot: TrackSlot, samples: Sequence[Sample], data_offset: int,
+    protection: TrafProtection | None = None, traf_offset: int = 0,
+) -> bytes:
     video = slot.track.kind is MediaKind.VIDEO
     trun_flags = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS
     if video:
@@ -101,31 +105,45 @@ def _traf(slot: TrackSlot, samples: Sequence[Sample], data_offset: int) -> bytes
         )
     else:
         rows = b"".join(struct.pack(">III", s.duration, len(s.data), s.flags) for s in samples)
-    return box(
-        b"traf",
-        full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", slot.track_id)),
-        full_box(b"tfdt", 1, 0, struct.pack(">Q", samples[0].decode_time)),
-        full_box(b"trun", 1, trun_flags, struct.pack(">Ii", len(samples), data_offset), rows),
+    head = (
+        full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", slot.track_id))
+        + full_box(b"tfdt", 1, 0, struct.pack(">Q", samples[0].decode_time))
+        + full_box(b"trun", 1, trun_flags, struct.pack(">Ii", len(samples), data_offset), rows)
     )
+    if protection is None:
+        return box(b"traf", head)
+    return box(b"traf", head, protection.boxes(traf_offset + 8 + len(head)))
 
 
-def fragment(runs: Sequence[tuple[TrackSlot, Sequence[Sample]]], sequence_number: int) -> bytes:
+def fragment(
+    runs: Sequence[tuple[TrackSlot, Sequence[Sample]]],
+    sequence_number: int,
+    protections: Mapping[int, TrafProtection] | None = None,
+    moof_boxes: Sequence[bytes] = (),
+) -> bytes:
     """``moof`` + ``mdat`` for the given per-track sample runs (tracks with
-    no samples are left out). The mdat holds each track's samples in turn."""
+    no samples are left out). The mdat holds each track's samples in turn.
+
+    ``protections`` maps a track ID to the encryption boxes of its traf
+    (the samples already hold the encrypted data); ``moof_boxes`` (``pssh``
+    boxes of a new key period) go between ``mfhd`` and the first traf."""
     if not 0 <= sequence_number <= 0xFFFFFFFF:
         raise Fmp4UsageError(f"sequence number {sequence_number} does not fit 32 bits")
     runs = [(slot, samples) for slot, samples in runs if samples]
     if not runs:
         raise Fmp4UsageError("a fragment needs at least one sample")
-    mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number))
-    # The moof's size does not depend on the offsets, so measure it first.
-    moof_size = len(box(b"moof", mfhd, *(_traf(slot, samples, 0) for slot, samples in runs)))
-    offset = moof_size + 8  # first byte of the mdat payload
+    protections = protections or {}
+    mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number)) + b"".join(moof_boxes)
+    # No box size depends on the offsets, so measure the moof first.
+    sizes = [len(_traf(slot, samples, 0, protections.get(slot.track_id))) for slot, samples in runs]
+    offset = 8 + len(mfhd) + sum(sizes) + 8  # first byte of the mdat payload
+    traf_offset = 8 + len(mfhd)
     trafs = []
-    for slot, samples in runs:
+    for (slot, samples), size in zip(runs, sizes, strict=True):
         if offset > 0x7FFFFFFF:
             raise Fmp4UsageError("fragment too large for 32-bit trun data offsets")
-        trafs.append(_traf(slot, samples, offset))
+        trafs.append(_traf(slot, samples, offset, protections.get(slot.track_id), traf_offset))
         offset += sum(len(s.data) for s in samples)
+        traf_offset += size
     payload = b"".join(s.data for _, samples in runs for s in samples)
     return box(b"moof", mfhd, *trafs) + box(b"mdat", payload)

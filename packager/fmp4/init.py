@@ -7,7 +7,7 @@ fragment.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.media import MediaKind, Track
@@ -34,8 +34,13 @@ def ftyp(major: bytes = INIT_MAJOR_BRAND, compatible: Sequence[bytes] = INIT_COM
     return box(b"ftyp", major, struct.pack(">I", 0), *compatible)
 
 
-def init_segment(slots: Sequence[TrackSlot]) -> bytes:
-    """``ftyp`` + ``moov`` for ``slots``."""
+def init_segment(
+    slots: Sequence[TrackSlot], entries: Mapping[int, bytes] | None = None, moov_boxes: Sequence[bytes] = ()
+) -> bytes:
+    """``ftyp`` + ``moov`` for ``slots``. ``entries`` replaces the sample
+    entry of the track with that ID (a protected ``encv``/``enca``);
+    ``moov_boxes`` (``pssh``) end the ``moov``."""
+    entries = entries or {}
     next_id = max(s.track_id for s in slots) + 1
     mvhd = full_box(
         b"mvhd", 0, 0,
@@ -45,12 +50,12 @@ def init_segment(slots: Sequence[TrackSlot]) -> bytes:
         bytes(24),
         struct.pack(">I", next_id),
     )
-    traks = [_trak(s) for s in slots]
+    traks = [_trak(s, entries.get(s.track_id)) for s in slots]
     trexes = [full_box(b"trex", 0, 0, struct.pack(">IIIII", s.track_id, 1, 0, 0, 0)) for s in slots]
-    return ftyp() + box(b"moov", mvhd, *traks, box(b"mvex", *trexes))
+    return ftyp() + box(b"moov", mvhd, *traks, box(b"mvex", *trexes), *moov_boxes)
 
 
-def _trak(slot: TrackSlot) -> bytes:
+def _trak(slot: TrackSlot, entry: bytes | None = None) -> bytes:
     track = slot.track
     video = track.kind is MediaKind.VIDEO
     width = (track.width or 0) << 16 if video else 0
@@ -69,7 +74,7 @@ def _trak(slot: TrackSlot) -> bytes:
     dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
     stbl = box(
         b"stbl",
-        full_box(b"stsd", 0, 0, struct.pack(">I", 1), sample_entry(track)),
+        full_box(b"stsd", 0, 0, struct.pack(">I", 1), entry if entry is not None else sample_entry(track)),
         full_box(b"stts", 0, 0, struct.pack(">I", 0)),
         full_box(b"stsc", 0, 0, struct.pack(">I", 0)),
         full_box(b"stsz", 0, 0, struct.pack(">II", 0, 0)),

@@ -17,16 +17,19 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
+from drm.model import Protection
 from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
 from packager.hls.disk import Disk, LocalDisk, SerialQueue, call_on_loop, drained
-from packager.hls.muxers import muxer_factory
+from packager.hls.keys import ProtectionError, SegmentProtection
+from packager.hls.muxers import check_protection, muxer_factory
 from packager.hls.output import StreamOutput
 from packager.hls.segmenter import Segmenter
 
@@ -38,6 +41,11 @@ FLUSH_TIMEOUT_S = 30.0
 MAX_HELD = 64
 """Most packets held back for the next video packet (a stream that declared
 video and sends only audio still reaches the packager)."""
+
+ProtectionPlans = Callable[[str], "SegmentProtection | None"]
+"""A source stream's name in, how its segments are encrypted out (``None``:
+clear). Called on the event loop when the stream starts: it must not block
+(key periods are fetched later, in the stream's job queue)."""
 
 
 class HlsService:
@@ -56,6 +64,10 @@ class HlsService:
     pool of ``config.writer_threads`` threads; each stream's jobs run in order, one
     at a time, and at most ``fanout_buffer`` of them wait before the stream's
     task stops reading (and its subscription starts dropping).
+
+    ``protection`` decides each source stream's encryption when it starts;
+    its renditions are encrypted the same way. A stream whose protection
+    cannot be applied is not packaged at all (never served clear).
     """
 
     def __init__(
@@ -67,8 +79,10 @@ class HlsService:
         ended_retention_s: float = 600.0,
         package_source: bool = True,
         disk: Disk | None = None,
+        protection: ProtectionPlans | None = None,
     ) -> None:
         self.package_source = package_source
+        self._protection = protection
         self.disk: Disk = disk if disk is not None else LocalDisk()
         self._pool = ThreadPoolExecutor(max_workers=config.writer_threads, thread_name_prefix="hls-writer")
         # One queue per stream name, kept while an output of that name
@@ -100,10 +114,20 @@ class HlsService:
             timer = self._expiry.pop(stream.name, None)
             if timer is not None:
                 timer.cancel()
+            try:
+                plan = self._protection(stream.name) if self._protection is not None else None
+                if plan is not None:
+                    check_protection(self.config.segment_format, plan.scheme)
+            except ProtectionError as exc:
+                # Never fall back to clear media for a stream meant to be encrypted.
+                log.error("stream %s: not packaged as HLS: %s", stream.name, exc)
+                return
             queue = self._queues.get(stream.name)
             if queue is None:
                 queue = self._queues[stream.name] = SerialQueue(self._pool, stream.name)
-            output = StreamOutput(stream.name, self.root, self.config, queue=queue, disk=self.disk)
+            output = StreamOutput(
+                stream.name, self.root, self.config, queue=queue, disk=self.disk, protection=plan
+            )
             self.outputs[stream.name] = output
             if not self.package_source:
                 return
@@ -122,12 +146,14 @@ class HlsService:
 
     async def _run(self, name: str, sub: Subscription, output: StreamOutput, variant_name: str) -> None:
         variant = output.variants.get(variant_name) or output.add_variant(variant_name)
+        plan = output.protection
         segmenter = Segmenter(
-            muxer_factory(self.config.segment_format),
+            muxer_factory(self.config.segment_format, plan.scheme if plan is not None else Protection.NONE),
             Fraction(self.config.target_duration_s).limit_denominator(1000),
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             part_target=output.part_target,
             origin=output.origin,
+            protection=plan,
         )
         self.segmenters[name] = segmenter
         ended = False

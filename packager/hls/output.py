@@ -29,7 +29,9 @@ from engine.codecs import codec_string, describe_track
 from engine.media import MediaKind, StreamItem, Track
 from packager.hls.config import HlsConfig, SegmentFormat
 from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, call_on_loop, drained
+from packager.hls.keys import SegmentKey, SegmentProtection, key_tags
 from packager.hls.playlist import (
+    KeyTag,
     MediaPlaylist,
     PartEntry,
     RenditionReport,
@@ -135,8 +137,11 @@ class StreamOutput:
         config: HlsConfig,
         queue: JobQueue | None = None,
         disk: Disk | None = None,
+        protection: SegmentProtection | None = None,
     ) -> None:
         self.name = name
+        self.protection = protection
+        """How every variant's segments are encrypted (``None``: clear)."""
         self.queue: JobQueue = queue if queue is not None else InlineQueue(name)
         self.disk: Disk = disk if disk is not None else LocalDisk()
         self.error: BaseException | None = None
@@ -184,7 +189,22 @@ class StreamOutput:
 
     @property
     def version(self) -> int:
-        return 7 if self.config.segment_format is SegmentFormat.FMP4 else 3
+        if self.config.segment_format is SegmentFormat.FMP4:
+            return 7
+        # KEYFORMAT and KEYFORMATVERSIONS need version 5 (7, 4.4.4.4).
+        return 5 if self.protection is not None else 3
+
+    def key_tags(self, key: SegmentKey | None) -> tuple[KeyTag, ...]:
+        if key is None or self.protection is None:
+            return ()
+        return key_tags(self.protection, key, self.config.segment_format is SegmentFormat.FMP4)
+
+    def session_keys(self) -> list[KeyTag]:
+        """The key in force at the live edge, for ``EXT-X-SESSION-KEY``."""
+        for variant in self.variants.values():
+            if variant.playlist.segments and variant.playlist.segments[-1].keys:
+                return list(variant.playlist.segments[-1].keys)
+        return []
 
     @property
     def part_target(self) -> Fraction | None:
@@ -356,7 +376,7 @@ class StreamOutput:
     def _add_part(self, variant: VariantOutput, event: PartReady, sequence: int) -> None:
         uri = self.part_uri(variant, sequence, event.index)
         part = PartEntry(uri, event.duration, event.independent, event.data)
-        variant.playlist.add_part(sequence, part, event.discontinuity, variant.init_uri)
+        variant.playlist.add_part(sequence, part, event.discontinuity, variant.init_uri, self.key_tags(event.key))
         variant.playlist.next_part_uri = self.part_uri(variant, sequence, event.index + 1)
 
     def _add_segment(self, variant: VariantOutput, event: SegmentReady, sequence: int, uri: str) -> None:
@@ -384,6 +404,7 @@ class StreamOutput:
             discontinuity=event.discontinuity,
             init_uri=variant.init_uri,
             size=len(event.data),
+            keys=self.key_tags(event.key),
         )
         removed = variant.playlist.add(entry)
         if variant.playlist.low_latency:
@@ -452,7 +473,9 @@ class StreamOutput:
         ready = [v for v in self.variants.values() if v.playlist.segments]
         if not ready:
             return
-        text = render_multivariant([self.variant_entry(v) for v in ready], self.version)
+        text = render_multivariant(
+            [self.variant_entry(v) for v in ready], self.version, session_keys=self.session_keys()
+        )
         if text != self.multivariant:
             self.multivariant = text
             self._write(self.directory / MULTIVARIANT, text.encode())
@@ -461,7 +484,9 @@ class StreamOutput:
         ready = [v for v in self.variants.values() if v.playlist.segments]
         if not ready:
             return None
-        return render_multivariant([self.variant_entry(v) for v in ready], self.version, rewrite)
+        return render_multivariant(
+            [self.variant_entry(v) for v in ready], self.version, rewrite, session_keys=self.session_keys()
+        )
 
     def remove_files(self) -> None:
         """Queue the removal of the stream's folder (after its pending writes)."""

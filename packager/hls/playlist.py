@@ -24,6 +24,101 @@ def _same(uri: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyTag:
+    """One ``EXT-X-KEY`` (4.4.4.4) or ``EXT-X-SESSION-KEY`` (4.4.6.5).
+
+    ``own_uri``: the URI is the engine's (its key endpoint), so the viewer's
+    token is added to it like to the playlist's other URIs; ``data:`` and
+    ``skd://`` URIs are left as they are.
+    """
+
+    method: str
+    uri: str
+    iv: bytes | None = None
+    key_format: str | None = None
+    key_format_versions: str | None = None
+    own_uri: bool = True
+
+    def attributes(self, rewrite: UriRewriter = _same, with_iv: bool = True) -> str:
+        uri = rewrite(self.uri) if self.own_uri else self.uri
+        attrs = f'METHOD={self.method},URI="{uri}"'
+        if self.iv is not None and with_iv:
+            attrs += f",IV=0x{self.iv.hex().upper()}"
+        if self.key_format is not None:
+            attrs += f',KEYFORMAT="{self.key_format}"'
+        if self.key_format_versions is not None:
+            attrs += f',KEYFORMATVERSIONS="{self.key_format_versions}"'
+        return attrs
+
+    def render(self, rewrite: UriRewriter = _same) -> str:
+        return "#EXT-X-KEY:" + self.attributes(rewrite)
+
+    def render_session(self, rewrite: UriRewriter = _same) -> str:
+        # 4.4.6.5: the same attributes as EXT-X-KEY; a session key names the
+        # key, not one segment's IV.
+        return "#EXT-X-SESSION-KEY:" + self.attributes(rewrite, with_iv=False)
+
+    @classmethod
+    def parse(cls, line: str) -> KeyTag:
+        """Read an ``EXT-X-KEY`` or ``EXT-X-SESSION-KEY`` line back."""
+        for prefix in ("#EXT-X-KEY:", "#EXT-X-SESSION-KEY:"):
+            if line.startswith(prefix):
+                attrs = parse_attributes(line[len(prefix):])
+                break
+        else:
+            raise PlaylistError(f"not a key tag: {line[:40]!r}")
+        if "METHOD" not in attrs or "URI" not in attrs:
+            raise PlaylistError("a key tag needs METHOD and URI")
+        iv_text = attrs.get("IV")
+        iv = None
+        if iv_text is not None:
+            if not iv_text.lower().startswith("0x") or len(iv_text) != 34:
+                raise PlaylistError("IV is a 128-bit hexadecimal-sequence")
+            try:
+                iv = bytes.fromhex(iv_text[2:])
+            except ValueError as exc:
+                raise PlaylistError("IV is a 128-bit hexadecimal-sequence") from exc
+        uri = attrs["URI"]
+        own = not uri.startswith(("data:", "skd:"))
+        return cls(attrs["METHOD"], uri, iv, attrs.get("KEYFORMAT"), attrs.get("KEYFORMATVERSIONS"), own)
+
+
+def parse_attributes(text: str) -> dict[str, str]:
+    """An attribute list (4.2): ``NAME=value`` pairs, quoted strings unquoted."""
+    attrs: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        eq = text.find("=", pos)
+        if eq < 0:
+            raise PlaylistError("an attribute has no value")
+        name = text[pos:eq]
+        if not name or not all(c.isupper() or c.isdigit() or c == "-" for c in name):
+            raise PlaylistError(f"bad attribute name {name!r}")
+        pos = eq + 1
+        if text.startswith('"', pos):
+            end = text.find('"', pos + 1)
+            if end < 0:
+                raise PlaylistError("unterminated quoted string")
+            value = text[pos + 1 : end]
+            pos = end + 1
+        else:
+            end = text.find(",", pos)
+            end = len(text) if end < 0 else end
+            value = text[pos:end]
+            pos = end
+        if name in attrs:
+            raise PlaylistError(f"attribute {name} given twice")
+        attrs[name] = value
+        if pos < len(text):
+            if text[pos] != ",":
+                raise PlaylistError("attributes are separated by commas")
+            pos += 1
+            if pos == len(text):
+                raise PlaylistError("trailing comma in an attribute list")
+    return attrs
+
+
+@dataclass(frozen=True, slots=True)
 class PartEntry:
     """A partial segment (4.4.4.9); its bytes are served from memory."""
 
@@ -43,6 +138,8 @@ class SegmentEntry:
     init_uri: str | None
     size: int
     parts: tuple[PartEntry, ...] = ()
+    keys: tuple[KeyTag, ...] = ()
+    """The ``EXT-X-KEY`` tags in force for this segment and its parts (none: clear)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +159,7 @@ class OpenSegment:
     discontinuity: bool
     init_uri: str | None
     parts: list[PartEntry] = field(default_factory=list)
+    keys: tuple[KeyTag, ...] = ()
 
 
 @dataclass(slots=True)
@@ -90,10 +188,18 @@ class MediaPlaylist:
     def low_latency(self) -> bool:
         return self.part_target is not None
 
-    def add_part(self, sequence: int, part: PartEntry, discontinuity: bool, init_uri: str | None) -> None:
-        """Add a partial segment of the segment ``sequence`` (not yet complete)."""
+    def add_part(
+        self,
+        sequence: int,
+        part: PartEntry,
+        discontinuity: bool,
+        init_uri: str | None,
+        keys: tuple[KeyTag, ...] = (),
+    ) -> None:
+        """Add a partial segment of the segment ``sequence`` (not yet complete);
+        ``keys`` are its segment's key tags."""
         if self.open is None or self.open.sequence != sequence:
-            self.open = OpenSegment(sequence, discontinuity, init_uri)
+            self.open = OpenSegment(sequence, discontinuity, init_uri, keys=keys)
         self.open.parts.append(part)
 
     def last_position(self) -> tuple[int, int | None]:
@@ -225,14 +331,22 @@ class MediaPlaylist:
         if skipped:
             lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
         current_map: str | None = None
+        # 4.4.4.4: a key tag applies to every segment and part after it, up
+        # to the next one. The first listed segment (after a skip too) always
+        # states its key, so does the first after a discontinuity.
+        current_keys: tuple[KeyTag, ...] | None = None
         for i, seg in enumerate(self.segments):
             if i < skipped:
                 continue
             if seg.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
             if seg.init_uri is not None and seg.init_uri != current_map:
+                current_keys = _clear_for_map(lines, current_keys)
                 lines.append(f'#EXT-X-MAP:URI="{rewrite(seg.init_uri)}"')
                 current_map = seg.init_uri
+            if seg.keys != current_keys or seg.discontinuity:
+                lines.extend(_key_lines(seg.keys, current_keys, rewrite))
+                current_keys = seg.keys
             if i == skipped or seg.discontinuity:
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
             for part in seg.parts:
@@ -243,7 +357,10 @@ class MediaPlaylist:
             if self.open.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
             if self.open.init_uri is not None and self.open.init_uri != current_map:
+                current_keys = _clear_for_map(lines, current_keys)
                 lines.append(f'#EXT-X-MAP:URI="{rewrite(self.open.init_uri)}"')
+            if self.open.keys != current_keys or self.open.discontinuity:
+                lines.extend(_key_lines(self.open.keys, current_keys, rewrite))
             for part in self.open.parts:
                 lines.append(_part_line(part, rewrite))
         if self.next_part_uri is not None and not self.ended:
@@ -256,6 +373,26 @@ class MediaPlaylist:
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
+
+
+def _clear_for_map(lines: list[str], keys: tuple[KeyTag, ...] | None) -> tuple[KeyTag, ...] | None:
+    """Before an ``EXT-X-MAP``: a whole-segment key in force would apply to
+    the init segment too (4.4.4.4, 4.4.4.5), which is written clear, so the
+    key is switched off and stated again after the map."""
+    if keys and any(k.method == "AES-128" for k in keys):
+        lines.append("#EXT-X-KEY:METHOD=NONE")
+        return ()
+    return keys
+
+
+def _key_lines(keys: tuple[KeyTag, ...], before: tuple[KeyTag, ...] | None, rewrite: UriRewriter) -> list[str]:
+    """The key tags that put ``keys`` in force; ``METHOD=NONE`` when clear
+    segments follow encrypted ones."""
+    if keys:
+        return [k.render(rewrite) for k in keys]
+    if before:
+        return ["#EXT-X-KEY:METHOD=NONE"]
+    return []
 
 
 def _part_line(part: PartEntry, rewrite: UriRewriter) -> str:
@@ -289,10 +426,18 @@ def variant_order(v: Variant) -> tuple[int, int, str]:
     return (-v.bandwidth, -(v.resolution[1] if v.resolution else 0), v.uri)
 
 
-def render_multivariant(variants: Sequence[Variant], version: int = 7, rewrite: UriRewriter = _same) -> str:
+def render_multivariant(
+    variants: Sequence[Variant],
+    version: int = 7,
+    rewrite: UriRewriter = _same,
+    session_keys: Sequence[KeyTag] = (),
+) -> str:
+    """``session_keys`` become ``EXT-X-SESSION-KEY`` tags (4.4.6.5), so that a
+    player can fetch or license the key before the first media playlist."""
     if not variants:
         raise PlaylistError("a multivariant playlist needs at least one variant")
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    lines.extend(k.render_session(rewrite) for k in session_keys)
     for v in sorted(variants, key=variant_order):
         attrs = [f"BANDWIDTH={v.bandwidth}"]
         if v.average_bandwidth:

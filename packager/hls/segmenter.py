@@ -21,18 +21,27 @@ segment as a discontinuity, so players keep going without a reload. A
 restart whose clock continues (``StreamStarted.clock_continues``: new codec
 parameters mid-stream) cuts and marks a discontinuity too, with a new
 initialisation segment, but keeps the timeline.
+
+With a :class:`~packager.hls.keys.SegmentProtection`, each segment gets a key
+period (a new one every N segments and at every discontinuity) and an IV;
+the muxer encrypts samples with them (SAMPLE-AES, ``cbcs``) or the segmenter
+encrypts each muxed part and the whole segment (AES-128; see
+:mod:`packager.hls.keys`). The key period is asked of the protection's
+provider once per period, in the caller's thread.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+from drm.model import KeyPeriod
 from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 from packager.errors import PackagerError
+from packager.hls.keys import SegmentKey, SegmentProtection, encrypt_whole, segment_iv
 
 
 class SegmentMuxer(Protocol):
@@ -44,10 +53,23 @@ class SegmentMuxer(Protocol):
         """The initialisation segment, or ``None`` for formats without one."""
         ...
 
-    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes: ...
+    def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
+        """One fragment of ``packets``; ``sequence`` counts fragments from 0.
+        ``key`` is the segment's key period and IV when the stream is
+        protected: muxers that encrypt samples (SAMPLE-AES, ``cbcs``) use it,
+        others ignore it (whole-segment AES-128 is applied after muxing)."""
+        ...
 
 
-MuxerFactory = Callable[[tuple[Track, ...]], SegmentMuxer]
+class MuxerFactory(Protocol):
+    """Makes the muxer of a stream's tracks (again at every restart).
+
+    ``period`` is given only to a stream whose samples are encrypted
+    (SAMPLE-AES, ``cbcs``): the key period of the segments that follow, which
+    a common-encryption init segment names (its default key ID, ``pssh``).
+    """
+
+    def __call__(self, tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> SegmentMuxer: ...
 
 
 ORIGIN_HEADROOM = Fraction(10)
@@ -76,6 +98,7 @@ class PartReady:
     independent: bool
     discontinuity: bool
     segment_start: Fraction
+    key: SegmentKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +112,7 @@ class SegmentReady:
     start: Fraction
     packet_count: int
     video_frames: int
+    key: SegmentKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +148,10 @@ class _Open:
     discontinuity: bool = False
     part_start: Fraction = Fraction(0)
     part_data: list[bytes] = field(default_factory=list)
+    """The parts' muxed bytes, before whole-segment encryption."""
     video_frames: int = 0
     packet_count: int = 0
+    key: SegmentKey | None = None
 
     def __post_init__(self) -> None:
         self.part_start = self.start
@@ -141,8 +167,13 @@ class Segmenter:
         max_duration: Fraction,
         part_target: Fraction | None = None,
         origin: TimelineOrigin | None = None,
+        protection: SegmentProtection | None = None,
     ) -> None:
         self._origin = origin if origin is not None else TimelineOrigin()
+        self._protection = protection
+        self._period: SegmentKey | None = None  # the current period (with the IV of its latest segment)
+        self._period_segments = 0
+        self._period_chosen = False
         if target_duration <= 0 or max_duration < target_duration:
             raise PackagerError("invalid segment durations")
         if part_target is not None and not 0 < part_target <= target_duration:
@@ -209,7 +240,16 @@ class Segmenter:
         self._last_delta.clear()
         self._recent_deltas.clear()
         self._last_dts.clear()
-        self._muxer = self._factory(item.tracks)
+        protection = self._protection
+        if protection is not None and not protection.whole_segment:
+            # The init segment names the key period: choose it now, for the
+            # segments that follow.
+            self._advance_period(restarted)
+            self._period_chosen = True
+            assert self._period is not None
+            self._muxer = self._factory(item.tracks, self._period.period)
+        else:
+            self._muxer = self._factory(item.tracks)
         init = self._muxer.init_segment()
         self._init_version += 1
         self._events.append(InitReady(self._init_version, init or b"", item.tracks))
@@ -258,7 +298,7 @@ class Segmenter:
         if self._open is None:
             if self._video is not None and not (packet.track == self._video and packet.keyframe):
                 return  # wait for the first keyframe so that the first segment decodes
-            self._open = _Open(start=at, pdt=self._pdt(at), discontinuity=self._take_discontinuity())
+            self._open = self._new_open(at, self._take_discontinuity())
         elif (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
             self._cut(at, packet)
         elif self._part_due(packet, at):
@@ -325,8 +365,14 @@ class Segmenter:
         if not seg.packets:
             return
         packets = sorted(seg.packets, key=lambda p: (p.dts_seconds, p.track))
-        data = self._muxer.media_segment(packets, self._fragments)
+        clear = self._muxer.media_segment(packets, self._fragments, seg.key)
         self._fragments += 1
+        data = clear
+        if seg.key is not None and self._protection is not None and self._protection.whole_segment:
+            # A part is fetched and decrypted alone: its own padding, its
+            # segment's IV. Only parts players see need it.
+            if self._part_target is not None:
+                data = encrypt_whole(seg.key.period.key.key, seg.key.iv, clear)
         first_video = next((p for p in packets if p.track == self._video), None)
         independent = first_video.keyframe if first_video is not None else True
         if self._part_target is not None:
@@ -339,9 +385,10 @@ class Segmenter:
                     independent,
                     seg.discontinuity,
                     seg.start,
+                    seg.key,
                 )
             )
-        seg.part_data.append(data)
+        seg.part_data.append(clear)
         seg.video_frames += sum(1 for p in packets if p.track == self._video)
         seg.packet_count += len(packets)
         seg.packets = []
@@ -351,7 +398,44 @@ class Segmenter:
         """Close the open segment at media time ``at`` and open the next."""
         self._flush_held_before(at, boundary)
         self._emit(at)
-        self._open = _Open(start=at, pdt=self._pdt(at))
+        self._open = self._new_open(at, False)
+
+    def _new_open(self, at: Fraction, discontinuity: bool) -> _Open:
+        return _Open(start=at, pdt=self._pdt(at), discontinuity=discontinuity, key=self._key_for(discontinuity))
+
+    def _advance_period(self, discontinuity: bool) -> None:
+        """Move to the key period of the next segment (a new one every N
+        segments and at a discontinuity); the provider is asked once per
+        period."""
+        assert self._protection is not None
+        current = self._period.period.index if self._period is not None else None
+        index = self._protection.schedule.next_period(current, self._period_segments, discontinuity)
+        if self._period is None or index != current:
+            period = self._protection.periods(index)
+            self._period = SegmentKey(period, period.key.iv)
+            self._period_segments = 0
+
+    def _key_for(self, discontinuity: bool) -> SegmentKey | None:
+        """The key period and IV of the segment about to open (number
+        ``self._sequence``)."""
+        protection = self._protection
+        if protection is None:
+            return None
+        if self._period_chosen:
+            self._period_chosen = False  # chosen with the init segment
+        else:
+            self._advance_period(discontinuity)
+        assert self._period is not None
+        period = self._period.period
+        self._period_segments += 1
+        # Whole-segment AES-128 gets an IV per segment. Sample encryption
+        # restarts its IV at every sample (SAMPLE-AES) or uses the period's
+        # constant IV (cbcs), so a per-segment IV would add nothing there, and
+        # a reader that decrypts packets after demuxing (ffmpeg) would apply
+        # the next segment's IV to the last packet of a segment.
+        iv = segment_iv(period.key.iv, self._sequence) if protection.whole_segment else period.key.iv
+        self._period = SegmentKey(period, iv)
+        return self._period
 
     def _close_open(self, final: bool) -> None:
         if self._open is None:
@@ -371,10 +455,13 @@ class Segmenter:
         assert self._open is not None
         seg = self._open
         self._close_part(end)
+        data = b"".join(seg.part_data)
+        if seg.key is not None and self._protection is not None and self._protection.whole_segment:
+            data = encrypt_whole(seg.key.period.key.key, seg.key.iv, data)
         self._events.append(
             SegmentReady(
                 sequence=self._sequence,
-                data=b"".join(seg.part_data),
+                data=data,
                 duration=end - seg.start,
                 program_date_time=seg.pdt,
                 discontinuity=seg.discontinuity,
@@ -382,6 +469,7 @@ class Segmenter:
                 start=seg.start,
                 packet_count=seg.packet_count,
                 video_frames=seg.video_frames,
+                key=seg.key,
             )
         )
         self._sequence += 1

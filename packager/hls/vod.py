@@ -12,10 +12,12 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+from drm.model import Protection
 from engine.media import Packet, StreamEnded, StreamStarted, Track
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
-from packager.hls.muxers import muxer_factory
+from packager.hls.keys import SegmentProtection
+from packager.hls.muxers import check_protection, muxer_factory
 from packager.hls.output import MULTIVARIANT, StreamOutput, VariantOutput
 from packager.hls.segmenter import Segmenter
 
@@ -30,7 +32,15 @@ class VodHlsWriter:
     each of its packets, then :meth:`finish`.
     """
 
-    def __init__(self, outdir: Path, config: HlsConfig, segment_duration: Fraction) -> None:
+    def __init__(
+        self,
+        outdir: Path,
+        config: HlsConfig,
+        segment_duration: Fraction,
+        protection: SegmentProtection | None = None,
+    ) -> None:
+        """``protection`` encrypts every rendition (its key schedule decides
+        rotation; VOD files normally keep one key)."""
         if outdir.exists() and any(outdir.iterdir()):
             raise PackagerError(f"{outdir} is not empty; choose a new output folder")
         self.outdir = outdir
@@ -42,7 +52,10 @@ class VodHlsWriter:
             target_duration_s=target,
             max_segment_s=max(config.max_segment_s, 2 * target),
         )
-        self.output = StreamOutput(outdir.name, outdir.parent, self.config)
+        if protection is not None:
+            check_protection(self.config.segment_format, protection.scheme)
+        self.protection = protection
+        self.output = StreamOutput(outdir.name, outdir.parent, self.config, protection=protection)
         self._segmenters: dict[str, tuple[Segmenter, VariantOutput]] = {}
         self._target = segment_duration
 
@@ -51,11 +64,13 @@ class VodHlsWriter:
             raise PackagerError(f"rendition {name} started twice")
         variant = self.output.add_variant(name)
         variant.playlist.playlist_type = "VOD"
+        scheme = self.protection.scheme if self.protection is not None else Protection.NONE
         segmenter = Segmenter(
-            muxer_factory(self.config.segment_format),
+            muxer_factory(self.config.segment_format, scheme),
             self._target,
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             origin=self.output.origin,
+            protection=self.protection,
         )
         self._segmenters[name] = (segmenter, variant)
         segmenter.feed(StreamStarted(tracks), time.time())

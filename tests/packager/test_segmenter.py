@@ -13,7 +13,9 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drm.model import KeyPeriod
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
+from packager.hls.keys import SegmentKey
 from packager.hls.segmenter import ORIGIN_HEADROOM, InitReady, Segmenter, SegmentReady, SegmentsEnded
 
 H = int(ORIGIN_HEADROOM * 1000)  # the shift, in packet ticks, of a stream that starts at zero
@@ -33,7 +35,7 @@ class RecordingMuxer:
     def init_segment(self) -> bytes | None:
         return b"init"
 
-    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes:
+    def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
         self.segments.append(list(packets))
         return b"x" * len(packets)
 
@@ -41,7 +43,7 @@ class RecordingMuxer:
 def make(target: float = 2.0) -> tuple[Segmenter, list[RecordingMuxer]]:
     made: list[RecordingMuxer] = []
 
-    def factory(tracks: tuple[Track, ...]) -> RecordingMuxer:
+    def factory(tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> RecordingMuxer:
         made.append(RecordingMuxer(tracks))
         return made[-1]
 
@@ -220,7 +222,7 @@ def test_parts_never_exceed_part_target_and_join_into_segments() -> None:
 
     made: list[RecordingMuxer] = []
 
-    def factory(tracks: tuple[Track, ...]) -> RecordingMuxer:
+    def factory(tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> RecordingMuxer:
         made.append(RecordingMuxer(tracks))
         return made[-1]
 
@@ -251,7 +253,7 @@ def test_part_target_must_fit_the_segment_target() -> None:
     from packager.errors import PackagerError
 
     with pytest.raises(PackagerError):
-        Segmenter(lambda t: RecordingMuxer(t), Fraction(2), Fraction(12), part_target=Fraction(3))
+        Segmenter(lambda t, period=None: RecordingMuxer(t), Fraction(2), Fraction(12), part_target=Fraction(3))
 
 
 def test_negative_start_is_shifted_to_zero() -> None:
