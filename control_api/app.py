@@ -25,6 +25,8 @@ from control_api.plane import ControlPlane, NotReady
 from control_api.revocations import RevocationFeed
 from control_api.routes import admin, auth, payments, people, streaming
 from control_api.routing import MAX_BODY_BYTES, Reply, RequestCtx, Router
+from engine.app.geodb import open_wheel_database
+from engine.geo import CountryCache
 from engine.registry import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -85,12 +87,15 @@ def build_router(plane: ControlPlane) -> Router:
 
 
 def create_app(config: ApiConfig, registry: StreamRegistry | None,
-               revocation_feed: Callable[[Database], RevocationFeed] | None = None) -> web.Application:
+               revocation_feed: Callable[[Database], RevocationFeed] | None = None,
+               geo: CountryCache | None = None) -> web.Application:
     """The control API, to mount at :data:`API_PREFIX`. The database opens on
     the application's start-up and closes on its clean-up.
     ``revocation_feed`` makes the feed that carries playback revocations
-    between nodes (default: the shared database, polled)."""
-    plane = ControlPlane(config, registry, feed_factory=revocation_feed)
+    between nodes (default: the shared database, polled). ``geo`` maps
+    viewers' addresses to countries for the streams' geographic rules
+    (default: none, so every address maps to no country)."""
+    plane = ControlPlane(config, registry, feed_factory=revocation_feed, geo=geo)
     trusted = networks(config.trusted_proxies)
     app = web.Application(middlewares=[problem_middleware, forwarded_middleware(trusted)],
                           client_max_size=MAX_BODY_BYTES)
@@ -124,7 +129,8 @@ def get_checks(app: web.Application) -> StoreChecks:
     return app[CHECKS]
 
 
-def root_app(config: ApiConfig, registry: StreamRegistry | None = None) -> web.Application:
+def root_app(config: ApiConfig, registry: StreamRegistry | None = None,
+             geo: CountryCache | None = None) -> web.Application:
     """A root application with the API under :data:`API_PREFIX` and a
     ``/health`` probe: what ``fanz-media api`` serves."""
     root = web.Application()
@@ -134,13 +140,13 @@ def root_app(config: ApiConfig, registry: StreamRegistry | None = None) -> web.A
         return web.json_response({"status": "ok"})
 
     root.router.add_get("/health", health)
-    root.add_subapp(API_PREFIX, create_app(config, registry))
+    root.add_subapp(API_PREFIX, create_app(config, registry, geo=geo))
     return root
 
 
 async def run_api(config: ApiConfig, host: str, port: int) -> None:
     """Serve the API alone until cancelled."""
-    runner = web.AppRunner(root_app(config, None))
+    runner = web.AppRunner(root_app(config, None, CountryCache(open_wheel_database())))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

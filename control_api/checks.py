@@ -10,6 +10,12 @@ signed, unexpired, bound to this stream and not revoked (see
 creator's block ends playback at the next request). The stream's visibility
 and creator are cached for a few seconds because players ask for every
 segment; the revocation check is in memory.
+
+A stream with a geographic rule (free or not) refuses viewers whose address
+maps to a country outside it with :class:`engine.errors.GeoBlocked`, which
+the HTTP layers answer with 451. The address's country comes from the
+plane's :class:`engine.geo.CountryCache`: one database lookup per address,
+every later request of the session a dictionary hit.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from control_api.security import PlaybackTokenInvalid, read_playback_token
 from control_api.store import streams
 from control_api.store.audit import Actor
 from engine.auth import PlaybackGrant, PlaybackRequest, PublishGrant, PublishRequest
-from engine.errors import PlaybackDenied, PublishDenied
+from engine.errors import GeoBlocked, PlaybackDenied, PublishDenied
+from engine.geo import GeoRule
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +42,10 @@ VISIBILITY_CACHE_SIZE = 10_000
 class StoreChecks:
     def __init__(self, plane: ControlPlane) -> None:
         self._plane = plane
-        # playback id -> (visibility, revocation scopes, cached until)
-        self._visibility: OrderedDict[str, tuple[str, tuple[str, ...], float]] = OrderedDict()
+        self.geo_refused = 0
+        """Playback requests refused by a stream's geographic rule."""
+        # playback id -> (visibility, revocation scopes, geo rule, cached until)
+        self._visibility: OrderedDict[str, tuple[str, tuple[str, ...], GeoRule | None, float]] = OrderedDict()
 
     async def authorize_publish(self, request: PublishRequest) -> PublishGrant:
         plane = self._plane
@@ -81,7 +90,12 @@ class StoreChecks:
         found = await self._visibility_of(request.playback_name)
         if found is None:
             raise PlaybackDenied("no such stream")
-        visibility, scopes = found
+        visibility, scopes, rule = found
+        if rule is not None:
+            country = await plane.geo.country(request.remote)
+            if not rule.permits(country):
+                self.geo_refused += 1
+                raise GeoBlocked(country)
         if visibility == "free":
             return PlaybackGrant(public=True)
         if not request.token:
@@ -94,11 +108,11 @@ class StoreChecks:
             raise PlaybackDenied("access to this stream has ended for this viewer")
         return PlaybackGrant(public=False)
 
-    async def _visibility_of(self, playback_id: str) -> tuple[str, tuple[str, ...]] | None:
+    async def _visibility_of(self, playback_id: str) -> tuple[str, tuple[str, ...], GeoRule | None] | None:
         now = self._plane.clock()
         cached = self._visibility.get(playback_id)
-        if cached is not None and cached[2] > now:
-            return cached[0], cached[1]
+        if cached is not None and cached[3] > now:
+            return cached[0], cached[1], cached[2]
         try:
             row = await streams.by_playback_id(self._plane.db, playback_id)
         except NotReady as e:
@@ -107,8 +121,9 @@ class StoreChecks:
             return None
         visibility = str(row["visibility"])
         scopes = scopes_for(str(row["user_id"]), playback_id, visibility)
-        self._visibility[playback_id] = (visibility, scopes, now + VISIBILITY_CACHE_S)
+        rule = streams.geo_rule(row)
+        self._visibility[playback_id] = (visibility, scopes, rule, now + VISIBILITY_CACHE_S)
         self._visibility.move_to_end(playback_id)
         while len(self._visibility) > VISIBILITY_CACHE_SIZE:
             self._visibility.popitem(last=False)
-        return visibility, scopes
+        return visibility, scopes, rule

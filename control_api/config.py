@@ -69,7 +69,8 @@ class ApiConfig:
     reconcile_on_start: bool = True
     """On start, end streams the store lists as live but this engine is not serving. Off: engines share one database."""
     trusted_proxies: tuple[str, ...] = ()
-    """Addresses or CIDR ranges of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed. Empty: none."""
+    """Reverse proxies (addresses, CIDR ranges) whose X-Forwarded-For/-Proto/-Host are believed on every route
+    (HLS, keys, WHEP, the API); that address decides geo restrictions. Empty: none."""
     scrypt_n: int = 2**14
     """scrypt cost (a power of two) for password hashes."""
     subscription_period_days: int = 30

@@ -112,6 +112,14 @@ class Conflict(ProblemError):
             self.kind = kind
 
 
+class UnavailableForLegalReasons(ProblemError):
+    """The stream's geographic rule refuses the caller's country (RFC 7725)."""
+
+    status = 451
+    kind = "geo-blocked"
+    title = "Unavailable for legal reasons"
+
+
 class RateLimited(ProblemError):
     status = 429
     kind = "rate-limited"

@@ -21,6 +21,7 @@ _STATUS_TEXT = {
     409: "Conflicts with the resource's state",
     422: "The request is invalid",
     429: "Too many requests",
+    451: "Unavailable in the caller's country (the stream's geographic restriction)",
 }
 
 

@@ -26,6 +26,7 @@ from control_api.store import webhooks as webhook_store
 from control_api.store.audit import Actor
 from control_api.webhooks import WebhookDispatcher
 from drm.keystore import KeyStore
+from engine.geo import CountryCache
 from engine.registry import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,12 @@ class NotReady(ControlApiError):
 class ControlPlane:
     def __init__(self, config: ApiConfig, registry: StreamRegistry | None,
                  clock: Callable[[], float] = time.time,
-                 feed_factory: Callable[[Database], RevocationFeed] | None = None) -> None:
+                 feed_factory: Callable[[Database], RevocationFeed] | None = None,
+                 geo: CountryCache | None = None) -> None:
         """``feed_factory`` makes the feed that carries playback revocations
-        between nodes; by default they travel through the shared database."""
+        between nodes; by default they travel through the shared database.
+        ``geo`` maps viewers' addresses to countries for the streams'
+        geographic rules (none: every address maps to no country)."""
         config.check()
         self.config = config.with_secret()
         # Secrets at rest (TOTP seeds, webhook signing secrets) are sealed
@@ -74,6 +78,7 @@ class ControlPlane:
         self._feed: RevocationFeed | None = None
         self._feed_factory = feed_factory
         self._pruned_at = 0.0
+        self.geo = geo if geo is not None else CountryCache(None)
         self._elsewhere: LiveElsewhere | None = None
 
     def reach_other_processes(self, elsewhere: LiveElsewhere) -> None:

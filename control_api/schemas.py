@@ -11,6 +11,7 @@ from typing import Any
 
 from effects.catalog import default_catalog
 from effects.options import OptionType
+from engine.geo import COUNTRY_CODES
 
 Schema = dict[str, Any]
 
@@ -23,6 +24,18 @@ PROTECTION: Schema = {
     "type": ["string", "null"],
     "enum": ["none", "aes-128", "sample-aes", "cbcs", "cenc", None],
     "description": "How the stream's media is encrypted (DRM); null: the engine's drm.protection setting",
+}
+GEO: Schema = {
+    "type": ["object", "null"],
+    "description": "Geographic restriction (IP-based content blocking): allow only, or block, viewers whose "
+    "address maps to one of these ISO 3166-1 alpha-2 country codes; null: no restriction",
+    "properties": {
+        "mode": {"type": "string", "enum": ["allow", "block"]},
+        "countries": {"type": "array", "items": {"type": "string", "enum": sorted(COUNTRY_CODES)}, "minItems": 1,
+                      "maxItems": 250},
+    },
+    "required": ["mode", "countries"],
+    "additionalProperties": False,
 }
 USERNAME: Schema = {"type": "string", "minLength": 3, "maxLength": 32, "pattern": "^[a-z0-9_]+$"}
 PASSWORD: Schema = {"type": "string", "minLength": 8, "maxLength": 256}
@@ -141,12 +154,14 @@ START_STREAM = obj(
         "ladder": {"type": "array", "items": RUNG, "maxItems": 6},
         "effects": EFFECT_SETTINGS,
         "protection": PROTECTION,
+        "geo": GEO,
     },
     ["title"],
 )
 STOP_STREAM = obj({})
 RECORD_BODY = obj({"enabled": {"type": "boolean"}}, ["enabled"])
 EFFECTS_BODY = obj({"effects": EFFECT_SETTINGS}, ["effects"])
+GEO_BODY = obj({"geo": GEO}, ["geo"])
 GIFT_BODY = obj(
     {"sender_id": ID, "gift_id": ID, "quantity": GIFT_QUANTITY, "message": GIFT_MESSAGE},
     ["sender_id", "gift_id"],
@@ -205,7 +220,7 @@ _STREAM_FIELDS: dict[str, Schema] = {
     "recording": {"type": "boolean"}, "ladder": {"type": "array"}, "effects": {"type": "object"},
     "viewers": {"type": "integer"}, "peak_viewers": {"type": "integer"}, "total_views": {"type": "integer"},
     "created_at": TIME, "started_at": TIME_OR_NULL, "ended_at": TIME_OR_NULL,
-    "ended_reason": {"type": ["string", "null"]}, "protection": PROTECTION,
+    "ended_reason": {"type": ["string", "null"]}, "protection": PROTECTION, "geo": GEO,
 }
 _GIFT_SEND: dict[str, Schema] = {
     "id": {"type": "string"}, "stream_id": {"type": "string"}, "sender_id": {"type": "string"},

@@ -57,7 +57,9 @@ def errors_for(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[
         if not any(_type_ok(value, t) for t in names):
             return [{"path": path, "message": f"must be of type {' or '.join(names)}"}]
     if "enum" in schema and value not in schema["enum"]:
-        out.append({"path": path, "message": f"must be one of {', '.join(map(str, schema['enum']))}"})
+        choices = schema["enum"]
+        listed = ", ".join(map(str, choices)) if len(choices) <= 16 else f"the {len(choices)} values the schema lists"
+        out.append({"path": path, "message": f"must be one of {listed}"})
     if isinstance(value, str):
         if len(value) < schema.get("minLength", 0):
             out.append({"path": path, "message": f"must be at least {schema['minLength']} characters"})
@@ -74,6 +76,8 @@ def errors_for(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[
         if "maximum" in schema and value > schema["maximum"]:
             out.append({"path": path, "message": f"must be at most {schema['maximum']}"})
     if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            out.append({"path": path, "message": f"must have at least {schema['minItems']} items"})
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             out.append({"path": path, "message": f"must have at most {schema['maxItems']} items"})
         if "items" in schema:

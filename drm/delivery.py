@@ -7,7 +7,8 @@ NAME is a stream's playback name or a VOD asset's id. Every request passes
 the same playback check as the stream's playlists and segments, with the
 same ``token`` query parameter, so whoever may watch may have the keys and
 nobody else: no token where one is needed, an expired one, one for
-another stream, or a viewer whose access ended is answered 403. Only keys
+another stream, or a viewer whose access ended is answered 403; a viewer
+in a country the stream's geographic rule refuses, 451. Only keys
 that belong to NAME are ever answered; a key ID of another stream is
 "no such key". Requests are counted per token (per address without one)
 against ``drm.key_requests_per_minute``; over it, 429.
@@ -33,7 +34,7 @@ from drm import clearkey
 from drm.errors import LicenceRequestError
 from drm.model import KEY_BYTES, ContentKey, KeyProvider
 from engine.auth import PlaybackCheck, PlaybackRequest
-from engine.errors import PlaybackDenied
+from engine.errors import GeoBlocked, PlaybackDenied
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class KeyHttp:
 
     async def _authorize(self, request: web.Request) -> str:
         """The checked content name; raises the HTTP answer when the request
-        may not go on (404 name, 429 rate, 403 access)."""
+        may not go on (404 name, 429 rate, 403 access, 451 country)."""
         name = request.match_info["name"]
         if not CONTENT_NAME.fullmatch(name):
             raise self._fail(web.HTTPNotFound, "no such stream")
@@ -110,6 +111,9 @@ class KeyHttp:
             raise self._fail(web.HTTPTooManyRequests, "too many key requests", **{"Retry-After": str(int(wait) + 1)})
         try:
             await self.check.authorize_playback(PlaybackRequest(name, token, remote))
+        except GeoBlocked as exc:
+            self.stats.refused += 1
+            raise web.HTTPUnavailableForLegalReasons(None, text=f"key refused: {exc}", headers=self._headers()) from exc
         except PlaybackDenied as exc:
             self.stats.refused += 1
             raise self._fail(web.HTTPForbidden, f"key refused: {exc}") from exc

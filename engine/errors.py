@@ -30,3 +30,17 @@ class PublishDenied(EngineError):
 
 class PlaybackDenied(EngineError):
     """The playback check refused a viewer."""
+
+
+class GeoBlocked(PlaybackDenied):
+    """The playback check refused a viewer for the country its address maps
+    to (the stream's geographic rule). HTTP layers answer 451; a caller that
+    only knows :class:`PlaybackDenied` still refuses.
+
+    ``country`` is the ISO 3166-1 alpha-2 code the address mapped to, or
+    ``None`` when it maps to none (a private or unlisted address)."""
+
+    def __init__(self, country: str | None) -> None:
+        where = f"your country ({country})" if country else "your location (its country is unknown)"
+        super().__init__(f"this stream is not available in {where}")
+        self.country = country

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.auth import PlaybackCheck, PlaybackRequest, PublishCheck, PublishRequest, grant_settings
-from engine.errors import PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
+from engine.errors import GeoBlocked, PlaybackDenied, PublishDenied, StreamBusyError, StreamNameError
 from engine.registry import StreamRegistry, StreamState
 from webrtc import ice, tap, whep
 from webrtc.config import WebRtcConfig
@@ -135,7 +135,7 @@ class WebRtcHttp:
         return headers
 
     def _error(self, status: int, text: str, extra: dict[str, str] | None = None) -> web.Response:
-        if status in (401, 403, 409, 503):
+        if status in (401, 403, 409, 451, 503):
             self.stats.refused += 1
         return web.Response(status=status, text=text + "\n", headers=self._cors(extra))
 
@@ -258,6 +258,8 @@ class WebRtcHttp:
             token = auth[7:].strip() or None
         try:
             await self.playback_check.authorize_playback(PlaybackRequest(name, token, request.remote or ""))
+        except GeoBlocked as exc:
+            return self._error(451, f"playback refused: {exc}")
         except PlaybackDenied as exc:
             if token is None:
                 return self._error(401, f"playback refused: {exc} (send a token)", {"WWW-Authenticate": "Bearer"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from control_api import schemas as S
 from control_api.authn import actor_of
 from control_api.db import Row
-from control_api.errors import Conflict, Forbidden, NotFound
+from control_api.errors import Conflict, Forbidden, NotFound, UnavailableForLegalReasons, ValidationFailed
 from control_api.forwarded import request_origin
 from control_api.plane import ControlPlane
 from control_api.routing import (
@@ -20,9 +20,21 @@ from control_api.routing import (
     paged,
 )
 from control_api.store import commerce, streams
+from engine.geo import GeoRule, GeoRuleError
 
 TAG = "streaming"
 ID_PATH = "/streaming/{stream_id}"
+
+
+def check_geo(body: dict[str, object]) -> None:
+    """Refuse (422) a ``geo`` that the schema lets through but that names a
+    code no country has (``ZZ``)."""
+    if "geo" not in body:
+        return
+    try:
+        GeoRule.from_json(body["geo"])
+    except GeoRuleError as exc:
+        raise ValidationFailed([{"path": "/geo/countries", "message": str(exc)}]) from exc
 
 
 def register(router: Router, plane: ControlPlane) -> None:
@@ -44,6 +56,7 @@ def register(router: Router, plane: ControlPlane) -> None:
                tag=TAG, roles=ROLES_CREATOR, body=S.START_STREAM, ok=(201, S.ref("LiveStream")), also_ok=(200,))
     async def start_stream(ctx: RequestCtx) -> Reply:
         me = ctx.user()
+        check_geo(ctx.body)
         actor = actor_of(me, ctx.remote)
         current = await streams.open_stream(plane.db, me.id)
         if current is not None:
@@ -140,10 +153,18 @@ def register(router: Router, plane: ControlPlane) -> None:
         return stream, now, until
 
     @router.op("POST", ID_PATH + "/join", summary="Join a stream: returns a signed, expiring playback URL",
-               tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409,))
+               tag=TAG, roles=ROLES_ANY_USER, ok=(200, S.ref("Join")), errors=(409, 451))
     async def join(ctx: RequestCtx) -> Reply:
         me = ctx.user()
         stream, now, until = await live_stream_for(ctx, me)
+        rule = streams.geo_rule(stream)
+        if rule is not None:
+            # The one lookup at token issue; the playback check repeats it
+            # from its per-address cache for the session's requests.
+            country = await plane.geo.country(ctx.remote)
+            if not rule.permits(country):
+                where = f"your country ({country})" if country else "your location (its country is unknown)"
+                raise UnavailableForLegalReasons(f"this stream is not available in {where}")
         session_id = await streams.join(plane.db, stream["id"], me.id, ctx.remote, now)
         url, token, expires = plane.playback_url(stream["playback_id"], me.id, request_origin(ctx.request), until)
         stream = await streams.get_stream(plane.db, stream["id"])
@@ -193,6 +214,14 @@ def register(router: Router, plane: ControlPlane) -> None:
     async def set_effects(ctx: RequestCtx) -> Reply:
         row = await update_own_stream(ctx, {"effects": ctx.body["effects"]})
         await plane.apply_settings(streams.stream_view(row))
+        return Reply(200, streams.stream_view(row))
+
+    @router.op("PUT", ID_PATH + "/geo", summary="Set or clear the stream's geographic restriction (allowed or "
+               "blocked countries); viewers it refuses get 451 from playlists, segments, keys and WHEP",
+               tag=TAG, roles=ROLES_CREATOR, body=S.GEO_BODY, ok=(200, S.ref("LiveStream")), errors=(409,))
+    async def set_geo(ctx: RequestCtx) -> Reply:
+        check_geo(ctx.body)
+        row = await update_own_stream(ctx, {"geo": ctx.body["geo"]})
         return Reply(200, streams.stream_view(row))
 
     @router.op("GET", ID_PATH + "/recordings", summary="Recordings of a stream", tag=TAG, roles=ROLES_ANY_USER,

@@ -11,6 +11,7 @@ from control_api.errors import NotFound
 from control_api.security import new_id, new_secret, secret_hash
 from control_api.store import audit
 from control_api.store.audit import Actor
+from engine.geo import GeoRule
 
 _STREAM_SELECT = (
     "SELECT s.*, u.username, "
@@ -27,8 +28,30 @@ def stream_view(row: Row) -> dict[str, Any]:
         "ladder": json.loads(row["ladder"]), "effects": json.loads(row["effects"]),
         "viewers": int(row["viewers"]), "peak_viewers": row["peak_viewers"], "total_views": row["total_views"],
         "created_at": row["created_at"], "started_at": row["started_at"], "ended_at": row["ended_at"],
-        "ended_reason": row["ended_reason"], "protection": row["protection"],
+        "ended_reason": row["ended_reason"], "protection": row["protection"], "geo": _geo_view(row),
     }
+
+
+def geo_rule(row: Row) -> GeoRule | None:
+    """The stream's geographic rule, ``None`` when it has none."""
+    mode = row["geo_mode"]
+    if mode is None:
+        return None
+    return GeoRule.parse(mode, json.loads(row["geo_countries"]))
+
+
+def _geo_view(row: Row) -> dict[str, Any] | None:
+    rule = geo_rule(row)
+    return rule.to_json() if rule is not None else None
+
+
+def geo_columns(value: Any) -> tuple[str | None, str]:
+    """``(geo_mode, geo_countries)`` for a request's ``geo`` (already
+    checked with :meth:`engine.geo.GeoRule.from_json`)."""
+    rule = GeoRule.from_json(value)
+    if rule is None:
+        return None, "[]"
+    return rule.mode.value, json.dumps(sorted(rule.countries))
 
 
 # -- stream keys ---------------------------------------------------------------------
@@ -100,13 +123,15 @@ async def list_streams(db: Database, status: str, limit: int, offset: int) -> li
 
 async def create_stream(db: Database, actor: Actor, user_id: str, fields: dict[str, Any], now: float) -> Row:
     stream_id = new_id()
+    geo_mode, geo_countries = geo_columns(fields.get("geo"))
     async with db.transaction() as tx:
         await tx.execute(
             "INSERT INTO live_streams (id, user_id, title, status, playback_id, visibility, price_cents, recording, "
-            "ladder, effects, created_at, protection) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11)",
+            "ladder, effects, created_at, protection, geo_mode, geo_countries) "
+            "VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             stream_id, user_id, fields["title"], secrets.token_hex(10), fields.get("visibility", "free"),
             fields.get("price_cents", 0), fields.get("recording", False), json.dumps(fields.get("ladder", [])),
-            json.dumps(fields.get("effects", {})), now, fields.get("protection"),
+            json.dumps(fields.get("effects", {})), now, fields.get("protection"), geo_mode, geo_countries,
         )
         await audit.record(tx, actor, "stream.create", "stream", stream_id, now, {"title": fields["title"]})
     return await get_stream(db, stream_id)
@@ -122,6 +147,8 @@ async def update_stream(db: Database, actor: Actor, stream_id: str, fields: dict
     changes = {k: v for k, v in columns.items() if v is not None}
     if "protection" in fields:
         changes["protection"] = fields["protection"]  # null is a value here: back to the engine's default
+    if "geo" in fields:
+        changes["geo_mode"], changes["geo_countries"] = geo_columns(fields["geo"])  # null: no rule
     if changes:
         cols = sorted(changes)
         sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))

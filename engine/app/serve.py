@@ -30,6 +30,7 @@ from cluster.local_directory import FileStreamDirectory
 from cluster.storage import Backend, LocalStorage, SpooledUploader, Storage, open_uploader, spool_metrics
 from cluster.storage.setup import spool_dir, storage_root
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
+from control_api.forwarded import forwarded_middleware, networks
 from control_api.ratelimit import RateLimiter
 from drm.delivery import KeyHttp
 from drm.keystore import make_private_dir
@@ -39,6 +40,7 @@ from effects.catalog import StageKind, default_catalog
 from effects.errors import EffectsError
 from engine.app import features
 from engine.app.config import EngineConfig
+from engine.app.geodb import open_wheel_database
 from engine.app.live_effects import EffectUpdates
 from engine.app.owner_routing import (
     NODE_PREFIX,
@@ -52,6 +54,7 @@ from engine.app.protection import ProtectionPolicy, stream_plans
 from engine.app.status import StatusHttp
 from engine.auth import AllowAllChecks, PlaybackCheck, PublishCheck, StaticKeyChecks
 from engine.errors import ConfigError
+from engine.geo import CountryCache
 from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
@@ -99,10 +102,14 @@ class Engine:
             grace_s=config.streams.reconnect_grace_s, gop_cache_limit=config.streams.gop_cache_packets
         )
         self.api_app: web.Application | None = None
+        self.geo: CountryCache | None = None
         key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
         if config.http.api:
             api_config = replace(config.api, data_dir=self.data_dir, master_key_file=key_file)
-            self.api_app = create_app(api_config, self.registry)
+            # The streams' geographic rules: the bundled country database
+            # (the geo extra), one lookup per viewer address.
+            self.geo = CountryCache(open_wheel_database())
+            self.api_app = create_app(api_config, self.registry, geo=self.geo)
         if checks is None:
             checks = self._default_checks()
         self.publish_check, self.playback_check = checks
@@ -142,6 +149,8 @@ class Engine:
         )
         self.metrics.add_source(self._hls_metrics)
         self.metrics.add_source(self._drm_metrics)
+        if self.geo is not None:
+            self.metrics.add_source(self._geo_metrics)
         if worker is not None and self.directory is not None:
             self.routing = OwnerRouting(worker, self.directory, self._has_stream)
             self.metrics.add_source(self._routing_metrics)
@@ -467,6 +476,18 @@ class Engine:
         requests.add_metric(["rate_limited"], stats.rate_limited)
         return [requests]
 
+    def _geo_metrics(self) -> Iterable[Metric]:
+        assert self.geo is not None and self.api_app is not None
+        lookups = CounterMetricFamily(
+            "fanz_geo_lookups", "Searches of the country database (one per viewer address, then cached)."
+        )
+        lookups.add_metric([], self.geo.lookups)
+        refused = CounterMetricFamily(
+            "fanz_geo_refused", "Playback requests refused (451) by a stream's geographic rule."
+        )
+        refused.add_metric([], get_checks(self.api_app).geo_refused)
+        return [lookups, refused]
+
     def _webrtc_metrics(self) -> Iterable[Metric]:
         assert self.webrtc is not None
         stats = self.webrtc.stats
@@ -489,9 +510,16 @@ class Engine:
         port (no control API; /metrics and /streams of this process only)."""
         middlewares: list[Middleware] = []
         if private and self.worker is not None:
+            # The viewer's address comes from the passing process, with the secret.
             middlewares.append(private_side(self.worker.secret))
-        elif self.routing is not None:
-            middlewares.append(self.routing.middleware)
+        else:
+            # Behind a reverse proxy, every route (HLS, keys, WHEP, the API)
+            # sees the viewer's address, not the proxy's: X-Forwarded-For is
+            # believed from api.trusted_proxies only, by the API's own rule;
+            # a request passed to the owning process carries that address.
+            middlewares.append(forwarded_middleware(networks(self.config.api.trusted_proxies)))
+            if self.routing is not None:
+                middlewares.append(self.routing.middleware)
         app = web.Application(client_max_size=1 << 20, middlewares=middlewares)
         hide_server_header(app)
         app.router.add_get("/health", self._health)

@@ -2,7 +2,8 @@
 
 Every request passes the playback check; a ``token`` query parameter is
 handed to it and, when present, carried into every URI of the playlists the
-viewer receives so that segment requests are authorised too. A request held
+viewer receives so that segment requests are authorised too. A viewer
+whose country the stream's geographic rule refuses is answered 451. A request held
 open (a player early for the first segment, an LL-HLS blocking reload, a
 preload hint) is checked again when it is answered, so access that ends
 while it waits ends for it too.
@@ -27,7 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from engine.auth import PlaybackCheck, PlaybackGrant, PlaybackRequest
-from engine.errors import PlaybackDenied
+from engine.errors import GeoBlocked, PlaybackDenied
 from packager.hls.live import HlsService
 from packager.hls.output import MEDIA_PLAYLIST, StreamOutput
 
@@ -81,6 +82,10 @@ class HlsHttp:
         remote = request.remote or ""
         try:
             grant = await self.check.authorize_playback(PlaybackRequest(name, token, remote))
+        except GeoBlocked as exc:
+            raise web.HTTPUnavailableForLegalReasons(
+                link=None, text=f"playback refused: {exc}", headers=self._headers(NO_CACHE)
+            ) from exc
         except PlaybackDenied as exc:
             raise web.HTTPForbidden(text=f"playback refused: {exc}", headers=self._headers(NO_CACHE)) from exc
         return token, grant
