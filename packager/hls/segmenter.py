@@ -173,7 +173,6 @@ class Segmenter:
         self._last_delta: dict[int, int] = {}
         self._recent_deltas: dict[int, collections.deque[int]] = {}
         self._last_dts: dict[int, int] = {}
-        self._last_drive: Fraction | None = None  # decode time of the last packet that may end a part
         self._open: _Open | None = None
         self._sequence = 0
         self._init_version = 0
@@ -223,7 +222,6 @@ class Segmenter:
         self._last_delta.clear()
         self._recent_deltas.clear()
         self._last_dts.clear()
-        self._last_drive = None
         self._muxer = self._factory(item.tracks)
         init = self._muxer.init_segment()
         self._init_version += 1
@@ -282,19 +280,16 @@ class Segmenter:
                 self._complete(held, packet.dts - held.dts)
             if (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
                 self._cut(at)
-            elif self._part_target is not None:
+            elif self._part_target is not None and drives:
                 # What lies before ``at`` is now known exactly: split it if a
-                # guessed frame duration was short. Audio does this only once
-                # video has stalled for a whole part target, since audio may
-                # run a little ahead of the video that will end the part.
-                stalled = self._last_drive is not None and at - self._last_drive > self._part_target
-                if drives or stalled:
-                    self._split_parts(at)
+                # guessed frame duration was short. Audio never does this
+                # while there is video: a rendition's audio runs ahead of its
+                # video by the encoding delay, so frames before an audio
+                # packet's time may still be on their way.
+                self._split_parts(at)
                 if self._part_due(packet, at):
                     self._flush_held_before(at)
                     self._close_part(at)
-        if drives:
-            self._last_drive = at
         self._held[packet.track] = packet
 
     def _take_discontinuity(self) -> bool:

@@ -206,9 +206,27 @@ def test_audio_ahead_of_the_keyframe_goes_to_the_next_segment() -> None:
     check(result)
 
 
+def test_audio_far_ahead_of_encoded_video_never_cuts_parts() -> None:
+    """A ladder rendition's audio runs ahead of its video by the encoding
+    delay, often more than a part target: the parts are still cut at the
+    frames, ten frames each at 30 fps with 0.334 s parts."""
+    result = run(
+        [
+            StreamStarted((VIDEO, AUDIO)),
+            *stream(seconds=Fraction(8), fps=Fraction(30), gop=60, audio_rate=48000, audio_lead_ms=800, jitter=0),
+            StreamEnded(""),
+        ],
+        Fraction(167, 500),
+    )
+    check(result)
+    durations = [p.duration for p in result.parts if p.segment_sequence < 3]
+    assert len(durations) == 18 and all(d >= Fraction(333, 1000) for d in durations)
+
+
 def test_video_that_stops_leaves_audio_in_parts_within_the_target() -> None:
-    """A publisher whose video stalls while audio goes on: audio cuts the
-    parts once video has been missing for a whole part target."""
+    """A publisher whose video stalls while audio goes on: the audio is cut
+    into parts when its segment ends (audio alone never cuts parts while the
+    stream has video: it may run ahead of frames still on their way)."""
     items: list[StreamItem] = [StreamStarted((VIDEO, AUDIO))]
     packets = stream(seconds=Fraction(5), fps=Fraction(30), gop=60, audio_rate=48000)
     items += [p for p in packets if p.track == AUDIO.index or p.dts < 1500]
@@ -228,7 +246,7 @@ FRAME_RATES = [Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), 
     audio_rate=st.sampled_from([None, 44100, 48000]),
     audio_offset_ms=st.integers(-200, 200),
     audio_extra_ms=st.integers(-400, 400),
-    audio_lead_ms=st.integers(-60, 150),
+    audio_lead_ms=st.integers(-60, 1500),
     part_target_ms=st.integers(200, 1000),
     jitter=st.integers(0, 2),
     seconds=st.integers(2, 9),
