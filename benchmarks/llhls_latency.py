@@ -44,10 +44,12 @@ from benchmarks.common import (
     spawn_logged,
     start_server,
 )
+from packager.hls.config import HlsConfig
 
 HOST = "127.0.0.1"
 PLAY_SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "browser" / "play.mjs"
 SERVER_START_S = 60.0
+DEFAULT_PART_TARGET_S = HlsConfig().part_target_s
 
 
 def engine_command(workdir: Path, *, ladder: bool, part_target: float) -> tuple[list[str], int, int]:
@@ -141,13 +143,13 @@ async def measure(ffmpeg: str, *, ladder: bool, part_target: float, plays: int, 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
-    for part_target in args.part_target or [0.5]:
+    for part_target in args.part_target or [DEFAULT_PART_TARGET_S]:
         for ladder in (True, False):
             with tempfile.TemporaryDirectory(prefix="fanz-latency-") as tmp:
                 rows.append(await measure(args.ffmpeg, ladder=ladder, part_target=part_target, plays=args.plays,
                                           min_time=args.min_time, workdir=Path(tmp)))
     ratios = {}
-    for part_target in args.part_target or [0.5]:
+    for part_target in args.part_target or [DEFAULT_PART_TARGET_S]:
         pair = {r["setup"]: r for r in rows if r["part_target_s"] == part_target}
         ratios[str(part_target)] = round(pair["ladder"]["median_s"] / pair["remux"]["median_s"], 2)
     return {"rows": rows, "median_ratio_ladder_over_remux": ratios}
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plays", type=int, default=3, help="hls.js plays per setup (default 3)")
     parser.add_argument("--min-time", type=float, default=8.0, help="seconds of media each play lasts (default 8)")
     parser.add_argument("--part-target", type=float, action="append",
-                        help="hls.part_target_s to measure (repeatable; default 0.5)")
+                        help=f"hls.part_target_s to measure (repeatable; default {DEFAULT_PART_TARGET_S}, "
+                        "the engine's)")
     parser.add_argument("--ffmpeg", default=shutil.which("ffmpeg") or "ffmpeg")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)

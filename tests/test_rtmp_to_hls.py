@@ -242,6 +242,7 @@ async def test_sliding_window_removes_old_segments(tmp_path: Path, ffmpeg: str, 
         _, media, _ = await get_text(hls_url(engine, "win", "src/media.m3u8"))
         pl = checker.check(media)
         assert len(pl.segments) == 3 and pl.media_sequence == 9 and pl.ended
+        await output.flush()  # the removals that the last segments queued
         on_disk = sorted(p.name for p in (output.directory / "src").glob("seg_*"))
         assert len(on_disk) == 4, on_disk  # the window and one spare
         assert output.segments_written == 12

@@ -26,7 +26,12 @@ class HlsConfig:
         "LL-HLS: partial segments, preload hints, blocking playlist reload, delta updates and rendition reports.",
         True,
     )
-    part_target_s: float = doc("LL-HLS part target: no partial segment is longer than this.", 0.5)
+    part_target_s: float = doc(
+        "LL-HLS part target: no partial segment is longer than this. Players hold back three parts "
+        "(PART-HOLD-BACK), so this sets most of the latency; 0.5 costs about 0.5 s more latency and "
+        "a third fewer part requests per viewer.",
+        0.334,
+    )
     keep_extra_segments: int = doc(
         "Segments kept on disk after they leave the playlist, for players that are a little behind.", 2
     )

@@ -318,12 +318,15 @@ class MediaPlaylist:
         if self.part_target is not None:
             # 4.4.3.8: blocking reload, part hold-back of three part targets,
             # delta updates for segments older than six target durations.
-            part_hold_back = 3 * self.part_target
+            # Both rounded up, so that no part exceeds the printed target and
+            # the hold-back is at least three printed targets.
+            part_target = _ceil_decimal(self.part_target, 5)
+            part_hold_back = _ceil_decimal(3 * part_target, 3)
             lines.append(
                 f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={self.can_skip_until:.1f},"
                 f"PART-HOLD-BACK={float(part_hold_back):.3f}"
             )
-            lines.append(f"#EXT-X-PART-INF:PART-TARGET={float(self.part_target):.5f}")
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={float(part_target):.5f}")
         lines.append(f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}")
         if self.playlist_type is not None:
             lines.append(f"#EXT-X-PLAYLIST-TYPE:{self.playlist_type}")
@@ -454,6 +457,13 @@ def render_multivariant(
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(rewrite(v.uri))
     return "\n".join(lines) + "\n"
+
+
+def _ceil_decimal(value: Fraction, places: int) -> Fraction:
+    """``value`` rounded up to ``places`` decimals (exactly, so that printing
+    it with that many decimals does not round it down)."""
+    scale = 10**places
+    return Fraction(math.ceil(value * scale), scale)
 
 
 def ceil_seconds(value: float | Fraction) -> int:

@@ -13,7 +13,15 @@ one arrives, which gives every sample an exact duration.
 With a part target (LL-HLS), each segment is also cut into partial segments
 of at most that duration, each its own fragment (fMP4 ``moof``/``mdat`` or a
 run of TS packets); the segment's bytes are then its parts' bytes joined, so
-a part and its parent segment never disagree.
+a part and its parent segment never disagree. A part holds the packets whose
+decode time lies in its span. Parts are cut where a video frame starts (any
+packet for audio-only streams): normally as soon as the next frame would not
+fit, guessing that frame's duration from the recent ones; when a guess was
+short, or where the part ends without a next frame (a segment cut, a
+discontinuity, the end of the stream, whose audio often runs on past the last
+frame), the packets not yet in a part are split again so that no part is
+longer than the target (RFC 8216bis 4.4.4.9). Only a single packet longer than
+the part target (a gap in the publisher's timestamps) makes a longer part.
 
 A publisher that reconnects restarts its clock at zero; the segmenter shifts
 the new timestamps to continue where the old ones ended and marks the next
@@ -71,6 +79,11 @@ class MuxerFactory(Protocol):
 
     def __call__(self, tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> SegmentMuxer: ...
 
+
+MIN_PART_SHARE = Fraction(85, 100)
+"""Parts other than a segment's last should last at least this share of the
+part target (RFC 8216bis 4.4.4.9): a split that must cut a part short prefers
+a video frame's start, but not at the price of a part shorter than this."""
 
 ORIGIN_HEADROOM = Fraction(10)
 """Seconds a stream that starts near zero is moved forward, so that packets
@@ -294,19 +307,29 @@ class Segmenter:
         at = packet.dts_seconds
         if self._anchor is None:
             self._anchor = (now, at)
+        drives = self._video is None or packet.track == self._video
         is_boundary = packet.keyframe if packet.track == self._video else self._video is None
         if self._open is None:
             if self._video is not None and not (packet.track == self._video and packet.keyframe):
                 return  # wait for the first keyframe so that the first segment decodes
             self._open = self._new_open(at, self._take_discontinuity())
-        elif (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
-            self._cut(at, packet)
-        elif self._part_due(packet, at):
-            self._flush_held_before(at, packet)
-            self._close_part(at)
-        held = self._held.get(packet.track)
-        if held is not None:
-            self._complete(held, packet.dts - held.dts)
+        else:
+            # This packet's arrival fixes the duration of its track's held one.
+            held = self._held.pop(packet.track, None)
+            if held is not None:
+                self._complete(held, packet.dts - held.dts)
+            if (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
+                self._cut(at)
+            elif self._part_target is not None and drives:
+                # What lies before ``at`` is now known exactly: split it if a
+                # guessed frame duration was short. Audio never does this
+                # while there is video: a rendition's audio runs ahead of its
+                # video by the encoding delay, so frames before an audio
+                # packet's time may still be on their way.
+                self._split_parts(at)
+                if self._part_due(packet, at):
+                    self._flush_held_before(at)
+                    self._close_part(at)
         self._held[packet.track] = packet
 
     def _take_discontinuity(self) -> bool:
@@ -348,23 +371,61 @@ class Segmenter:
         own = (packet.duration or max(self._recent_deltas.get(packet.track, (0,)))) * packet.time_base
         return span + own > self._part_target
 
-    def _flush_held_before(self, at: Fraction, boundary: Packet) -> None:
-        """Complete the held packets that belong before media time ``at``."""
+    def _flush_held_before(self, at: Fraction) -> None:
+        """Complete the held packets that belong before media time ``at``
+        (other tracks than the one whose packet just arrived: their next
+        packet is not there yet, so their last duration stands in)."""
         for track, held in list(self._held.items()):
             if held.dts_seconds < at:
-                if track == boundary.track:
-                    self._complete(held, boundary.dts - held.dts)
-                else:
-                    self._complete(held, self._last_delta.get(track, 0))
+                self._complete(held, self._last_delta.get(track, 0))
                 del self._held[track]
 
-    def _close_part(self, end: Fraction) -> None:
-        """Mux the packets gathered since the last part into one fragment."""
+    def _split_parts(self, end: Fraction) -> None:
+        """Close parts until what remains of the open segment before media
+        time ``end`` fits in one part.
+
+        Each cut is at the latest packet start that keeps the part within the
+        target: a video frame's if that leaves the part at least
+        :data:`MIN_PART_SHARE` of the target, else any packet's. The caller
+        then closes the last part at ``end`` or keeps filling it.
+        """
+        assert self._open is not None
+        target = self._part_target
+        if target is None:
+            return
+        seg = self._open
+        while end - seg.part_start > target:
+            limit = seg.part_start + target
+            starts = [
+                (p.dts_seconds, self._video is None or p.track == self._video)
+                for p in (*seg.packets, *self._held.values())
+                if seg.part_start < p.dts_seconds <= limit
+            ]
+            if not starts:
+                return  # one packet lasts longer than the target: it cannot be split
+            frames = [at for at, drives in starts if drives]
+            cut = max(frames) if frames else seg.part_start
+            if cut - seg.part_start < target * MIN_PART_SHARE:
+                cut = max(at for at, _ in starts)
+            self._flush_held_before(cut)
+            if not self._close_part(cut):
+                return
+
+    def _close_part(self, end: Fraction, everything: bool = False) -> bool:
+        """Mux the packets that start before media time ``end`` (all of
+        them with ``everything``) into one fragment, the part that ends at
+        ``end``; the others wait for the next part. Returns whether there
+        was a packet to mux."""
         assert self._open is not None and self._muxer is not None
         seg = self._open
-        if not seg.packets:
-            return
-        packets = sorted(seg.packets, key=lambda p: (p.dts_seconds, p.track))
+        if everything:
+            packets, seg.packets = seg.packets, []
+        else:
+            packets = [p for p in seg.packets if p.dts_seconds < end]
+            seg.packets = [p for p in seg.packets if p.dts_seconds >= end]
+        if not packets:
+            return False
+        packets.sort(key=lambda p: (p.dts_seconds, p.track))
         clear = self._muxer.media_segment(packets, self._fragments, seg.key)
         self._fragments += 1
         data = clear
@@ -391,14 +452,20 @@ class Segmenter:
         seg.part_data.append(clear)
         seg.video_frames += sum(1 for p in packets if p.track == self._video)
         seg.packet_count += len(packets)
-        seg.packets = []
         seg.part_start = end
+        return True
 
-    def _cut(self, at: Fraction, boundary: Packet) -> None:
-        """Close the open segment at media time ``at`` and open the next."""
-        self._flush_held_before(at, boundary)
+    def _cut(self, at: Fraction) -> None:
+        """Close the open segment at media time ``at`` and open the next,
+        with the packets that start at or after ``at`` (audio a little ahead
+        of the keyframe)."""
+        assert self._open is not None
+        self._flush_held_before(at)
+        self._split_parts(at)
         self._emit(at)
+        carried = self._open.packets  # what starts at or after the cut
         self._open = self._new_open(at, False)
+        self._open.packets = carried
 
     def _new_open(self, at: Fraction, discontinuity: bool) -> _Open:
         return _Open(start=at, pdt=self._pdt(at), discontinuity=discontinuity, key=self._key_for(discontinuity))
@@ -443,18 +510,23 @@ class Segmenter:
         end = self._open.start
         for held in self._held.values():
             self._complete(held, self._last_delta.get(held.track, 0))
-            end = max(end, held.dts_seconds + self._last_delta.get(held.track, 0) * held.time_base)
         self._held.clear()
         for p in self._open.packets:
             end = max(end, p.dts_seconds + p.duration * p.time_base)
         if self._open.packets or self._open.part_data:
-            self._emit(end)
+            # The last packets often run on past the last video frame (audio),
+            # or past a frame whose duration was guessed: split them too.
+            self._split_parts(end)
+            self._emit(end, everything=True)
         self._open = None
 
-    def _emit(self, end: Fraction) -> None:
+    def _emit(self, end: Fraction, everything: bool = False) -> None:
+        """Close the open segment's last part at ``end`` and the segment with
+        it; the packets that start at or after ``end`` stay in ``_open``
+        unless ``everything``."""
         assert self._open is not None
         seg = self._open
-        self._close_part(end)
+        self._close_part(end, everything)
         data = b"".join(seg.part_data)
         if seg.key is not None and self._protection is not None and self._protection.whole_segment:
             data = encrypt_whole(seg.key.period.key.key, seg.key.iv, data)

@@ -36,7 +36,7 @@ async def test_live_ll_hls_reloads_follow_the_rules(
             media_url = f"{base}/{variants[0]['URI']}"
             async with http.get(media_url) as resp:
                 pl = checker.check(await resp.text())
-            assert pl.part_target == 0.5
+            assert pl.part_target == 0.334
             blocked_answers = 0
             parts_fetched = 0
             # Follow the live edge the way an LL-HLS client does, for ~10 s.

@@ -5,9 +5,18 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from packager.errors import PlaylistError
-from packager.hls.playlist import MediaPlaylist, SegmentEntry, Variant, format_pdt, render_multivariant
+from packager.hls.playlist import (
+    MediaPlaylist,
+    PartEntry,
+    SegmentEntry,
+    Variant,
+    format_pdt,
+    render_multivariant,
+)
 
 
 def entry(seq: int, duration: float = 2.0, disc: bool = False, init: str | None = "init_a_1.mp4") -> SegmentEntry:
@@ -102,3 +111,26 @@ def test_variants_highest_bandwidth_first_whatever_order_they_started_in() -> No
     for order in (variants, variants[::-1]):
         uris = [line for line in render_multivariant(order).splitlines() if not line.startswith("#")]
         assert uris == expected
+
+
+def test_default_part_target_gives_a_hold_back_of_three_parts() -> None:
+    pl = MediaPlaylist(target_duration=2, window=3, part_target=Fraction(167, 500))
+    pl.add(entry(0))
+    text = pl.render()
+    assert "#EXT-X-PART-INF:PART-TARGET=0.33400\n" in text
+    assert ",PART-HOLD-BACK=1.002\n" in text
+
+
+@given(st.fractions(Fraction(1, 10), Fraction(1)).map(lambda f: f.limit_denominator(100_000)))
+def test_printed_part_target_and_hold_back_never_round_down(part_target: Fraction) -> None:
+    """A part as long as the target is within the printed PART-TARGET, and
+    the printed PART-HOLD-BACK is at least three printed targets (4.4.3.8)."""
+    pl = MediaPlaylist(target_duration=2, window=3, part_target=part_target)
+    pl.add_part(0, PartEntry("part_a_0_0.m4s", part_target, True, b""), False, "init_a_1.mp4")
+    text = pl.render()
+    printed = Fraction(text.split("#EXT-X-PART-INF:PART-TARGET=")[1].split("\n")[0])
+    hold_back = Fraction(text.split("PART-HOLD-BACK=")[1].split("\n")[0])
+    part = Fraction(text.split("#EXT-X-PART:DURATION=")[1].split(",")[0])
+    assert part_target <= printed < part_target + Fraction(1, 100_000)
+    assert part <= printed
+    assert hold_back >= 3 * printed
