@@ -17,7 +17,9 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drm.model import KeyPeriod
 from engine.media import Codec, Packet, StreamEnded, StreamItem, StreamStarted, Track
+from packager.hls.keys import SegmentKey
 from packager.hls.segmenter import PartReady, Segmenter, SegmentReady
 
 TB = Fraction(1, 1000)
@@ -39,7 +41,7 @@ class RecordingMuxer:
     def init_segment(self) -> bytes | None:
         return b"init"
 
-    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes:
+    def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
         self.fragments.append(list(packets))
         return repr([(p.track, p.dts) for p in packets]).encode()
 
@@ -55,7 +57,7 @@ class Run:
 def run(items: Sequence[StreamItem], part_target: Fraction, target: Fraction = Fraction(2)) -> Run:
     made: list[RecordingMuxer] = []
 
-    def factory(tracks: tuple[Track, ...]) -> RecordingMuxer:
+    def factory(tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> RecordingMuxer:
         made.append(RecordingMuxer(tracks))
         return made[-1]
 
