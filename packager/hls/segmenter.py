@@ -15,6 +15,11 @@ of at most that duration, each its own fragment (fMP4 ``moof``/``mdat`` or a
 run of TS packets); the segment's bytes are then its parts' bytes joined, so
 a part and its parent segment never disagree.
 
+Media times are compared as integers counted in a unit common to every
+track's time base (the least common multiple of their denominators), so the
+per-packet path does no :class:`~fractions.Fraction` arithmetic; events
+still report exact Fractions of a second.
+
 A publisher that reconnects restarts its clock at zero; the segmenter shifts
 the new timestamps to continue where the old ones ended and marks the next
 segment as a discontinuity, so players keep going without a reload. A
@@ -26,6 +31,7 @@ initialisation segment, but keeps the timeline.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -116,13 +122,14 @@ class SegmenterStats:
 
 @dataclass(slots=True)
 class _Open:
-    """The segment being assembled."""
+    """The segment being assembled. ``start`` and ``part_start`` are media
+    times in the segmenter's unit (see :meth:`Segmenter._rebase`)."""
 
-    start: Fraction
+    start: int
     pdt: float
     packets: list[Packet] = field(default_factory=list)
     discontinuity: bool = False
-    part_start: Fraction = Fraction(0)
+    part_start: int = 0
     part_data: list[bytes] = field(default_factory=list)
     video_frames: int = 0
     packet_count: int = 0
@@ -164,10 +171,19 @@ class Segmenter:
         self._sequence = 0
         self._init_version = 0
         self._offset = Fraction(0)  # seconds added to every timestamp
+        self._shift_ticks: dict[int, tuple[Fraction, int]] = {}  # by track: (time base, offset in its ticks)
         self._realign = False
         self._pending_discontinuity = False
-        self._end = Fraction(0)  # media time at which the last closed segment ended
-        self._anchor: tuple[float, Fraction] | None = None  # (wall, media) for program date time
+        # Media times below are integers in units of 1/self._unit seconds.
+        self._unit = 1
+        self._factors: dict[Fraction, int] = {}  # units per tick of each time base
+        self._track_factor: list[tuple[Fraction, int]] = []  # by track index: (time base, units per tick)
+        self._target_units = 0  # the least whole number of units >= the target
+        self._max_units = 0
+        self._part_units: int | None = None  # the most whole units <= the part target
+        self._set_thresholds()
+        self._end = 0  # media time at which the last closed segment ended
+        self._anchor: tuple[float, int] | None = None  # (wall, media) for program date time
         self.stats = SegmenterStats()
         self.ended = False
 
@@ -194,6 +210,59 @@ class Segmenter:
     def next_sequence(self) -> int:
         return self._sequence
 
+    # -- media time as integers -------------------------------------------
+    def _set_thresholds(self) -> None:
+        unit = self._unit
+        self._target_units = -((-self._target.numerator * unit) // self._target.denominator)
+        self._max_units = -((-self._max.numerator * unit) // self._max.denominator)
+        part = self._part_target
+        self._part_units = None if part is None else (part.numerator * unit) // part.denominator
+
+    def _rebase(self, denominators: list[int]) -> None:
+        """Make the unit a multiple of every denominator in ``denominators``,
+        rescaling the media times already held (exactly: the new unit is a
+        multiple of the old one)."""
+        unit = math.lcm(self._unit, *denominators)
+        if unit == self._unit:
+            return
+        k = unit // self._unit
+        self._unit = unit
+        self._factors = {}
+        self._track_factor = [(tb, self._factor(tb)) for tb, _ in self._track_factor]
+        self._set_thresholds()
+        self._end *= k
+        if self._anchor is not None:
+            self._anchor = (self._anchor[0], self._anchor[1] * k)
+        if self._open is not None:
+            self._open.start *= k
+            self._open.part_start *= k
+
+    def _factor(self, time_base: Fraction) -> int:
+        """Units per tick of ``time_base``."""
+        factor = self._factors.get(time_base)
+        if factor is None:
+            if self._unit % time_base.denominator:
+                self._rebase([time_base.denominator])
+            factor = self._factors[time_base] = self._unit // time_base.denominator * time_base.numerator
+        return factor
+
+    def _units_per_tick(self, packet: Packet) -> int:
+        """The factor of ``packet``'s time base, looked up by identity first
+        (every packet of a track normally shares its track's time base)."""
+        track = packet.track
+        if track < len(self._track_factor):
+            tb, factor = self._track_factor[track]
+            if packet.time_base is tb:
+                return factor
+        return self._factor(packet.time_base)
+
+    def _at(self, packet: Packet) -> int:
+        """``packet``'s decode time in units."""
+        return packet.dts * self._units_per_tick(packet)
+
+    def _seconds(self, units: int) -> Fraction:
+        return Fraction(units, self._unit)
+
     # -- internals --------------------------------------------------------
     def _start(self, item: StreamStarted, now: float) -> None:
         restarted = self._muxer is not None
@@ -204,6 +273,8 @@ class Segmenter:
                 self._realign = True
                 self._anchor = None
         self._tracks = item.tracks
+        self._rebase([t.time_base.denominator for t in item.tracks])
+        self._track_factor = [(t.time_base, self._factor(t.time_base)) for t in item.tracks]
         self._video = next((t.index for t in item.tracks if t.kind is MediaKind.VIDEO), None)
         self._held.clear()
         self._last_delta.clear()
@@ -214,10 +285,22 @@ class Segmenter:
         self._init_version += 1
         self._events.append(InitReady(self._init_version, init or b"", item.tracks))
 
+    def _set_offset(self, offset: Fraction) -> None:
+        if offset != self._offset:
+            self._offset = offset
+            self._shift_ticks = {}
+
     def _shifted(self, packet: Packet) -> Packet:
         if not self._offset:
             return packet
-        ticks = round(self._offset / packet.time_base)
+        # Keyed by track and checked by identity: hashing a Fraction costs
+        # more than the whole lookup should.
+        cached = self._shift_ticks.get(packet.track)
+        if cached is not None and cached[0] is packet.time_base:
+            ticks = cached[1]
+        else:
+            ticks = round(self._offset / packet.time_base)
+            self._shift_ticks[packet.track] = (packet.time_base, ticks)
         return Packet(
             packet.track,
             packet.pts + ticks,
@@ -232,7 +315,7 @@ class Segmenter:
         if self._muxer is None or not 0 <= packet.track < len(self._tracks):
             return
         if self._realign:
-            self._offset = self._end - packet.dts_seconds
+            self._set_offset(self._seconds(self._end) - packet.dts_seconds)
             self._realign = False
         elif self._anchor is None and self.stats.segments == 0:
             # Streams start a little before zero (AAC priming, B-frame decode
@@ -241,7 +324,7 @@ class Segmenter:
             # same shift for every rendition of the stream.
             if self._origin.offset is None:
                 self._origin.offset = max(Fraction(0), ORIGIN_HEADROOM - packet.dts_seconds)
-            self._offset = self._origin.offset
+            self._set_offset(self._origin.offset)
         packet = self._shifted(packet)
         if packet.dts < 0:
             self.stats.negative_dropped += 1
@@ -251,7 +334,7 @@ class Segmenter:
             self.stats.out_of_order_dropped += 1
             return
         self._last_dts[packet.track] = packet.dts
-        at = packet.dts_seconds
+        at = self._at(packet)
         if self._anchor is None:
             self._anchor = (now, at)
         is_boundary = packet.keyframe if packet.track == self._video else self._video is None
@@ -259,7 +342,7 @@ class Segmenter:
             if self._video is not None and not (packet.track == self._video and packet.keyframe):
                 return  # wait for the first keyframe so that the first segment decodes
             self._open = _Open(start=at, pdt=self._pdt(at), discontinuity=self._take_discontinuity())
-        elif (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
+        elif (is_boundary and at - self._open.start >= self._target_units) or at - self._open.start >= self._max_units:
             self._cut(at, packet)
         elif self._part_due(packet, at):
             self._flush_held_before(at, packet)
@@ -274,10 +357,10 @@ class Segmenter:
         self._pending_discontinuity = False
         return flag
 
-    def _pdt(self, media_time: Fraction) -> float:
+    def _pdt(self, media_time: int) -> float:
         assert self._anchor is not None
         wall, media = self._anchor
-        return wall + float(media_time - media)
+        return wall + (media_time - media) / self._unit
 
     def _complete(self, packet: Packet, duration: int) -> None:
         if duration > 0:
@@ -291,10 +374,10 @@ class Segmenter:
             Packet(packet.track, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, duration)
         )
 
-    def _part_due(self, packet: Packet, at: Fraction) -> bool:
+    def _part_due(self, packet: Packet, at: int) -> bool:
         """Whether ``packet`` must open a new part: including it would make
         the current part longer than the part target."""
-        if self._part_target is None or self._open is None:
+        if self._part_units is None or self._open is None:
             return False
         if self._video is not None and packet.track != self._video:
             return False
@@ -305,26 +388,26 @@ class Segmenter:
         # assume the longest of the recent ones, so that clock jitter (RTMP's
         # millisecond timestamps alternate 33 and 34 ms at 30 fps) never makes
         # a part longer than the target.
-        own = (packet.duration or max(self._recent_deltas.get(packet.track, (0,)))) * packet.time_base
-        return span + own > self._part_target
+        own = (packet.duration or max(self._recent_deltas.get(packet.track, (0,)))) * self._units_per_tick(packet)
+        return span + own > self._part_units
 
-    def _flush_held_before(self, at: Fraction, boundary: Packet) -> None:
+    def _flush_held_before(self, at: int, boundary: Packet) -> None:
         """Complete the held packets that belong before media time ``at``."""
         for track, held in list(self._held.items()):
-            if held.dts_seconds < at:
+            if self._at(held) < at:
                 if track == boundary.track:
                     self._complete(held, boundary.dts - held.dts)
                 else:
                     self._complete(held, self._last_delta.get(track, 0))
                 del self._held[track]
 
-    def _close_part(self, end: Fraction) -> None:
+    def _close_part(self, end: int) -> None:
         """Mux the packets gathered since the last part into one fragment."""
         assert self._open is not None and self._muxer is not None
         seg = self._open
         if not seg.packets:
             return
-        packets = sorted(seg.packets, key=lambda p: (p.dts_seconds, p.track))
+        packets = sorted(seg.packets, key=lambda p: (self._at(p), p.track))
         data = self._muxer.media_segment(packets, self._fragments)
         self._fragments += 1
         first_video = next((p for p in packets if p.track == self._video), None)
@@ -335,10 +418,10 @@ class Segmenter:
                     self._sequence,
                     len(seg.part_data),
                     data,
-                    end - seg.part_start,
+                    self._seconds(end - seg.part_start),
                     independent,
                     seg.discontinuity,
-                    seg.start,
+                    self._seconds(seg.start),
                 )
             )
         seg.part_data.append(data)
@@ -347,7 +430,7 @@ class Segmenter:
         seg.packets = []
         seg.part_start = end
 
-    def _cut(self, at: Fraction, boundary: Packet) -> None:
+    def _cut(self, at: int, boundary: Packet) -> None:
         """Close the open segment at media time ``at`` and open the next."""
         self._flush_held_before(at, boundary)
         self._emit(at)
@@ -359,15 +442,15 @@ class Segmenter:
         end = self._open.start
         for held in self._held.values():
             self._complete(held, self._last_delta.get(held.track, 0))
-            end = max(end, held.dts_seconds + self._last_delta.get(held.track, 0) * held.time_base)
+            end = max(end, (held.dts + self._last_delta.get(held.track, 0)) * self._units_per_tick(held))
         self._held.clear()
         for p in self._open.packets:
-            end = max(end, p.dts_seconds + p.duration * p.time_base)
+            end = max(end, (p.dts + p.duration) * self._units_per_tick(p))
         if self._open.packets or self._open.part_data:
             self._emit(end)
         self._open = None
 
-    def _emit(self, end: Fraction) -> None:
+    def _emit(self, end: int) -> None:
         assert self._open is not None
         seg = self._open
         self._close_part(end)
@@ -375,11 +458,11 @@ class Segmenter:
             SegmentReady(
                 sequence=self._sequence,
                 data=b"".join(seg.part_data),
-                duration=end - seg.start,
+                duration=self._seconds(end - seg.start),
                 program_date_time=seg.pdt,
                 discontinuity=seg.discontinuity,
                 init_version=self._init_version,
-                start=seg.start,
+                start=self._seconds(seg.start),
                 packet_count=seg.packet_count,
                 video_frames=seg.video_frames,
             )
