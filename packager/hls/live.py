@@ -4,7 +4,15 @@
 it. Each task reads the stream through a bounded subscription and hands what
 it reads to the stream's ordered job queue, where the sans-I/O
 :class:`Segmenter` cuts and muxes it and :class:`StreamOutput` writes the
-files; the event loop only moves packets and publishes playlists. A slow
+files; the event loop only moves packets and publishes playlists.
+
+Waking a worker thread costs far more than segmenting a packet, so packets
+wait on the loop until they would close a part or a segment: a second
+segmenter with a muxer that writes nothing (:class:`_DecisionsOnly`) is fed
+the same items on the loop and says when. Its decisions are the real
+segmenter's, since they depend on the packets alone, never on the bytes
+muxed, so parts and segments leave no later than when every packet was
+handed over at once. A slow
 disk never slows the publisher or another stream: its stream's queue
 backs up to a bound, then that stream's subscription loses packets, counted,
 and resumes on the next keyframe.
@@ -17,11 +25,12 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
-from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted
+from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
@@ -36,8 +45,25 @@ SOURCE_VARIANT = "src"
 FLUSH_TIMEOUT_S = 30.0
 """How long a stream's task waits for its last files when it stops."""
 MAX_HELD = 64
-"""Most packets held back for the next video packet (a stream that declared
-video and sends only audio still reaches the packager)."""
+"""Most items held on the loop before they go to the stream's job queue,
+whether or not they close a part or a segment (streams without parts, or a
+stream that declared video and sends only audio, still move along)."""
+
+
+class _DecisionsOnly:
+    """A muxer that writes nothing: the loop's copy of a stream's segmenter
+    uses it to learn when the real one will close a part or a segment."""
+
+    extension = ""
+
+    def __init__(self, tracks: tuple[Track, ...]) -> None:
+        pass
+
+    def init_segment(self) -> bytes | None:
+        return None
+
+    def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes:
+        return b""
 
 
 class HlsService:
@@ -130,25 +156,41 @@ class HlsService:
             origin=output.origin,
         )
         self.segmenters[name] = segmenter
+        # The same cuts, decided on the loop (see the module docstring). It
+        # shares the timeline origin, so both shift timestamps alike.
+        decisions = Segmenter(
+            _DecisionsOnly,
+            Fraction(self.config.target_duration_s).limit_denominator(1000),
+            Fraction(self.config.max_segment_s).limit_denominator(1000),
+            part_target=output.part_target,
+            origin=output.origin,
+        )
         ended = False
-        # Packets that cannot end a part or a segment (audio, when there is
-        # video) wait for the next one that can: each job woken in a worker
-        # thread costs more than the packet itself.
         pending: list[StreamItem] = []
         video: int | None = None
+        # The segmenter anchors program date times on the wall clock of the
+        # job that brings the packet that sets the anchor: that job leaves
+        # with the next video packet, as every job once did.
+        anchor_due = False
         try:
             async for item in sub:
                 # Take what is already buffered in the same job.
                 for taken in itertools.chain((item,), sub.drain()):
                     pending.append(taken)
+                    anchored = decisions.anchored
+                    decisions.feed(taken, 0.0)
+                    anchor_due = anchor_due or (decisions.anchored and not anchored)
                     if isinstance(taken, StreamStarted):
                         video = next((t.index for t in taken.tracks if t.kind is MediaKind.VIDEO), None)
                     elif isinstance(taken, StreamEnded):
                         ended = True
                         break
                 last = pending[-1]
-                if isinstance(last, Packet) and video not in (None, last.track) and len(pending) < MAX_HELD:
+                cuts = bool(decisions.events())
+                anchor_now = anchor_due and isinstance(last, Packet) and video in (None, last.track)
+                if not (cuts or anchor_now or ended or len(pending) >= MAX_HELD):
                     continue
+                anchor_due = anchor_due and not anchor_now
                 output.feed(variant, segmenter, pending, time.time())
                 pending = []
                 if ended:
