@@ -6,10 +6,11 @@ it reads to the stream's ordered job queue, where the sans-I/O
 :class:`Segmenter` cuts and muxes it and :class:`StreamOutput` writes the
 files; the event loop only moves packets and publishes playlists.
 
-Waking a worker thread costs far more than segmenting a packet, so packets
-wait on the loop until they would close a part or a segment: a second
-segmenter with a muxer that writes nothing (:class:`_DecisionsOnly`) is fed
-the same items on the loop and says when. Its decisions are the real
+Waking a worker thread, or even the stream's task, costs far more than
+segmenting a packet, so packets wait in the subscription until one would
+close a part or a segment: a second segmenter with a muxer that writes
+nothing (:class:`_CutWatch`) is fed the same items as the subscription takes
+them and wakes the task when it cuts. Its decisions are the real
 segmenter's, since they depend on the packets alone, never on the bytes
 muxed, so parts and segments leave no later than when every packet was
 handed over at once. A slow
@@ -37,7 +38,7 @@ from packager.hls.config import HlsConfig
 from packager.hls.disk import Disk, LocalDisk, SerialQueue, call_on_loop, drained
 from packager.hls.muxers import muxer_factory
 from packager.hls.output import StreamOutput
-from packager.hls.segmenter import Segmenter
+from packager.hls.segmenter import MuxerFactory, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,13 @@ SOURCE_VARIANT = "src"
 FLUSH_TIMEOUT_S = 30.0
 """How long a stream's task waits for its last files when it stops."""
 MAX_HELD = 64
-"""Most items held on the loop before they go to the stream's job queue,
+"""Most packets a stream's subscription holds before it wakes the task,
 whether or not they close a part or a segment (streams without parts, or a
 stream that declared video and sends only audio, still move along)."""
 
 
 class _DecisionsOnly:
-    """A muxer that writes nothing: the loop's copy of a stream's segmenter
-    uses it to learn when the real one will close a part or a segment."""
+    """A muxer that writes nothing, for :class:`_CutWatch`'s segmenter."""
 
     extension = ""
 
@@ -64,6 +64,38 @@ class _DecisionsOnly:
 
     def media_segment(self, packets: Sequence[Packet], sequence: int) -> bytes:
         return b""
+
+
+class _CutWatch:
+    """The wake rule of a stream's HLS subscription: a copy of its segmenter
+    that muxes nothing, fed every item the subscription takes, says when the
+    real one will produce something (a new track set, a part, a segment, the
+    end).
+
+    The real segmenter also anchors program date times on the wall clock of
+    the job that brings the packet that sets the anchor; that job leaves
+    with the next video packet, as every job once did.
+    """
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self._segmenter = segmenter
+        self._video: int | None = None
+        self._anchor_due = False
+
+    def __call__(self, item: StreamItem) -> bool:
+        segmenter = self._segmenter
+        anchored = segmenter.anchored
+        segmenter.feed(item, 0.0)
+        if isinstance(item, StreamStarted):
+            self._video = next((t.index for t in item.tracks if t.kind is MediaKind.VIDEO), None)
+        if segmenter.anchored and not anchored:
+            self._anchor_due = True
+        if segmenter.events():
+            return True
+        if self._anchor_due and isinstance(item, Packet) and self._video in (None, item.track):
+            self._anchor_due = False
+            return True
+        return False
 
 
 class HlsService:
@@ -134,7 +166,10 @@ class HlsService:
             if not self.package_source:
                 return
             variant_name = SOURCE_VARIANT
-        sub = stream.subscribe("hls", maxsize=self.fanout_buffer)
+        # The same cuts, decided as packets arrive (see the module docstring).
+        # It shares the timeline origin, so both segmenters shift timestamps alike.
+        watch = _CutWatch(self._segmenter(_DecisionsOnly, output))
+        sub = stream.subscribe("hls", maxsize=self.fanout_buffer, wake_when=watch, wake_after=MAX_HELD)
         task = asyncio.get_running_loop().create_task(
             self._run(stream.name, sub, output, variant_name), name=f"hls:{stream.name}"
         )
@@ -146,51 +181,30 @@ class HlsService:
         if not task.cancelled() and task.exception() is not None:
             log.error("HLS packager task %s failed", task.get_name(), exc_info=task.exception())
 
+    def _segmenter(self, factory: MuxerFactory, output: StreamOutput) -> Segmenter:
+        return Segmenter(
+            factory,
+            Fraction(self.config.target_duration_s).limit_denominator(1000),
+            Fraction(self.config.max_segment_s).limit_denominator(1000),
+            part_target=output.part_target,
+            origin=output.origin,
+        )
+
     async def _run(self, name: str, sub: Subscription, output: StreamOutput, variant_name: str) -> None:
         variant = output.variants.get(variant_name) or output.add_variant(variant_name)
-        segmenter = Segmenter(
-            muxer_factory(self.config.segment_format),
-            Fraction(self.config.target_duration_s).limit_denominator(1000),
-            Fraction(self.config.max_segment_s).limit_denominator(1000),
-            part_target=output.part_target,
-            origin=output.origin,
-        )
+        segmenter = self._segmenter(muxer_factory(self.config.segment_format), output)
         self.segmenters[name] = segmenter
-        # The same cuts, decided on the loop (see the module docstring). It
-        # shares the timeline origin, so both shift timestamps alike.
-        decisions = Segmenter(
-            _DecisionsOnly,
-            Fraction(self.config.target_duration_s).limit_denominator(1000),
-            Fraction(self.config.max_segment_s).limit_denominator(1000),
-            part_target=output.part_target,
-            origin=output.origin,
-        )
         ended = False
         pending: list[StreamItem] = []
-        video: int | None = None
-        # The segmenter anchors program date times on the wall clock of the
-        # job that brings the packet that sets the anchor: that job leaves
-        # with the next video packet, as every job once did.
-        anchor_due = False
         try:
             async for item in sub:
-                # Take what is already buffered in the same job.
+                # The subscription woke this task because something is due
+                # (see _CutWatch): take everything buffered in one job.
                 for taken in itertools.chain((item,), sub.drain()):
                     pending.append(taken)
-                    anchored = decisions.anchored
-                    decisions.feed(taken, 0.0)
-                    anchor_due = anchor_due or (decisions.anchored and not anchored)
-                    if isinstance(taken, StreamStarted):
-                        video = next((t.index for t in taken.tracks if t.kind is MediaKind.VIDEO), None)
-                    elif isinstance(taken, StreamEnded):
+                    if isinstance(taken, StreamEnded):
                         ended = True
                         break
-                last = pending[-1]
-                cuts = bool(decisions.events())
-                anchor_now = anchor_due and isinstance(last, Packet) and video in (None, last.track)
-                if not (cuts or anchor_now or ended or len(pending) >= MAX_HELD):
-                    continue
-                anchor_due = anchor_due and not anchor_now
                 output.feed(variant, segmenter, pending, time.time())
                 pending = []
                 if ended:
