@@ -29,6 +29,7 @@ from engine.media import Codec, Packet, StreamEnded, StreamItem, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from ingest.rtmp import amf0
 from ingest.rtmp import messages as m
+from ingest.rtmp.chunk import RtmpMessage
 from ingest.rtmp.limits import RtmpLimits
 from ingest.rtmp.server import RtmpServer
 from tests.conftest import make_clip, publish, wait_for
@@ -472,7 +473,7 @@ async def test_a_publishing_connection_answers_and_closes_from_the_direct_path(h
         assert [p.dts for p in harness.packets("direct") if p.track == 0] == [i * 33 for i in range(30)]
 
         writer.write(peer.message(m.USER_CONTROL, struct.pack(">HI", m.UC_PING_REQUEST, 1234), csid=2))
-        replies: list[object] = []
+        replies: list[RtmpMessage] = []
 
         async def pong() -> None:
             while not any(r.type_id == m.USER_CONTROL and r.payload[:2] == struct.pack(">H", m.UC_PING_RESPONSE)

@@ -61,7 +61,7 @@ def av_stream(seconds: int, gop_s: int = 2, start: int = 0) -> list[Packet]:
     return items
 
 
-def segments(events: list[object]) -> list[SegmentReady]:
+def segments(events: Sequence[object]) -> list[SegmentReady]:
     return [e for e in events if isinstance(e, SegmentReady)]
 
 
