@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 DROP_LOG_INTERVAL_S = 5.0
 """At most one log line per subscription per this many seconds about drops."""
 
+WakeRule = Callable[[StreamItem], bool]
+"""Called with each item a subscription takes, in the publisher's call: true
+when the consumer should be woken for it (see :class:`Subscription`)."""
+
 
 class StreamState(enum.Enum):
     LIVE = "live"
@@ -71,14 +75,32 @@ class Subscription:
     queued packets are discarded and the subscription waits for the next video
     keyframe before it accepts packets again, so a lagging consumer resumes on
     a decodable frame; control items are never dropped.
+
+    A consumer woken for every packet pays a task switch each time, often more
+    than its work on the packet. With ``wake_when``, packets are buffered
+    without waking it until the rule says so, or until ``wake_after`` packets
+    wait; control items always wake it. The rule runs in the publisher's call,
+    so it must be cheap and must not raise: one that raises is logged and
+    dropped, and the subscription wakes for every item from then on.
     """
 
-    def __init__(self, stream: LiveStream, consumer: str, maxsize: int) -> None:
+    def __init__(
+        self,
+        stream: LiveStream,
+        consumer: str,
+        maxsize: int,
+        wake_when: WakeRule | None = None,
+        wake_after: int = 64,
+    ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
+        if wake_after < 1:
+            raise ValueError("wake_after must be at least 1")
         self.stream = stream
         self.consumer = consumer
         self.maxsize = maxsize
+        self._wake_when = wake_when
+        self._wake_after = wake_after
         self.dropped = 0
         self._items: collections.deque[StreamItem] = collections.deque()
         self._packets = 0
@@ -107,8 +129,26 @@ class Subscription:
                     self._resync = True
                     return
             self._packets += 1
+            self._items.append(item)
+            # The rule sees every item taken, whether or not it wakes.
+            rule_says = self._wake_when is None or self._rule(item)
+            if rule_says or self._packets >= self._wake_after:
+                self._wake()
+            return
         self._items.append(item)
+        if self._wake_when is not None:
+            self._rule(item)
         self._wake()
+
+    def _rule(self, item: StreamItem) -> bool:
+        assert self._wake_when is not None
+        try:
+            return self._wake_when(item)
+        except Exception:
+            log.exception("stream %s: the wake rule of consumer %s failed; waking it for every item",
+                          self.stream.name, self.consumer)
+            self._wake_when = None
+            return True
 
     def _count_drop(self, n: int) -> None:
         self.dropped += n
@@ -258,11 +298,19 @@ class LiveStream:
     def has_video(self) -> bool:
         return bool(self._video_tracks)
 
-    def subscribe(self, consumer: str, maxsize: int = 512, replay_gop: bool = False) -> Subscription:
+    def subscribe(
+        self,
+        consumer: str,
+        maxsize: int = 512,
+        replay_gop: bool = False,
+        wake_when: WakeRule | None = None,
+        wake_after: int = 64,
+    ) -> Subscription:
         """Add a consumer. It first receives the current track set (when the
         publisher has sent one) and, with ``replay_gop``, the packets of the
-        current group of pictures."""
-        sub = Subscription(self, consumer, maxsize)
+        current group of pictures. ``wake_when`` and ``wake_after``: see
+        :class:`Subscription`."""
+        sub = Subscription(self, consumer, maxsize, wake_when, wake_after)
         if self.tracks:
             sub._offer(StreamStarted(self.tracks))
             if replay_gop:

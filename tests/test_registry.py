@@ -236,3 +236,63 @@ async def test_a_streams_gop_cache_is_bounded_by_its_limit() -> None:
         pub.write(video(i * 33, i == 0))
     sub = pub.stream.subscribe("late", replay_gop=True)
     assert [x for x in sub.drain() if isinstance(x, Packet)] == []
+
+
+async def test_wake_rule_holds_packets_until_it_says_so() -> None:
+    """A consumer with a wake rule sleeps through packets the rule does not
+    want it for (the rule still sees each one), wakes for control items,
+    for the rule, and after ``wake_after`` packets."""
+    seen: list[object] = []
+
+    def rule(item: object) -> bool:
+        seen.append(item)
+        return isinstance(item, Packet) and item.keyframe
+
+    reg = StreamRegistry(grace_s=0)
+    pub = reg.claim("s")
+    sub = pub.stream.subscribe("t", wake_when=rule, wake_after=5)
+    getter = asyncio.ensure_future(sub.get())
+    pub.start(TRACKS)
+    await asyncio.sleep(0)
+    assert getter.done() and getter.result() == StreamStarted(TRACKS)  # control items wake
+
+    getter = asyncio.ensure_future(sub.get())
+    await asyncio.sleep(0)
+    pub.write(audio(0))
+    pub.write(video(0))
+    await asyncio.sleep(0)
+    assert not getter.done()  # held
+    pub.write(video(33, True))
+    await asyncio.sleep(0)
+    assert getter.done() and getter.result() == audio(0)
+    assert list(sub.drain()) == [video(0), video(33, True)]
+
+    getter = asyncio.ensure_future(sub.get())
+    await asyncio.sleep(0)
+    for t in range(4):
+        pub.write(audio(40 + t))
+        await asyncio.sleep(0)
+    assert not getter.done()
+    pub.write(audio(44))  # the fifth held packet
+    await asyncio.sleep(0)
+    assert getter.done()
+    assert seen[1:] == [audio(0), video(0), video(33, True)] + [audio(40 + t) for t in range(5)]
+    sub.close()
+
+
+async def test_a_failing_wake_rule_falls_back_to_waking_always(caplog: pytest.LogCaptureFixture) -> None:
+    def rule(item: object) -> bool:
+        raise RuntimeError("broken rule")
+
+    reg = StreamRegistry(grace_s=0)
+    pub = reg.claim("s")
+    sub = pub.stream.subscribe("t", wake_when=rule, wake_after=100)
+    pub.start(TRACKS)
+    assert "broken rule" in caplog.text
+    assert list(sub.drain()) == [StreamStarted(TRACKS)]
+    getter = asyncio.ensure_future(sub.get())
+    await asyncio.sleep(0)
+    pub.write(audio(0))
+    await asyncio.sleep(0)
+    assert getter.done() and getter.result() == audio(0)
+    sub.close()

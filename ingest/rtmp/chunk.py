@@ -239,15 +239,44 @@ class ChunkReader:
                 state.ext_field = ts_field
             state.partial = bytearray()
             self._states[csid] = state
-        assert state.partial is not None
+        partial = state.partial
+        assert partial is not None
         if self._pending + take > self._max_pending:
             raise RtmpLimitError(f"more than {self._max_pending} bytes of unfinished messages{self._budget_note}")
-        state.partial += buf[p : p + take]
-        self._pending += take
-        self._pos = p + take
-        if len(state.partial) < state.length:
+        length = state.length
+        if not partial and take == length:
+            # The whole message in one chunk: one copy, straight from the buffer.
+            with memoryview(buf) as view:
+                payload = bytes(view[p : p + take])
+            self._pos = p + take
+            state.partial = None
+            return RtmpMessage(state.type_id, state.stream_id, state.timestamp, payload, csid)
+        with memoryview(buf) as view:
+            partial += view[p : p + take]
+            self._pending += take
+            p += take
+            if csid < 64 and not state.extended:
+                # The message's next chunks usually follow at once, each a
+                # one-byte type 3 header and a chunk of payload: take them
+                # here rather than through the general header parse above.
+                marker = 0xC0 | csid
+                size = self.chunk_size
+                while (left := length - len(partial)) > 0 and p < end and buf[p] == marker:
+                    take = size if size < left else left
+                    if end - p - 1 < take:
+                        break
+                    if self._pending + take > self._max_pending:
+                        self._pos = p
+                        raise RtmpLimitError(
+                            f"more than {self._max_pending} bytes of unfinished messages{self._budget_note}"
+                        )
+                    partial += view[p + 1 : p + 1 + take]
+                    self._pending += take
+                    p += 1 + take
+        self._pos = p
+        if len(partial) < length:
             return True
-        payload = bytes(state.partial)
+        payload = bytes(partial)
         self._pending -= len(payload)
         state.partial = None
         return RtmpMessage(state.type_id, state.stream_id, state.timestamp, payload, csid)

@@ -7,6 +7,13 @@ registry. RTMPS is the same server given an ``ssl.SSLContext``.
 
 A protocol error, a timeout or a refused publish closes only that connection,
 with one log line that says why.
+
+Once a connection publishes, its reads take a shorter way: the socket's
+bytes go to the session from the transport's callback (:class:`_Reader`),
+without waking the connection's task for each read, which costs more than
+parsing them. The task sleeps until something needs it (a protocol error,
+the session asking to close, a full send buffer, the end of the
+connection) and then carries on exactly as if it had read the bytes itself.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import functools
 import logging
 import ssl
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import SupportsIndex
 
 from engine.auth import PublishCheck, PublishRequest, grant_settings
 from engine.errors import PublishDenied, StreamBusyError, StreamNameError
@@ -32,13 +41,63 @@ from ingest.rtmp.events import (
     TracksReady,
 )
 from ingest.rtmp.limits import RtmpLimits
-from ingest.rtmp.session import RtmpServerSession
+from ingest.rtmp.session import RtmpServerSession, SessionState
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 WATCHDOG_INTERVAL_S = 0.5
 """How often a connection's timeouts are checked (their resolution)."""
+DIRECT_SEND_BUFFER = 64 * 1024
+"""Bytes waiting to be sent past which a publishing connection's task takes
+over again, to wait for the peer to read (with the idle timeout)."""
+
+
+class _Reader(asyncio.StreamReader):
+    """A stream reader that can hand arriving bytes straight to
+    :attr:`direct` instead of buffering them. The connection sets
+    :attr:`direct` only while nothing is buffered and it waits for its
+    :attr:`wake` future, which the end of the stream (or its failure) also
+    resolves, so bytes are never taken out of order and no ending is missed."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.direct: Callable[[bytes], None] | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.unread = 0
+        """Bytes buffered and not yet read."""
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        if self.direct is not None and chunk:
+            self.direct(chunk)
+            return
+        self.unread += len(chunk)
+        super().feed_data(chunk)
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        self.unread -= len(data)
+        return data
+
+    def feed_eof(self) -> None:
+        self.stop_direct()
+        super().feed_eof()
+
+    def set_exception(self, exc: Exception) -> None:
+        self.stop_direct()
+        super().set_exception(exc)
+
+    def stop_direct(self, exc: BaseException | None = None) -> None:
+        """Stop taking bytes directly and wake the waiting task (raising
+        ``exc`` in it when given)."""
+        self.direct = None
+        wake, self.wake = self.wake, None
+        if wake is not None and not wake.done():
+            if exc is not None:
+                wake.set_exception(exc)
+            else:
+                wake.set_result(None)
 
 
 @dataclass(slots=True)
@@ -81,7 +140,7 @@ class _Connection:
 
     async def run(self) -> None:
         limits = self.server.limits
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._deadline_handshake = loop.time() + limits.handshake_timeout_s
         self._last_read = loop.time()
         self._timed_out: str | None = None
@@ -91,6 +150,15 @@ class _Connection:
         reason = "peer closed the connection"
         try:
             while True:
+                if await self._publish_directly():
+                    # Woken: what the bytes taken directly left to do.
+                    await self._flush()
+                    self.stats.state = self.session.state.value
+                    if self.session.close_reason is not None:
+                        reason = self.session.close_reason
+                        log.info("rtmp %s: closing: %s", self.stats.remote, reason)
+                        break
+                    continue
                 data = await self.reader.read(READ_SIZE)
                 if not data:
                     if self._timed_out is not None:
@@ -124,6 +192,62 @@ class _Connection:
             if self.publisher is not None:
                 self.publisher.close(reason)
             await self._close_transport()
+
+    async def _publish_directly(self) -> bool:
+        """While publishing, with nothing buffered or left to send, let the
+        reader hand bytes to :meth:`_take` and sleep until woken. False when
+        the connection is not in that state (read the usual way)."""
+        reader = self.reader
+        if (
+            not isinstance(reader, _Reader)
+            or self.session.state is not SessionState.PUBLISHING
+            or self.publisher is None
+            or reader.unread
+            or reader.at_eof()
+            or reader.exception() is not None
+            or self.writer.is_closing()
+        ):
+            return False
+        wake = reader.wake = self._loop.create_future()
+        reader.direct = self._take
+        try:
+            await wake
+        finally:
+            reader.direct = None
+            reader.wake = None
+        return True
+
+    def _take(self, data: bytes) -> None:
+        """Bytes from the transport's callback while publishing: the read
+        loop's work without its task switch. Whatever needs the task (an
+        error, a close, a full send buffer, a state change) wakes it."""
+        reader = self.reader
+        assert isinstance(reader, _Reader)
+        self._last_read = self._loop.time()
+        self.stats.bytes_in += len(data)
+        session = self.session
+        try:
+            session.receive_data(data)
+            for event in session.events():
+                if isinstance(event, MediaPacket):
+                    self.stats.media_packets += 1
+                    if self.publisher is not None:
+                        self.publisher.write(event.packet)
+                else:
+                    self._on_plain_event(event)
+        except Exception as exc:  # raised in the task, handled there as if read there
+            reader.stop_direct(exc)
+            return
+        out = session.data_to_send()
+        if out and not self.writer.is_closing():
+            self.writer.write(out)
+            self.stats.bytes_out += len(out)
+        if (
+            session.state is not SessionState.PUBLISHING
+            or session.close_reason is not None
+            or self.writer.transport.get_write_buffer_size() > DIRECT_SEND_BUFFER
+        ):
+            reader.stop_direct()
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close a connection that went quiet, or that has not asked to
@@ -164,6 +288,20 @@ class _Connection:
         self.writer.transport.abort()
 
     async def _on_event(self, event: Event) -> None:
+        if isinstance(event, PublishRequested):
+            self.publish_requested = True
+            await self._authorize(event)
+        elif isinstance(event, MediaPacket):
+            self.stats.media_packets += 1
+            if self.publisher is not None:
+                self.publisher.write(event.packet)
+        else:
+            self._on_plain_event(event)
+
+    def _on_plain_event(self, event: Event) -> None:
+        """Every event but a publish request (which awaits the publish check)."""
+        if isinstance(event, PublishRequested):
+            raise RtmpUsageError("a publish request needs the connection's task")
         if isinstance(event, MediaPacket):
             self.stats.media_packets += 1
             if self.publisher is not None:
@@ -171,9 +309,6 @@ class _Connection:
         elif isinstance(event, TracksReady | TracksChanged):
             if self.publisher is not None:
                 self.publisher.start(event.tracks)
-        elif isinstance(event, PublishRequested):
-            self.publish_requested = True
-            await self._authorize(event)
         elif isinstance(event, PublishStopped):
             if self.publisher is not None:
                 self.publisher.close(f"publisher stopped ({event.reason})")
@@ -262,8 +397,15 @@ class RtmpServer:
         the kernel spreading new connections over them."""
         if self._server is not None:
             raise RtmpUsageError("the RTMP server is already started")
-        self._server = await asyncio.start_server(
-            self._on_client, host, port, ssl=self.ssl_context, reuse_port=reuse_port or None,
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            # asyncio.start_server's factory, with a reader that can hand
+            # bytes on directly (see _Reader).
+            return asyncio.StreamReaderProtocol(_Reader(READ_SIZE, loop), self._on_client, loop=loop)
+
+        self._server = await loop.create_server(
+            protocol, host, port, ssl=self.ssl_context, reuse_port=reuse_port or None,
             ssl_handshake_timeout=self.limits.handshake_timeout_s if self.ssl_context else None,
         )
         log.info("%s ingest listening on %s:%d", self.protocol.upper(), host, self.port)

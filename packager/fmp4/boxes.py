@@ -26,6 +26,17 @@ def box(kind: bytes, *payload: bytes) -> bytes:
     return struct.pack(">I4s", size, kind) + body
 
 
+def box_header(kind: bytes, payload_size: int) -> bytes:
+    """The 8-byte header of a plain box whose payload of ``payload_size``
+    bytes the caller writes after it (large payloads are not copied twice)."""
+    if len(kind) != 4:
+        raise Fmp4UsageError(f"box type {kind!r} is not four characters")
+    size = 8 + payload_size
+    if size > 0xFFFFFFFF:
+        raise Fmp4UsageError(f"{kind.decode('latin-1')} box of {size} bytes needs a 64-bit size")
+    return struct.pack(">I4s", size, kind)
+
+
 def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     """A full box: a plain box whose payload starts with version and flags."""
     return box(kind, struct.pack(">I", (version << 24) | (flags & 0xFFFFFF)), *payload)

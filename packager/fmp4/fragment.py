@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from engine.media import MediaKind, Packet, rescale
-from packager.fmp4.boxes import box, full_box
+from packager.fmp4.boxes import box, box_header, full_box
 from packager.fmp4.errors import Fmp4UsageError
 from packager.fmp4.init import TrackSlot
 from packager.fmp4.protection import TrafProtection
@@ -27,6 +27,9 @@ _TRUN_DURATION = 0x000100
 _TRUN_SIZE = 0x000200
 _TRUN_FLAGS = 0x000400
 _TRUN_CTS = 0x000800
+
+_VIDEO_ROW = struct.Struct(">IIIi")
+_AUDIO_ROW = struct.Struct(">III")
 
 #: sample_flags (§8.8.3.1): depends_on=2 (an I picture) and sync.
 SYNC_SAMPLE_FLAGS = 0x02000000
@@ -59,9 +62,21 @@ def samples_for(slot: TrackSlot, packets: Sequence[Packet]) -> list[Sample]:
     tb = Fraction(1, slot.timescale)
     video = slot.track.kind is MediaKind.VIDEO
     times: list[tuple[int, int, int | None]] = []
+    # Time bases that divide the timescale (1/1000 into 90 kHz, a track's own
+    # rate) rescale by one integer product; others go through rescale().
+    source: Fraction | None = None
+    factor = 0
     for p in packets:
-        dts = rescale(p.dts, p.time_base, tb)
-        pts = rescale(p.pts, p.time_base, tb)
+        if p.time_base is not source:
+            source = p.time_base
+            scaled = source.numerator * slot.timescale
+            factor = scaled // source.denominator if scaled % source.denominator == 0 else 0
+        if factor:
+            dts = p.dts * factor
+            pts = p.pts * factor
+        else:
+            dts = rescale(p.dts, p.time_base, tb)
+            pts = rescale(p.pts, p.time_base, tb)
         if dts < 0:
             raise Fmp4UsageError(
                 f"track {slot.track.index}: decode time {p.dts} x {p.time_base} is negative; "
@@ -69,7 +84,12 @@ def samples_for(slot: TrackSlot, packets: Sequence[Packet]) -> list[Sample]:
             )
         if times and dts < times[-1][0]:
             raise Fmp4UsageError(f"track {slot.track.index}: decode times go backwards ({p.dts} after a later one)")
-        end = rescale(p.dts + p.duration, p.time_base, tb) if p.duration > 0 else None
+        if p.duration <= 0:
+            end = None
+        elif factor:
+            end = (p.dts + p.duration) * factor
+        else:
+            end = rescale(p.dts + p.duration, p.time_base, tb)
         times.append((dts, pts, end))
     out = []
     previous = 0
@@ -100,11 +120,11 @@ def _traf(
     trun_flags = _TRUN_DATA_OFFSET | _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS
     if video:
         trun_flags |= _TRUN_CTS
-        rows = b"".join(
-            struct.pack(">IIIi", s.duration, len(s.data), s.flags, s.composition_offset) for s in samples
-        )
+        row = _VIDEO_ROW.pack
+        rows = b"".join([row(s.duration, len(s.data), s.flags, s.composition_offset) for s in samples])
     else:
-        rows = b"".join(struct.pack(">III", s.duration, len(s.data), s.flags) for s in samples)
+        row = _AUDIO_ROW.pack
+        rows = b"".join([row(s.duration, len(s.data), s.flags) for s in samples])
     head = (
         full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", slot.track_id))
         + full_box(b"tfdt", 1, 0, struct.pack(">Q", samples[0].decode_time))
@@ -145,5 +165,7 @@ def fragment(
         trafs.append(_traf(slot, samples, offset, protections.get(slot.track_id), traf_offset))
         offset += sum(len(s.data) for s in samples)
         traf_offset += size
-    payload = b"".join(s.data for _, samples in runs for s in samples)
-    return box(b"moof", mfhd, *trafs) + box(b"mdat", payload)
+    # One copy of the sample data: the mdat is joined with the moof directly.
+    datas = [s.data for _, samples in runs for s in samples]
+    moof = box(b"moof", mfhd, *trafs)
+    return b"".join([moof, box_header(b"mdat", sum(map(len, datas))), *datas])

@@ -90,9 +90,12 @@ class SerialQueue:
         self._jobs: collections.deque[Job] = collections.deque()
         self._lock = threading.Lock()
         self._running = False
+        self.submitted = 0
+        """Jobs submitted so far (each may wake a worker thread)."""
 
     def submit(self, job: Job) -> None:
         with self._lock:
+            self.submitted += 1
             self._jobs.append(job)
             if self._running:
                 return
@@ -126,13 +129,16 @@ class InlineQueue:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.submitted = 0
 
     def submit(self, job: Job) -> None:
+        self.submitted += 1
         job()
 
 
 class JobQueue(Protocol):
     name: str
+    submitted: int
 
     def submit(self, job: Job) -> None: ...
 

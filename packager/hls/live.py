@@ -4,7 +4,16 @@
 it. Each task reads the stream through a bounded subscription and hands what
 it reads to the stream's ordered job queue, where the sans-I/O
 :class:`Segmenter` cuts and muxes it and :class:`StreamOutput` writes the
-files; the event loop only moves packets and publishes playlists. A slow
+files; the event loop only moves packets and publishes playlists.
+
+Waking a worker thread, or even the stream's task, costs far more than
+segmenting a packet, so packets wait in the subscription until one would
+close a part or a segment: a second segmenter with a muxer that writes
+nothing (:class:`_CutWatch`) is fed the same items as the subscription takes
+them and wakes the task when it cuts. Its decisions are the real
+segmenter's, since they depend on the packets alone, never on the bytes
+muxed, so parts and segments leave no later than when every packet was
+handed over at once. A slow
 disk never slows the publisher or another stream: its stream's queue
 backs up to a bound, then that stream's subscription loses packets, counted,
 and resumes on the next keyframe.
@@ -17,21 +26,21 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
-from drm.model import Protection
-from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted
+from drm.model import KeyPeriod, Protection
+from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
 from packager.hls.disk import Disk, LocalDisk, SerialQueue, call_on_loop, drained
-from packager.hls.keys import ProtectionError, SegmentProtection
+from packager.hls.keys import ProtectionError, SegmentKey, SegmentProtection
 from packager.hls.muxers import check_protection, muxer_factory
 from packager.hls.output import StreamOutput
-from packager.hls.segmenter import Segmenter
+from packager.hls.segmenter import MuxerFactory, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +48,56 @@ SOURCE_VARIANT = "src"
 FLUSH_TIMEOUT_S = 30.0
 """How long a stream's task waits for its last files when it stops."""
 MAX_HELD = 64
-"""Most packets held back for the next video packet (a stream that declared
-video and sends only audio still reaches the packager)."""
+"""Most packets a stream's subscription holds before it wakes the task,
+whether or not they close a part or a segment (streams without parts, or a
+stream that declared video and sends only audio, still move along)."""
+
+
+class _DecisionsOnly:
+    """A muxer that writes nothing, for :class:`_CutWatch`'s segmenter."""
+
+    extension = ""
+
+    def __init__(self, tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> None:
+        pass
+
+    def init_segment(self) -> bytes | None:
+        return None
+
+    def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
+        return b""
+
+
+class _CutWatch:
+    """The wake rule of a stream's HLS subscription: a copy of its segmenter
+    that muxes nothing, fed every item the subscription takes, says when the
+    real one will produce something (a new track set, a part, a segment, the
+    end).
+
+    The real segmenter also anchors program date times on the wall clock of
+    the job that brings the packet that sets the anchor; that job leaves
+    with the next video packet, as every job once did.
+    """
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self._segmenter = segmenter
+        self._video: int | None = None
+        self._anchor_due = False
+
+    def __call__(self, item: StreamItem) -> bool:
+        segmenter = self._segmenter
+        anchored = segmenter.anchored
+        segmenter.feed(item, 0.0)
+        if isinstance(item, StreamStarted):
+            self._video = next((t.index for t in item.tracks if t.kind is MediaKind.VIDEO), None)
+        if segmenter.anchored and not anchored:
+            self._anchor_due = True
+        if segmenter.events():
+            return True
+        if self._anchor_due and isinstance(item, Packet) and self._video in (None, item.track):
+            self._anchor_due = False
+            return True
+        return False
 
 ProtectionPlans = Callable[[str], "SegmentProtection | None"]
 """A source stream's name in, how its segments are encrypted out (``None``:
@@ -132,7 +189,10 @@ class HlsService:
             if not self.package_source:
                 return
             variant_name = SOURCE_VARIANT
-        sub = stream.subscribe("hls", maxsize=self.fanout_buffer)
+        # The same cuts, decided as packets arrive (see the module docstring).
+        # It shares the timeline origin, so both segmenters shift timestamps alike.
+        watch = _CutWatch(self._segmenter(_DecisionsOnly, output))
+        sub = stream.subscribe("hls", maxsize=self.fanout_buffer, wake_when=watch, wake_after=MAX_HELD)
         task = asyncio.get_running_loop().create_task(
             self._run(stream.name, sub, output, variant_name), name=f"hls:{stream.name}"
         )
@@ -144,37 +204,37 @@ class HlsService:
         if not task.cancelled() and task.exception() is not None:
             log.error("HLS packager task %s failed", task.get_name(), exc_info=task.exception())
 
-    async def _run(self, name: str, sub: Subscription, output: StreamOutput, variant_name: str) -> None:
-        variant = output.variants.get(variant_name) or output.add_variant(variant_name)
-        plan = output.protection
-        segmenter = Segmenter(
-            muxer_factory(self.config.segment_format, plan.scheme if plan is not None else Protection.NONE),
+    def _segmenter(
+        self, factory: MuxerFactory, output: StreamOutput, protection: SegmentProtection | None = None
+    ) -> Segmenter:
+        """A segmenter for ``output``; only the one that writes gets the
+        protection (the wake rule's copy must never ask for keys on the loop)."""
+        return Segmenter(
+            factory,
             Fraction(self.config.target_duration_s).limit_denominator(1000),
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             part_target=output.part_target,
             origin=output.origin,
-            protection=plan,
+            protection=protection,
         )
+
+    async def _run(self, name: str, sub: Subscription, output: StreamOutput, variant_name: str) -> None:
+        variant = output.variants.get(variant_name) or output.add_variant(variant_name)
+        plan = output.protection
+        scheme = plan.scheme if plan is not None else Protection.NONE
+        segmenter = self._segmenter(muxer_factory(self.config.segment_format, scheme), output, plan)
         self.segmenters[name] = segmenter
         ended = False
-        # Packets that cannot end a part or a segment (audio, when there is
-        # video) wait for the next one that can: each job woken in a worker
-        # thread costs more than the packet itself.
         pending: list[StreamItem] = []
-        video: int | None = None
         try:
             async for item in sub:
-                # Take what is already buffered in the same job.
+                # The subscription woke this task because something is due
+                # (see _CutWatch): take everything buffered in one job.
                 for taken in itertools.chain((item,), sub.drain()):
                     pending.append(taken)
-                    if isinstance(taken, StreamStarted):
-                        video = next((t.index for t in taken.tracks if t.kind is MediaKind.VIDEO), None)
-                    elif isinstance(taken, StreamEnded):
+                    if isinstance(taken, StreamEnded):
                         ended = True
                         break
-                last = pending[-1]
-                if isinstance(last, Packet) and video not in (None, last.track) and len(pending) < MAX_HELD:
-                    continue
                 output.feed(variant, segmenter, pending, time.time())
                 pending = []
                 if ended:

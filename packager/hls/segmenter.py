@@ -238,6 +238,13 @@ class Segmenter:
     def next_sequence(self) -> int:
         return self._sequence
 
+    @property
+    def anchored(self) -> bool:
+        """Whether program date times are anchored: the ``now`` given with
+        the first packet after the start (or after a restart on a new clock)
+        is the wall clock of that packet's media time."""
+        return self._anchor is not None
+
     # -- internals --------------------------------------------------------
     def _start(self, item: StreamStarted, now: float) -> None:
         restarted = self._muxer is not None

@@ -29,6 +29,7 @@ from engine.media import Codec, Packet, StreamEnded, StreamItem, StreamStarted
 from engine.registry import LiveStream, StreamRegistry, Subscription
 from ingest.rtmp import amf0
 from ingest.rtmp import messages as m
+from ingest.rtmp.chunk import RtmpMessage
 from ingest.rtmp.limits import RtmpLimits
 from ingest.rtmp.server import RtmpServer
 from tests.conftest import make_clip, publish, wait_for
@@ -442,3 +443,47 @@ async def test_slash_in_a_key_cannot_reach_another_stream(
     items = harness.collect("victim")
     assert [type(i) for i in items if not isinstance(i, Packet)] == [StreamStarted]
     assert harness.server.publishes_refused == 1 and harness.server.publishes_started == 1
+
+
+async def test_a_publishing_connection_answers_and_closes_from_the_direct_path(harness: Harness) -> None:
+    """Once publishing, bytes reach the session from the transport callback:
+    frames still reach the stream in order, a ping is still answered, and a
+    request the session ends the connection for (play) still closes it with
+    its reason, through the connection's task."""
+    from tests.ingest.rtmp_test_peer import aac_config_body, aac_frame_body, avc_config_body, avc_frame_body
+
+    peer = Peer()
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.server.port)
+    try:
+        writer.write(C0C1)
+        s = await reader.readexactly(3073)
+        peer.handshaken = True  # replies() parses what follows S2
+        writer.write(c2_for(s) + b"".join([
+            _raw_connect(peer),
+            peer.command("createStream", 2, None),
+            peer.command("publish", 3, None, "direct", "live", stream_id=1),
+        ]))
+        await wait_for(lambda: harness.registry.get("direct") is not None, 10)
+        writer.write(peer.video(avc_config_body(), 0) + peer.audio(aac_config_body(), 0))
+        for i in range(30):
+            writer.write(peer.video(avc_frame_body(i % 10 == 0, 0), i * 33) + peer.audio(aac_frame_body(), i * 21))
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        await wait_for(lambda: len(harness.packets("direct")) == 60, 10)
+        assert [p.dts for p in harness.packets("direct") if p.track == 0] == [i * 33 for i in range(30)]
+
+        writer.write(peer.message(m.USER_CONTROL, struct.pack(">HI", m.UC_PING_REQUEST, 1234), csid=2))
+        replies: list[RtmpMessage] = []
+
+        async def pong() -> None:
+            while not any(r.type_id == m.USER_CONTROL and r.payload[:2] == struct.pack(">H", m.UC_PING_RESPONSE)
+                          for r in replies):
+                replies.extend(peer.replies(await reader.read(4096)))
+
+        await asyncio.wait_for(pong(), 10)
+        writer.write(peer.command("play", 5, None, "x", stream_id=1))
+        rest = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        assert b"NetStream.Play.Failed" in rest
+    finally:
+        writer.close()
+    await wait_for(lambda: harness.server.connection_count == 0, 10)

@@ -13,10 +13,14 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.codecs import codec_string
 from engine.media import Codec, MediaKind, Packet, Track, rescale
 from packager.fmp4 import Fmp4TrackError, Fmp4UsageError, Fmp4Writer
+from packager.fmp4.fragment import samples_for
+from packager.fmp4.init import TrackSlot
 from tests.conftest import make_clip
 
 CODECS = {"h264": Codec.H264, "hevc": Codec.HEVC, "av1": Codec.AV1, "libdav1d": Codec.AV1, "aac": Codec.AAC,
@@ -261,3 +265,34 @@ def test_opus_without_header_and_styp() -> None:
     assert [k for k, _ in iter_boxes(init)] == [b"ftyp", b"moov"]
     assert b"dOps" in init and b"Opus" in init
     assert writer.segment_type()[4:8] == b"styp"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from([Fraction(1, 1000), Fraction(1, 90000), Fraction(1, 44100), Fraction(1001, 30000),
+                     Fraction(1, 48000), Fraction(3, 7)]),
+    st.sampled_from([90000, 48000, 44100, 1000]),
+    st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 20), st.integers(0, 40)), min_size=1, max_size=30),
+)
+def test_samples_are_rescaled_exactly_whatever_the_time_bases(
+    time_base: Fraction, timescale: int, steps: list[tuple[int, int, int]]
+) -> None:
+    """Every decode time, composition offset and duration is what
+    :func:`engine.media.rescale` gives, whether or not the packets' time base
+    divides the track's timescale."""
+    track = Track(0, Codec.AAC, time_base, b"\x11\x90", sample_rate=48000)
+    slot = TrackSlot(track, 1, timescale)
+    packets = []
+    dts = 0
+    for step, cts, duration in steps:
+        dts += step
+        packets.append(Packet(0, dts + cts, dts, time_base, b"x", True, duration))
+    tb = Fraction(1, timescale)
+    samples = samples_for(slot, packets)
+    for i, (p, s) in enumerate(zip(packets, samples, strict=True)):
+        assert s.decode_time == rescale(p.dts, time_base, tb)
+        assert s.composition_offset == rescale(p.pts, time_base, tb) - s.decode_time
+        if p.duration:
+            assert s.duration == rescale(p.dts + p.duration, time_base, tb) - s.decode_time
+        elif i + 1 < len(packets):
+            assert s.duration == rescale(packets[i + 1].dts, time_base, tb) - s.decode_time

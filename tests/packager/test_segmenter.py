@@ -63,7 +63,7 @@ def av_stream(seconds: int, gop_s: int = 2, start: int = 0) -> list[Packet]:
     return items
 
 
-def segments(events: list[object]) -> list[SegmentReady]:
+def segments(events: Sequence[object]) -> list[SegmentReady]:
     return [e for e in events if isinstance(e, SegmentReady)]
 
 
@@ -267,3 +267,58 @@ def test_negative_start_is_shifted_to_zero() -> None:
     written = [p for s in made[0].segments for p in s]
     assert min(p.dts for p in written) >= 0
     assert seg.stats.out_of_order_dropped + seg.stats.negative_dropped >= 1
+
+
+def test_mixed_time_bases_keep_times_exact() -> None:
+    """Video at 90 kHz, audio at 44.1 kHz, a part target of 1/3 s (no whole
+    number of milliseconds), then a restart on the same clock with video at
+    1 kHz and audio at 48 kHz: the
+    segmenter compares times in a unit common to every time base it has seen,
+    so segment starts, durations and parts stay exact Fractions."""
+    from packager.hls.segmenter import PartReady
+
+    made: list[RecordingMuxer] = []
+
+    def factory(tracks: tuple[Track, ...]) -> RecordingMuxer:
+        made.append(RecordingMuxer(tracks))
+        return made[-1]
+
+    v90, a44 = Fraction(1, 90000), Fraction(1, 44100)
+    video = VIDEO.with_changes(time_base=v90)
+    audio = AUDIO.with_changes(time_base=a44, sample_rate=44100)
+    part_target = Fraction(1, 3)
+    seg = Segmenter(factory, Fraction(2), Fraction(12), part_target=part_target)
+    seg.feed(StreamStarted((video, audio)), now=0.0)
+    first: list[Packet] = []
+    for i in range(4 * 30):
+        first.append(Packet(0, i * 3000, i * 3000, v90, b"v", keyframe=i % 60 == 0))
+    for j in range(4 * 44100 // 1024):
+        first.append(Packet(1, j * 1024, j * 1024, a44, b"a"))
+    first.sort(key=lambda p: (p.dts_seconds, p.track))
+    for p in first:
+        seg.feed(p, now=0.0)
+    # New codec parameters at 4 s, video now in milliseconds and audio at
+    # 48 kHz (a time base the common unit so far does not divide).
+    a48 = Fraction(1, 48000)
+    second = [p for p in av_stream(4, start=4000) if p.track == 0]
+    second += [Packet(1, 192000 + j * 1024, 192000 + j * 1024, a48, b"a") for j in range(4 * 48000 // 1024)]
+    second.sort(key=lambda p: (p.dts_seconds, p.track))
+    seg.feed(StreamStarted((VIDEO, AUDIO.with_changes(time_base=a48)), discontinuity=True, clock_continues=True),
+             now=4.0)
+    for p in second:
+        seg.feed(p, now=4.0)
+    seg.feed(StreamEnded(""), now=8.0)
+    events = seg.events()
+    segs = segments(events)
+    parts = [e for e in events if isinstance(e, PartReady)]
+    assert [s.start for s in segs] == [Fraction(10), Fraction(12), Fraction(14), Fraction(16)]
+    assert [s.duration for s in segs[:3]] == [Fraction(2)] * 3
+    assert [s.discontinuity for s in segs] == [False, False, True, False]
+    # The last video frame before the switch ends at 4 s exactly (3000/90000 s each).
+    assert segs[1].start + segs[1].duration == Fraction(14)
+    assert parts and all(0 < p.duration <= part_target for p in parts)
+    for s in segs:
+        mine = [p for p in parts if p.segment_sequence == s.sequence]
+        assert sum(p.duration for p in mine) == s.duration
+        assert all(p.segment_start == s.start for p in mine)
+    assert segs[2].program_date_time == segs[0].program_date_time + 4.0
