@@ -39,8 +39,8 @@ class VodHlsWriter:
         segment_duration: Fraction,
         protection: SegmentProtection | None = None,
     ) -> None:
-        """``protection`` encrypts every rendition (its key schedule decides
-        rotation; VOD files normally keep one key)."""
+        """``protection`` encrypts every rendition (its
+        ``rotate_every`` decides rotation; VOD files normally keep one key)."""
         if outdir.exists() and any(outdir.iterdir()):
             raise PackagerError(f"{outdir} is not empty; choose a new output folder")
         self.outdir = outdir
