@@ -128,7 +128,8 @@ def key_tags(protection: SegmentProtection, key: SegmentKey, fmp4: bool) -> tupl
     Player and Widevine/PlayReady players take; Safari and hls.js do not):
     one tag per DRM system that HLS can name:
     a ``pssh`` in a ``data:`` URI for ClearKey and Widevine, FairPlay's
-    ``skd://`` URI; the identity key when the provider gave no system data.
+    ``skd://`` URI; and the identity key at the engine's key endpoint when
+    the key is the engine's to hand out (ClearKey) or no system is named.
     """
     period = key.period
     uri = protection.key_uri(period.key.kid)
@@ -154,7 +155,11 @@ def key_tags(protection: SegmentProtection, key: SegmentKey, fmp4: bool) -> tupl
         if s.pssh is not None and s.hls_key_uri is None and s.system_id in _PSSH_IN_HLS
     ]
     tags.extend(fairplay)
-    if not tags:
+    clearkey = any(s.system_id == SystemId.CLEARKEY.value for s in period.systems)
+    if clearkey or not tags:
+        # The engine hands this key out itself: the identity key at its key
+        # endpoint too, which HLS readers that know no ClearKey KEYFORMAT
+        # (Shaka's) turn into a ClearKey key with the init segment's key ID.
         tags.append(KeyTag(method, uri, key_format=KEYFORMAT_IDENTITY, key_format_versions="1"))
     return tuple(tags)
 

@@ -229,6 +229,9 @@ def test_cbcs_key_tags_name_each_drm_system() -> None:
         'KEYFORMAT="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed",KEYFORMATVERSIONS="1"',
         '#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://keys.example/abc",'
         'KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"',
+        # ClearKey keys are the engine's: its key endpoint, with the token.
+        '#EXT-X-KEY:METHOD=SAMPLE-AES,URI="/keys/show/000102030405060708090a0b0c0d0e0f?token=t",'
+        'KEYFORMAT="identity",KEYFORMATVERSIONS="1"',
     ]
     # Without system data, cbcs falls back to the engine's identity key (the
     # constant IV lives in the init segment, not in the tag).
