@@ -45,6 +45,8 @@ CASES = (
     (SegmentFormat.MPEGTS, Protection.SAMPLE_AES),
     (SegmentFormat.FMP4, Protection.NONE),
     (SegmentFormat.FMP4, Protection.AES_128),
+    (SegmentFormat.FMP4, Protection.CBCS),
+    (SegmentFormat.FMP4, Protection.CENC),
 )
 
 
