@@ -148,7 +148,11 @@ class HlsService:
         variant = output.variants.get(variant_name) or output.add_variant(variant_name)
         plan = output.protection
         segmenter = Segmenter(
-            muxer_factory(self.config.segment_format, plan.scheme if plan is not None else Protection.NONE),
+            muxer_factory(
+                self.config.segment_format,
+                plan.scheme if plan is not None else Protection.NONE,
+                list(output.variants).index(variant_name),
+            ),
             Fraction(self.config.target_duration_s).limit_denominator(1000),
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             part_target=output.part_target,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from drm.cenc import CencEncryption
+from drm.cenc import CencEncryption, cenc_lane
 from drm.model import KeyPeriod, Protection
 from engine.media import Packet, Track
 from packager.fmp4 import Fmp4Writer
@@ -24,7 +24,11 @@ class Fmp4SegmentMuxer:
 
     extension = ".m4s"
 
-    def __init__(self, tracks: tuple[Track, ...], encryption: CencEncryption | None = None) -> None:
+    def __init__(self, tracks: tuple[Track, ...], encryption: CencEncryption | None = None, lane: int = 0) -> None:
+        self._lane = lane
+        self._ctr = encryption is not None and encryption.scheme is Protection.CENC
+        if encryption is not None:
+            encryption = CencEncryption(encryption.scheme, self._in_lane(encryption.period))
         self._writer = Fmp4Writer(tracks, encryption)
 
     def init_segment(self) -> bytes | None:
@@ -35,7 +39,14 @@ class Fmp4SegmentMuxer:
             return self._writer.fragment(packets, sequence + 1)
         if key is None:
             raise ProtectionError("an encrypted fMP4 segment needs its key period")
-        return self._writer.fragment(packets, sequence + 1, key.period)
+        return self._writer.fragment(packets, sequence + 1, self._in_lane(key.period))
+
+    def _in_lane(self, period: KeyPeriod) -> KeyPeriod:
+        """``cenc``: this variant's own per-sample IVs (see :func:`drm.cenc.cenc_lane`);
+        ``cbcs`` keeps the constant IV its init segment states."""
+        if not self._ctr:
+            return period
+        return KeyPeriod(period.content_id, period.index, cenc_lane(period.key, self._lane), period.systems)
 
 
 class TsSegmentMuxer:
@@ -79,7 +90,9 @@ def check_protection(fmt: SegmentFormat, scheme: Protection) -> None:
         raise ProtectionError(f"{scheme.value} is common encryption for fMP4; MPEG-TS streams use sample-aes")
 
 
-def muxer_factory(fmt: SegmentFormat, scheme: Protection = Protection.NONE) -> MuxerFactory:
+def muxer_factory(fmt: SegmentFormat, scheme: Protection = Protection.NONE, lane: int = 0) -> MuxerFactory:
+    """``lane``: the variant's place among its stream's variants, which
+    share keys (``cenc`` IVs are kept apart by it)."""
     check_protection(fmt, scheme)
     common = common_scheme(fmt, scheme)
 
@@ -92,7 +105,7 @@ def muxer_factory(fmt: SegmentFormat, scheme: Protection = Protection.NONE) -> M
                 return Fmp4SegmentMuxer(tracks)
             if period is None:
                 raise ProtectionError(f"{common.value} fMP4 needs the key period of its init segment")
-            return Fmp4SegmentMuxer(tracks, CencEncryption(common, period))
+            return Fmp4SegmentMuxer(tracks, CencEncryption(common, period), lane)
         return TsSegmentMuxer(tracks, sample_aes=scheme is Protection.SAMPLE_AES)
 
     return make

@@ -66,7 +66,7 @@ class VodHlsWriter:
         variant.playlist.playlist_type = "VOD"
         scheme = self.protection.scheme if self.protection is not None else Protection.NONE
         segmenter = Segmenter(
-            muxer_factory(self.config.segment_format, scheme),
+            muxer_factory(self.config.segment_format, scheme, list(self.output.variants).index(name)),
             self._target,
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             origin=self.output.origin,
