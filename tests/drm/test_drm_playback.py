@@ -260,3 +260,33 @@ async def test_ffmpeg_decrypts_the_engines_live_cenc_to_a_clear_runs_frames(
         garbled = []
     assert garbled != expected
     assert_no_clear_key(tmp_path / "enc", [key.key])
+
+
+async def test_a_name_published_again_starts_after_its_highest_stored_period(
+    tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
+) -> None:
+    """Two broadcasts under one name, the first ended before the second
+    starts: the second's keys are new periods, never the first's."""
+    data_dir = tmp_path / "data"
+    engine = await start_engine(data_dir, drm={"protection": Protection.CBCS, "rotate_every_segments": 2},
+                                hls={"segment_format": SegmentFormat.FMP4}, streams={"reconnect_grace_s": 0.0})
+    assert isinstance(engine, Engine) and engine.rtmp is not None
+    kids: list[list[str]] = []
+    try:
+        for _ in range(2):
+            previous = engine.hls.outputs.get("show")
+            proc = await publish(ffmpeg, h264_aac_flv, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/show",
+                                 realtime=False)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            await wait_for(lambda before=previous: engine.hls.outputs.get("show") not in (None, before)
+                           and engine.hls.outputs["show"].ended, 20)
+            kids.append(kids_in_order(engine.hls.outputs["show"].variants["src"].playlist.render()))
+        provider = engine.key_provider
+        highest = await asyncio.to_thread(provider.highest_period, "show")
+    finally:
+        await engine.stop()
+    first, second = (list(dict.fromkeys(k)) for k in kids)
+    assert len(first) >= 2 and len(second) >= 2  # rotated every two segments
+    assert not set(first) & set(second)
+    assert highest == len(first) + len(second) - 1
