@@ -32,7 +32,7 @@ from av.video.stream import VideoStream
 from drm.model import ContentKey, KeyPeriod, Protection
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
 from packager.hls.config import SegmentFormat
-from packager.hls.keys import KeySchedule, SegmentProtection, key_uri_under
+from packager.hls.keys import SegmentProtection, key_uri_under
 from packager.hls.muxers import muxer_factory
 from packager.hls.segmenter import Segmenter
 
@@ -45,6 +45,8 @@ CASES = (
     (SegmentFormat.MPEGTS, Protection.SAMPLE_AES),
     (SegmentFormat.FMP4, Protection.NONE),
     (SegmentFormat.FMP4, Protection.AES_128),
+    (SegmentFormat.FMP4, Protection.CBCS),
+    (SegmentFormat.FMP4, Protection.CENC),
 )
 
 
@@ -75,8 +77,7 @@ def package(tracks: tuple[Track, ...], packets: list[Packet], fmt: SegmentFormat
     key = ContentKey(bytes(16), bytes(range(16)), bytes(range(16, 32)))
     plan = None
     if scheme.encrypted:
-        plan = SegmentProtection(scheme, lambda i: KeyPeriod("bench", i, key), key_uri_under("/keys", "bench"),
-                                 KeySchedule())
+        plan = SegmentProtection(scheme, lambda i: KeyPeriod("bench", i, key), key_uri_under("/keys", "bench"))
     segmenter = Segmenter(muxer_factory(fmt, scheme), Fraction(2), Fraction(12), part_target=Fraction(1, 2),
                           protection=plan)
     start = time.process_time()

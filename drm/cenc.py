@@ -99,6 +99,27 @@ def cenc_sample_iv(key: ContentKey, index: int) -> bytes:
     return ((int.from_bytes(key.iv[:CENC_IV_SIZE], "big") + index) & _MASK64).to_bytes(CENC_IV_SIZE, "big")
 
 
+IV_LANE_SHIFT = 58
+""":func:`cenc_iv_index` values stay below 2**58: the top 6 bits of the
+8-byte IV are free for lanes."""
+IV_LANES = 1 << (64 - IV_LANE_SHIFT)
+
+
+def cenc_lane(key: ContentKey, lane: int) -> ContentKey:
+    """``key`` with its ``cenc`` IV base moved to lane ``lane`` (0-63).
+
+    Outputs that encrypt with one key (a stream's renditions, a VOD ladder's
+    rungs) number their fragments alike, so under the same base IV they
+    would use the same per-sample IVs, and AES-CTR must never meet the same
+    counter twice under one key. Each output takes its own lane: the lanes'
+    IV ranges are disjoint. Players read each sample's IV from ``senc``,
+    so the lane needs no signalling."""
+    if not 0 <= lane < IV_LANES:
+        raise SampleEncryptionError(f"an IV lane is 0..{IV_LANES - 1}, not {lane}")
+    base = (int.from_bytes(key.iv[:CENC_IV_SIZE], "big") + (lane << IV_LANE_SHIFT)) & _MASK64
+    return ContentKey(kid=key.kid, key=key.key, iv=base.to_bytes(CENC_IV_SIZE, "big") + key.iv[CENC_IV_SIZE:])
+
+
 def _xor16(a: bytes | bytearray, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(BLOCK, "big")
 

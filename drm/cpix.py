@@ -169,6 +169,8 @@ def _refuse_dtd(data: bytes) -> None:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
         raise CpixError(f"the CPIX document is not well-formed XML: {exc}") from None
+    except LookupError as exc:  # an XML declaration naming an unknown encoding
+        raise CpixError(f"the CPIX document declares an unknown encoding: {exc}") from None
 
 
 def parse_xml(data: bytes) -> ET.Element:

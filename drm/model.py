@@ -115,3 +115,8 @@ class KeyProvider(Protocol):
         """The key with ID ``kid`` if it belongs to ``content_id``; ``None``
         otherwise (a key of another stream is never returned)."""
         ...
+
+    def highest_period(self, content_id: str) -> int | None:
+        """The highest period index of ``content_id`` known so far (``None``
+        for a new one): a new broadcast under an old name starts after it."""
+        ...

@@ -35,6 +35,11 @@ class FixedKeys:
             self._known[key.kid] = (content_id, key)
         return KeyPeriod(content_id, index, key, self.systems)
 
+    def highest_period(self, content_id: str) -> int | None:
+        with self._lock:
+            known = [index for name, index in self.asked if name == content_id]
+        return max(known) if known else None
+
     def find_key(self, content_id: str, kid: bytes) -> ContentKey | None:
         with self._lock:
             found = self._known.get(kid)

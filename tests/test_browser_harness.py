@@ -262,6 +262,15 @@ def test_clearkey_only_with_shaka(browser_ready: None) -> None:
     assert "--clearkey" in result.stderr
 
 
+def test_licence_server_only_with_shaka(browser_ready: None) -> None:
+    shaka = build_command("http://127.0.0.1:9/x.m3u8", player="shaka", licence_server="http://127.0.0.1:9/lic")
+    assert shaka[-2:] == ["--licence-server", "http://127.0.0.1:9/lic"]
+    cmd = build_command("http://127.0.0.1:9/x.m3u8", player="hlsjs", licence_server="http://127.0.0.1:9/lic")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "--licence-server" in result.stderr
+
+
 _GOOD = {
     "ok": True, "url": "http://127.0.0.1/x.m3u8", "player": "hlsjs", "playerVersion": "1.7.4",
     "browserVersion": "156.0.0.0", "currentTime": 3.5, "playedTime": 3.2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from drm.model import Protection
-from engine.app.protection import PERIODS_PER_BROADCAST_BITS, ProtectionPolicy, stream_plans
+from engine.app.protection import ProtectionPolicy, stream_plans
 from engine.auth import PublishGrant, grant_settings
 from engine.registry import LiveStream, StreamRegistry
 from packager.hls.keys import ProtectionError, SegmentProtection
@@ -21,7 +21,8 @@ def test_grant_settings_name_the_protection_only_when_the_grant_does() -> None:
 async def test_the_grant_decides_and_the_default_fills_in() -> None:
     registry = StreamRegistry(grace_s=0)
     provider = FixedKeys()
-    plans = stream_plans(ProtectionPolicy(Protection.AES_128, provider, rotate_every=5), registry, clock=lambda: 2.5)
+    provider.key_period("default", 6)  # an earlier broadcast under the same name
+    plans = stream_plans(ProtectionPolicy(Protection.AES_128, provider, rotate_every=5), registry)
     seen: dict[str, SegmentProtection | None] = {}
 
     def created(stream: LiveStream) -> None:
@@ -35,8 +36,11 @@ async def test_the_grant_decides_and_the_default_fills_in() -> None:
     default, sampled = seen["default"], seen["sampled"]
     assert default is not None and sampled is not None
     assert default.scheme is Protection.AES_128 and sampled.scheme is Protection.SAMPLE_AES
-    first = 2500 << PERIODS_PER_BROADCAST_BITS
-    assert default.schedule.first_period == first and default.schedule.rotate_every == 5
+    first = 7  # after the earlier broadcast's highest period; asked once, whoever asks
+    assert default.first_period() == first and default.rotate_every == 5
+    assert sampled.first_period() == 0
+    provider.key_period("default", 9)
+    assert default.first_period() == first
     period = default.periods(first)
     assert period.key == fixed_key("default", first) and period.content_id == "default"
     assert default.key_uri(b"\x01" * 16) == "/keys/default/" + "01" * 16
@@ -56,5 +60,5 @@ async def test_encryption_without_a_provider_or_with_an_unknown_scheme_is_refuse
 
 def test_vod_plans_keep_one_period_unless_asked() -> None:
     plan = ProtectionPolicy(provider=FixedKeys()).plan("asset", Protection.AES_128)
-    assert plan is not None and plan.schedule.rotate_every == 0 and plan.schedule.first_period == 0
+    assert plan is not None and plan.rotate_every == 0 and plan.first_period() == 0
     assert ProtectionPolicy(provider=FixedKeys()).plan("asset", Protection.NONE) is None

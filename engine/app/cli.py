@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from drm.model import KeyProvider
 from engine.app import features
 from engine.app.config import EngineConfig, load_config, settings_markdown
 from engine.errors import ConfigError
@@ -98,6 +99,14 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     return config.with_overrides(server=server, rtmp=rtmp, http=http)
 
 
+def open_config_key_provider(config: EngineConfig) -> KeyProvider:
+    """The key provider ``serve`` would open for ``config``."""
+    from drm.setup import open_key_provider
+
+    key_file = Path(config.server.master_key_file) if config.server.master_key_file else None
+    return open_key_provider(config.drm, Path(config.server.data_dir), key_file)
+
+
 def setup_logging(level: str, tag: str = "") -> None:
     """Log to stderr; ``tag`` marks each line (which process of a node)."""
     prefix = f"[{tag}] " if tag else ""
@@ -129,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             return int(effects_cli.main(argv[1:]))
         module = importlib.import_module(name)
+        if argv[0] == "transcode":
+            # --protection takes its keys from the engine's own provider (the
+            # config's data dir), so /keys and /drm/clearkey serve the asset.
+            return int(module.main(argv[1:], open_provider=open_config_key_provider))
         return int(module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from drm.model import KeyProvider, Protection
 from engine.auth import PROTECTION_SETTING
 from engine.registry import StreamRegistry
-from packager.hls.keys import KeySchedule, ProtectionError, SegmentProtection, key_uri_under
+from packager.hls.keys import ProtectionError, SegmentProtection, key_uri_under
 from packager.hls.live import ProtectionPlans
 
 log = logging.getLogger(__name__)
-
-PERIODS_PER_BROADCAST_BITS = 16
-"""A live broadcast's key periods are numbered from its start time in
-milliseconds shifted left by this many bits: a name published again never
-reuses an earlier broadcast's keys, and a broadcast has room for 65536 key
-periods before it could meet a later one's numbers."""
 
 DEFAULT_KEY_URI_BASE = "/keys"
 
@@ -46,29 +40,51 @@ class ProtectionPolicy:
     rotate_every: int = 0
     key_uri_base: str = DEFAULT_KEY_URI_BASE
 
-    def plan(self, content_id: str, scheme: Protection, first_period: int = 0) -> SegmentProtection | None:
+    def plan(self, content_id: str, scheme: Protection) -> SegmentProtection | None:
         """The protection of one stream or asset; ``None`` for clear media.
         Raises :class:`ProtectionError` when encryption is wanted and no
-        key provider is configured."""
+        key provider is configured.
+
+        Its periods start one past the highest the provider has stored for
+        ``content_id`` (asked once, from the packager's job queue): a name
+        published again, or an asset packaged again, never reuses a key."""
         if not scheme.encrypted:
             return None
-        if self.provider is None:
+        provider = self.provider
+        if provider is None:
             raise ProtectionError(f"{scheme.value} is asked for but no key provider is configured")
         return SegmentProtection(
             scheme,
-            functools.partial(self.provider.key_period, content_id),
+            functools.partial(provider.key_period, content_id),
             key_uri_under(self.key_uri_base, content_id),
-            KeySchedule(self.rotate_every, first_period),
+            self.rotate_every,
+            _Once(lambda: next_period(provider, content_id)),
         )
 
 
-def first_period_of_broadcast(now: float) -> int:
-    return int(now * 1000) << PERIODS_PER_BROADCAST_BITS
+def next_period(provider: KeyProvider, content_id: str) -> int:
+    """The first key period of a new broadcast (or packaging) of ``content_id``."""
+    highest = provider.highest_period(content_id)
+    return 0 if highest is None else highest + 1
 
 
-def stream_plans(
-    policy: ProtectionPolicy, registry: StreamRegistry, clock: Callable[[], float] = time.time
-) -> ProtectionPlans:
+class _Once:
+    """Calls ``compute`` on first use only, in whichever thread asks first;
+    every rendition of a stream gets the same first period."""
+
+    def __init__(self, compute: Callable[[], int]) -> None:
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._value: int | None = None
+
+    def __call__(self) -> int:
+        with self._lock:
+            if self._value is None:
+                self._value = self._compute()
+            return self._value
+
+
+def stream_plans(policy: ProtectionPolicy, registry: StreamRegistry) -> ProtectionPlans:
     """The :class:`~packager.hls.live.HlsService` hook: each new source
     stream's protection, from its settings or the policy's default."""
 
@@ -80,6 +96,6 @@ def stream_plans(
                 scheme = Protection(requested)
             except ValueError as exc:
                 raise ProtectionError(f"unknown protection {requested!r}") from exc
-        return policy.plan(name, scheme, first_period_of_broadcast(clock()))
+        return policy.plan(name, scheme)
 
     return plan

@@ -93,7 +93,10 @@ class Engine:
         ``worker``: this engine is one of the node's processes
         (``server.processes`` > 1); see :mod:`engine.app.owner_routing`.
         ``protection`` is how streams are encrypted and where their keys come
-        from (none unless given)."""
+        from: unless given, ``drm.protection`` by default (each stream's
+        ``protection`` setting, from its publish grant or the control API,
+        overrides it), ``drm.rotate_every_segments``, and keys from the
+        configured key provider, served at ``/keys``."""
         self.config = config
         self.worker = worker
         self.data_dir = Path(config.server.data_dir)
@@ -124,6 +127,11 @@ class Engine:
             RateLimiter(config.drm.key_requests_per_minute, 60.0),
             cors_origin=config.hls.cors_origin,
         )
+        if protection is None:
+            # Keys at this engine's own key endpoint, whose names are the
+            # streams' playback names (the HLS names).
+            protection = ProtectionPolicy(config.drm.protection, self.key_provider, config.drm.rotate_every_segments)
+        self.protection = protection
         self.directory: FileStreamDirectory | None = None
         self.routing: OwnerRouting | None = None
         self.private_runner: web.AppRunner | None = None
@@ -145,7 +153,7 @@ class Engine:
             ended_retention_s=config.streams.ended_retention_s,
             package_source=not config.transcode.enabled,
             disk=hls_disk,
-            protection=stream_plans(protection, self.registry) if protection is not None else None,
+            protection=stream_plans(protection, self.registry),
         )
         self.metrics.add_source(self._hls_metrics)
         self.metrics.add_source(self._drm_metrics)

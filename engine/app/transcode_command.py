@@ -15,12 +15,13 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from drm.errors import DrmError
 from drm.model import KeyProvider, Protection
-from engine.app.config import load_config
+from engine.app.config import EngineConfig, load_config
 from engine.app.protection import DEFAULT_KEY_URI_BASE, ProtectionPolicy
 from engine.errors import ConfigError
 from packager.errors import PackagerError
@@ -92,9 +93,20 @@ def run(
     return index
 
 
-def main(argv: Sequence[str] | None = None, key_provider: KeyProvider | None = None) -> int:
-    """``key_provider`` is where ``--protection`` gets its keys (the engine's
-    configured provider)."""
+KeyProviderOpener = Callable[[EngineConfig], KeyProvider]
+"""Opens the key provider a config names (``drm.provider`` over the sealed
+store in ``server.data_dir``): given by the CLI, called only when
+``--protection`` encrypts."""
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    key_provider: KeyProvider | None = None,
+    open_provider: KeyProviderOpener | None = None,
+) -> int:
+    """``key_provider`` is where ``--protection`` gets its keys; without one,
+    ``open_provider`` opens the config's (the engine's own provider, so that
+    the engine's key endpoints serve the asset's keys)."""
     parser = argparse.ArgumentParser(
         prog="fanz-media transcode", description="Transcode a file along a ladder into VOD HLS (OUTDIR/index.m3u8)."
     )
@@ -112,15 +124,17 @@ def main(argv: Sequence[str] | None = None, key_provider: KeyProvider | None = N
     parser.add_argument(
         "--protection",
         choices=[p.value for p in Protection],
-        default="none",
-        help="encrypt the renditions: aes-128 (whole segments) or sample-aes (MPEG-TS samples)",
+        default=None,
+        help="encrypt the renditions: aes-128 (whole segments), sample-aes (MPEG-TS samples; cbcs in fMP4), "
+        "cbcs or cenc (common encryption, fMP4); default: drm.protection of the config",
     )
     parser.add_argument("--content-id", help="the asset ID its keys are stored under (default: OUTDIR's name)")
     parser.add_argument(
         "--key-uri", default=DEFAULT_KEY_URI_BASE, help="where players fetch keys: BASE/ID/KID (default: /keys)"
     )
     parser.add_argument(
-        "--rotate-every", type=int, default=0, help="segments per key (default 0: one key for the whole file)"
+        "--rotate-every", type=int, default=None,
+        help="segments per key (default: drm.vod_rotate_every_segments, 0: one key for the whole file)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -133,11 +147,15 @@ def main(argv: Sequence[str] | None = None, key_provider: KeyProvider | None = N
     name = args.ladder or config.transcode.ladder
     if name not in ladders:
         parser.exit(2, f"fanz-media transcode: unknown ladder {name!r}; known: {', '.join(sorted(ladders))}\n")
+    scheme = Protection(args.protection) if args.protection is not None else config.drm.protection
+    rotate_every = args.rotate_every if args.rotate_every is not None else config.drm.vod_rotate_every_segments
     try:
-        policy = ProtectionPolicy(provider=key_provider, rotate_every=args.rotate_every, key_uri_base=args.key_uri)
-        plan = policy.plan(args.content_id or args.outdir.name, Protection(args.protection))
+        if scheme.encrypted and key_provider is None and open_provider is not None:
+            key_provider = open_provider(config)
+        policy = ProtectionPolicy(provider=key_provider, rotate_every=rotate_every, key_uri_base=args.key_uri)
+        plan = policy.plan(args.content_id or args.outdir.name, scheme)
         index = run(args.input, args.outdir, ladders[name], args.encoder, args.quiet, config.hls, args.use, plan)
-    except (TranscodeError, PackagerError) as exc:
+    except (TranscodeError, PackagerError, DrmError) as exc:
         print(f"fanz-media transcode: {exc}", file=sys.stderr)
         return 1
     print(index)

@@ -3,7 +3,7 @@ AES-128, and the ``EXT-X-KEY`` tags that announce it.
 
 A stream's :class:`SegmentProtection` (its scheme, where its keys come from
 and how often they rotate) is given to the segmenter. The segmenter picks a
-key period for each segment (:class:`KeySchedule`, pure), asks the protection
+key period for each segment (:class:`drm.rotation.KeyRotation`, pure), asks the protection
 for that period's key once, and, for AES-128, derives the segment's IV from
 the period IV and the segment's number (:func:`segment_iv`); sample schemes
 use the period IV. The playlist states the IV explicitly (``IV=0x...``), so
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from drm.model import KEY_BYTES, KeyPeriod, Protection, SystemId
+from drm.rotation import KeyRotation
 from packager.errors import PackagerError
 from packager.hls.playlist import KeyTag
 
@@ -68,30 +69,6 @@ class SegmentKey:
         return f"SegmentKey(period={self.period.index}, kid={self.period.key.kid.hex()})"
 
 
-@dataclass(frozen=True, slots=True)
-class KeySchedule:
-    """When a new key period starts: every ``rotate_every`` segments (0: never)
-    and at every discontinuity (a publisher came back). Periods are numbered
-    from ``first_period``, which the caller makes unique per broadcast so that
-    a name published again never reuses an earlier broadcast's keys."""
-
-    rotate_every: int = 0
-    first_period: int = 0
-
-    def __post_init__(self) -> None:
-        if self.rotate_every < 0 or self.first_period < 0:
-            raise ProtectionError("key rotation counts are not negative")
-
-    def next_period(self, current: int | None, segments_in_period: int, discontinuity: bool) -> int:
-        """The period of the next segment, given the current one (``None``
-        before the first segment) and how many segments it already has."""
-        if current is None:
-            return self.first_period
-        if discontinuity or (self.rotate_every and segments_in_period >= self.rotate_every):
-            return current + 1
-        return current
-
-
 KeyPeriods = Callable[[int], KeyPeriod]
 """Period index in, key period out; may block (a key service): it is called
 only from the stream's job queue."""
@@ -111,11 +88,22 @@ class SegmentProtection:
     scheme: Protection
     periods: KeyPeriods
     key_uri: Callable[[bytes], str]
-    schedule: KeySchedule = KeySchedule()
+    rotate_every: int = 0
+    """Segments per key period (0: new periods only at discontinuities)."""
+    first_period: Callable[[], int] = lambda: 0
+    """The first segment's period; may block (it asks the key store for the
+    name's highest period so far), so it is called from the stream's job
+    queue, and must answer the same to every rendition of the stream."""
 
     def __post_init__(self) -> None:
         if not self.scheme.encrypted:
             raise ProtectionError("a segment protection needs an encrypting scheme")
+        if self.rotate_every < 0:
+            raise ProtectionError("key rotation counts are not negative")
+
+    def rotation(self) -> KeyRotation:
+        """A new counter of segments into key periods, for one segmenter."""
+        return KeyRotation(self.rotate_every, self.first_period())
 
     @property
     def whole_segment(self) -> bool:
@@ -136,19 +124,24 @@ def key_tags(protection: SegmentProtection, key: SegmentKey, fmp4: bool) -> tupl
     AES-128, and SAMPLE-AES in MPEG-TS: the identity key at the engine's key
     endpoint with the segment's IV (and FairPlay's ``skd://`` URI when the
     provider gave one). ``cbcs`` in fMP4 (``SAMPLE-AES`` in HLS, the constant
-    IV is in the init segment): one tag per DRM system that HLS can name:
+    IV is in the init segment) and ``cenc`` (``SAMPLE-AES-CTR``, which Shaka
+    Player and Widevine/PlayReady players take; Safari and hls.js do not):
+    one tag per DRM system that HLS can name:
     a ``pssh`` in a ``data:`` URI for ClearKey and Widevine, FairPlay's
-    ``skd://`` URI; the identity key when the provider gave no system data.
+    ``skd://`` URI; and the identity key at the engine's key endpoint when
+    the key is the engine's to hand out (ClearKey) or no system is named.
     """
     period = key.period
     uri = protection.key_uri(period.key.kid)
     scheme = protection.scheme
     if scheme is Protection.AES_128:
         return (KeyTag("AES-128", uri, iv=key.iv, key_format=KEYFORMAT_IDENTITY, key_format_versions="1"),)
-    if scheme is Protection.CENC:
-        raise ProtectionError("cenc (AES-CTR) is for DASH; HLS uses cbcs")
+    if scheme is Protection.CENC and not fmp4:
+        raise ProtectionError("cenc (AES-CTR) is common encryption for fMP4")
+    # Common encryption in CMAF: SAMPLE-AES is cbcs, SAMPLE-AES-CTR cenc.
+    method = "SAMPLE-AES-CTR" if scheme is Protection.CENC else "SAMPLE-AES"
     fairplay = tuple(
-        KeyTag("SAMPLE-AES", s.hls_key_uri, key_format=s.hls_key_format, key_format_versions="1", own_uri=False)
+        KeyTag(method, s.hls_key_uri, key_format=s.hls_key_format, key_format_versions="1", own_uri=False)
         for s in period.systems
         if s.hls_key_format is not None and s.hls_key_uri is not None
     )
@@ -156,14 +149,18 @@ def key_tags(protection: SegmentProtection, key: SegmentKey, fmp4: bool) -> tupl
         identity = KeyTag("SAMPLE-AES", uri, iv=key.iv, key_format=KEYFORMAT_IDENTITY, key_format_versions="1")
         return (identity, *fairplay)
     tags = [
-        KeyTag("SAMPLE-AES", data_uri(s.pssh), key_format=f"urn:uuid:{s.system_id}", key_format_versions="1",
+        KeyTag(method, data_uri(s.pssh), key_format=f"urn:uuid:{s.system_id}", key_format_versions="1",
                own_uri=False)
         for s in period.systems
         if s.pssh is not None and s.hls_key_uri is None and s.system_id in _PSSH_IN_HLS
     ]
     tags.extend(fairplay)
-    if not tags:
-        tags.append(KeyTag("SAMPLE-AES", uri, key_format=KEYFORMAT_IDENTITY, key_format_versions="1"))
+    clearkey = any(s.system_id == SystemId.CLEARKEY.value for s in period.systems)
+    if clearkey or not tags:
+        # The engine hands this key out itself: the identity key at its key
+        # endpoint too, which HLS readers that know no ClearKey KEYFORMAT
+        # (Shaka's) turn into a ClearKey key with the init segment's key ID.
+        tags.append(KeyTag(method, uri, key_format=KEYFORMAT_IDENTITY, key_format_versions="1"))
     return tuple(tags)
 
 

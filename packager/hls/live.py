@@ -222,7 +222,8 @@ class HlsService:
         variant = output.variants.get(variant_name) or output.add_variant(variant_name)
         plan = output.protection
         scheme = plan.scheme if plan is not None else Protection.NONE
-        segmenter = self._segmenter(muxer_factory(self.config.segment_format, scheme), output, plan)
+        lane = list(output.variants).index(variant_name)  # each rendition's own cenc IV range
+        segmenter = self._segmenter(muxer_factory(self.config.segment_format, scheme, lane), output, plan)
         self.segmenters[name] = segmenter
         ended = False
         pending: list[StreamItem] = []

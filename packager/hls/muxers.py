@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from drm.cenc import CencEncryption, cenc_lane
 from drm.model import KeyPeriod, Protection
 from engine.media import Packet, Track
 from packager.fmp4 import Fmp4Writer
@@ -14,18 +15,38 @@ from packager.mpegts import TsWriter
 
 
 class Fmp4SegmentMuxer:
-    """CMAF: one init segment, then one ``moof``/``mdat`` fragment per segment."""
+    """CMAF: one init segment, then one ``moof``/``mdat`` fragment per segment.
+
+    With ``encryption`` (common encryption, ``cbcs`` or ``cenc``) samples
+    are encrypted with each segment's key period; the init segment names the
+    period the muxer was made with, and a later period (rotation every N
+    segments) is named in the fragment's ``seig`` group."""
 
     extension = ".m4s"
 
-    def __init__(self, tracks: tuple[Track, ...]) -> None:
-        self._writer = Fmp4Writer(tracks)
+    def __init__(self, tracks: tuple[Track, ...], encryption: CencEncryption | None = None, lane: int = 0) -> None:
+        self._lane = lane
+        self._ctr = encryption is not None and encryption.scheme is Protection.CENC
+        if encryption is not None:
+            encryption = CencEncryption(encryption.scheme, self._in_lane(encryption.period))
+        self._writer = Fmp4Writer(tracks, encryption)
 
     def init_segment(self) -> bytes | None:
         return self._writer.init_segment()
 
     def media_segment(self, packets: Sequence[Packet], sequence: int, key: SegmentKey | None = None) -> bytes:
-        return self._writer.fragment(packets, sequence + 1)
+        if self._writer.encryption is None:
+            return self._writer.fragment(packets, sequence + 1)
+        if key is None:
+            raise ProtectionError("an encrypted fMP4 segment needs its key period")
+        return self._writer.fragment(packets, sequence + 1, self._in_lane(key.period))
+
+    def _in_lane(self, period: KeyPeriod) -> KeyPeriod:
+        """``cenc``: this variant's own per-sample IVs (see :func:`drm.cenc.cenc_lane`);
+        ``cbcs`` keeps the constant IV its init segment states."""
+        if not self._ctr:
+            return period
+        return KeyPeriod(period.content_id, period.index, cenc_lane(period.key, self._lane), period.systems)
 
 
 class TsSegmentMuxer:
@@ -49,28 +70,42 @@ class TsSegmentMuxer:
         return self._writer.segment(packets, (key.period.key.key, key.iv))
 
 
-def check_protection(fmt: SegmentFormat, scheme: Protection) -> None:
-    """Refuse, before a stream starts, a scheme these muxers cannot write.
-
-    ``cbcs`` fMP4 (``sample-aes`` and ``cbcs`` streams in CMAF) needs common
-    encryption in the fMP4 writer; ``cenc`` is for DASH only."""
+def common_scheme(fmt: SegmentFormat, scheme: Protection) -> Protection | None:
+    """The common-encryption scheme an fMP4 stream's samples get: ``cbcs``
+    for ``cbcs`` and for ``sample-aes`` (HLS's SAMPLE-AES in CMAF is
+    ``cbcs``), ``cenc`` for ``cenc``; ``None`` otherwise."""
+    if fmt is not SegmentFormat.FMP4:
+        return None
+    if scheme in (Protection.SAMPLE_AES, Protection.CBCS):
+        return Protection.CBCS
     if scheme is Protection.CENC:
-        raise ProtectionError("cenc (AES-CTR) cannot be played from HLS; use cbcs")
-    if fmt is SegmentFormat.FMP4 and scheme in (Protection.SAMPLE_AES, Protection.CBCS):
-        raise ProtectionError(f"{scheme.value} in fMP4 needs cbcs common encryption, which this build lacks")
-    if fmt is SegmentFormat.MPEGTS and scheme is Protection.CBCS:
-        raise ProtectionError("cbcs is common encryption for fMP4; MPEG-TS streams use sample-aes")
+        return Protection.CENC
+    return None
 
 
-def muxer_factory(fmt: SegmentFormat, scheme: Protection = Protection.NONE) -> MuxerFactory:
+def check_protection(fmt: SegmentFormat, scheme: Protection) -> None:
+    """Refuse, before a stream starts, a scheme these muxers cannot write:
+    common encryption (``cbcs``, ``cenc``) needs CMAF segments."""
+    if fmt is SegmentFormat.MPEGTS and scheme.common_encryption:
+        raise ProtectionError(f"{scheme.value} is common encryption for fMP4; MPEG-TS streams use sample-aes")
+
+
+def muxer_factory(fmt: SegmentFormat, scheme: Protection = Protection.NONE, lane: int = 0) -> MuxerFactory:
+    """``lane``: the variant's place among its stream's variants, which
+    share keys (``cenc`` IVs are kept apart by it)."""
     check_protection(fmt, scheme)
+    common = common_scheme(fmt, scheme)
 
     def make(tracks: tuple[Track, ...], period: KeyPeriod | None = None) -> SegmentMuxer:
-        # ``period`` comes with sample-encrypted streams only; MPEG-TS
-        # SAMPLE-AES takes its key per segment, so only a common-encryption
-        # fMP4 writer (refused above until it exists) would use it.
+        # ``period`` comes with sample-encrypted streams only: a common
+        # encryption init segment names it; MPEG-TS SAMPLE-AES takes its key
+        # per segment instead.
         if fmt is SegmentFormat.FMP4:
-            return Fmp4SegmentMuxer(tracks)
+            if common is None:
+                return Fmp4SegmentMuxer(tracks)
+            if period is None:
+                raise ProtectionError(f"{common.value} fMP4 needs the key period of its init segment")
+            return Fmp4SegmentMuxer(tracks, CencEncryption(common, period), lane)
         return TsSegmentMuxer(tracks, sample_aes=scheme is Protection.SAMPLE_AES)
 
     return make

@@ -47,6 +47,7 @@ from fractions import Fraction
 from typing import Protocol
 
 from drm.model import KeyPeriod
+from drm.rotation import KeyRotation
 from engine.media import MediaKind, Packet, StreamEnded, StreamItem, StreamStarted, Track
 from packager.errors import PackagerError
 from packager.hls.keys import SegmentKey, SegmentProtection, encrypt_whole, segment_iv
@@ -185,7 +186,7 @@ class Segmenter:
         self._origin = origin if origin is not None else TimelineOrigin()
         self._protection = protection
         self._period: SegmentKey | None = None  # the current period (with the IV of its latest segment)
-        self._period_segments = 0
+        self._rotation: KeyRotation | None = None  # made with the first period, in the caller's thread
         self._period_chosen = False
         if target_duration <= 0 or max_duration < target_duration:
             raise PackagerError("invalid segment durations")
@@ -482,12 +483,12 @@ class Segmenter:
         segments and at a discontinuity); the provider is asked once per
         period."""
         assert self._protection is not None
-        current = self._period.period.index if self._period is not None else None
-        index = self._protection.schedule.next_period(current, self._period_segments, discontinuity)
-        if self._period is None or index != current:
+        if self._rotation is None:
+            self._rotation = self._protection.rotation()
+        index = self._rotation.next_segment(discontinuity=discontinuity)
+        if self._period is None or index != self._period.period.index:
             period = self._protection.periods(index)
             self._period = SegmentKey(period, period.key.iv)
-            self._period_segments = 0
 
     def _key_for(self, discontinuity: bool) -> SegmentKey | None:
         """The key period and IV of the segment about to open (number
@@ -501,7 +502,6 @@ class Segmenter:
             self._advance_period(discontinuity)
         assert self._period is not None
         period = self._period.period
-        self._period_segments += 1
         # Whole-segment AES-128 gets an IV per segment. Sample encryption
         # restarts its IV at every sample (SAMPLE-AES) or uses the period's
         # constant IV (cbcs), so a per-segment IV would add nothing there, and

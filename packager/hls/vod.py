@@ -44,8 +44,8 @@ class VodHlsWriter:
         segment_duration: Fraction,
         protection: SegmentProtection | None = None,
     ) -> None:
-        """``protection`` encrypts every rendition (its key schedule decides
-        rotation; VOD files normally keep one key)."""
+        """``protection`` encrypts every rendition (its
+        ``rotate_every`` decides rotation; VOD files normally keep one key)."""
         if outdir.exists() and any(outdir.iterdir()):
             raise PackagerError(f"{outdir} is not empty; choose a new output folder")
         self.outdir = outdir
@@ -71,7 +71,7 @@ class VodHlsWriter:
         variant.playlist.playlist_type = "VOD"
         scheme = self.protection.scheme if self.protection is not None else Protection.NONE
         segmenter = Segmenter(
-            muxer_factory(self.config.segment_format, scheme),
+            muxer_factory(self.config.segment_format, scheme, list(self.output.variants).index(name)),
             self._target,
             Fraction(self.config.max_segment_s).limit_denominator(1000),
             origin=self.output.origin,

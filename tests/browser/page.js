@@ -155,6 +155,15 @@
       streaming: { retryParameters: retry, lowLatencyMode: options.lowLatency },
     };
     if (options.clearKeys) config.drm = { clearKeys: options.clearKeys };
+    // A ClearKey licence server: the CDM's licence request (the key IDs it
+    // met in the init segment's pssh) is POSTed there, and the JSON Web Key
+    // set it answers goes to the CDM. Shaka's HLS reader knows no ClearKey
+    // KEYFORMAT, so the playlist's key tags are left aside and the DRM
+    // comes from this configuration and the media.
+    if (options.licenceServer) {
+      config.drm = { servers: { 'org.w3.clearkey': options.licenceServer } };
+      config.manifest.ignoreDrmInfo = true;
+    }
     shakaPlayer.configure(config);
     shakaPlayer.addEventListener('error', (event) => {
       const err = event.detail;

@@ -7,6 +7,7 @@
  *   node play.mjs --url http://127.0.0.1:8080/hls/live/index.m3u8 \
  *     [--player hlsjs|shaka|dashjs|native] [--low-latency] [--min-time 5] \
  *     [--timeout 60] [--switch-level] [--clearkey KID:KEY[,KID:KEY]]
+ *     [--licence-server URL]
  *
  * Exit status: 0 when playback went past --min-time seconds of played media
  * (and, with --switch-level, a forced level switch took effect), 1 when it
@@ -51,6 +52,7 @@ function parseArgs(argv) {
     timeout: 60,
     switchLevel: false,
     clearKeys: null,
+    licenceServer: null,
   };
   const number = (name, value) => {
     const parsed = Number(value);
@@ -72,12 +74,16 @@ function parseArgs(argv) {
       case '--timeout': opts.timeout = number(arg, value()); break;
       case '--switch-level': opts.switchLevel = true; break;
       case '--clearkey': opts.clearKeys = parseClearKeys(value()); break;
+      case '--licence-server': opts.licenceServer = value(); break;
       default: throw new UsageError(`unknown argument ${arg}`);
     }
   }
   if (!opts.url) throw new UsageError('--url is required');
   if (!PLAYERS.has(opts.player)) throw new UsageError(`--player must be one of ${[...PLAYERS].join(', ')}`);
   if (opts.clearKeys && opts.player !== 'shaka') throw new UsageError('--clearkey is supported with --player shaka only');
+  if (opts.licenceServer && opts.player !== 'shaka') {
+    throw new UsageError('--licence-server is supported with --player shaka only');
+  }
   return opts;
 }
 
@@ -207,6 +213,7 @@ async function play(opts) {
       lowLatency: opts.lowLatency,
       switchLevel: opts.switchLevel,
       clearKeys: opts.clearKeys,
+      licenceServer: opts.licenceServer,
     });
     for (;;) {
       snap = await page.evaluate(() => window.harness.snapshot());

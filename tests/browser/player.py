@@ -209,8 +209,9 @@ def _packages_present(harness_dir: Path) -> bool:
 class PlayOptions(TypedDict, total=False):
     """How :func:`play_hls` plays: ``player`` (default ``"hlsjs"``),
     ``min_time`` seconds of media to play (5), ``timeout`` seconds in all
-    (60), ``low_latency`` and ``switch_level`` (off), and ``clearkey``
-    mapping 32-hex-digit key IDs to keys (Shaka only)."""
+    (60), ``low_latency`` and ``switch_level`` (off), ``clearkey``
+    mapping 32-hex-digit key IDs to keys and ``licence_server``, the URL of
+    a ClearKey licence server (Shaka only)."""
 
     player: Player
     min_time: float
@@ -218,6 +219,7 @@ class PlayOptions(TypedDict, total=False):
     low_latency: bool
     switch_level: bool
     clearkey: Mapping[str, str] | None
+    licence_server: str | None
 
 
 _DEFAULT_MIN_TIME_S = 5.0
@@ -236,6 +238,9 @@ def build_command(url: str, **options: Unpack[PlayOptions]) -> list[str]:
     clearkey = options.get("clearkey")
     if clearkey:
         cmd += ["--clearkey", ",".join(f"{kid}:{key}" for kid, key in clearkey.items())]
+    licence_server = options.get("licence_server")
+    if licence_server:
+        cmd += ["--licence-server", licence_server]
     return cmd
 
 

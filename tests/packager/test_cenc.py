@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drm.cenc import CencEncryption, SampleCipher, cenc_iv_index
+from drm.cenc import CencEncryption, SampleCipher, cenc_iv_index, cenc_lane, cenc_sample_iv
 from drm.errors import SampleEncryptionError
 from drm.model import ContentKey, DrmSystemData, KeyPeriod, Protection, SystemId
 from drm.subsamples import Subsample
@@ -388,3 +388,40 @@ def test_opus_is_encrypted_whole_sample(scheme: Protection) -> None:
     for sample, size in zip(trafs[0].samples, sizes, strict=True):
         assert len(sample.iv) == (8 if scheme is Protection.CENC else 0)  # no subsamples: whole sample
         assert len(sample.data) == size
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.binary(min_size=16, max_size=16),
+    lanes=st.lists(st.integers(0, 63), min_size=2, max_size=2, unique=True),
+    indexes=st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.integers(1, 64), st.integers(0, (1 << 20) - 1)),
+                     min_size=2, max_size=2),
+)
+def test_iv_lanes_never_meet(base: bytes, lanes: list[int], indexes: list[tuple[int, int, int]]) -> None:
+    """Two outputs sharing a key (renditions) in different lanes never use
+    the same cenc IV, whatever their fragment, track and sample numbers."""
+    key = ContentKey(kid=KEY.kid, key=KEY.key, iv=base)
+    (a, b), (i, j) = lanes, indexes
+    first = cenc_sample_iv(cenc_lane(key, a), cenc_iv_index(*i))
+    second = cenc_sample_iv(cenc_lane(key, b), cenc_iv_index(*j))
+    assert first != second
+    assert cenc_lane(key, 0) == key
+    with pytest.raises(SampleEncryptionError):
+        cenc_lane(key, 64)
+
+
+def test_renditions_sharing_a_cenc_key_encrypt_with_their_own_ivs(h264_aac_mp4: Path) -> None:
+    """The HLS muxers of two variants of a stream, fed the same packets under
+    the same key period: cenc output differs (own IVs), cbcs is the same
+    (the constant IV its init segment states)."""
+    from packager.hls.config import SegmentFormat
+    from packager.hls.keys import SegmentKey
+    from packager.hls.muxers import muxer_factory
+
+    tracks, packets = demux(h264_aac_mp4)
+    group = split_at_keyframes(tracks, packets)[0]
+    key = SegmentKey(PERIOD, KEY.iv)
+    for scheme, same in ((Protection.CENC, False), (Protection.CBCS, True)):
+        out = [muxer_factory(SegmentFormat.FMP4, scheme, lane)(tuple(tracks), PERIOD).media_segment(group, 0, key)
+               for lane in (0, 1)]
+        assert (out[0] == out[1]) is same, scheme

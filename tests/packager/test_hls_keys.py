@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drm.model import DrmSystemData, KeyPeriod, Protection, SystemId
+from drm.rotation import KeyRotation
 from engine.media import Codec, Packet, StreamEnded, StreamStarted, Track
 from packager.hls.config import SegmentFormat
 from packager.hls.keys import (
-    KeySchedule,
     ProtectionError,
     SegmentKey,
     SegmentProtection,
@@ -66,30 +66,24 @@ def test_whole_segment_encryption_is_what_openssl_decrypts(data: bytes, key: byt
     assert clear == data
 
 
-def test_key_schedule_rotates_every_n_segments_and_at_discontinuities() -> None:
-    schedule = KeySchedule(rotate_every=2, first_period=7)
-    current = None
-    count = 0
-    seen = []
-    for disc in (False, False, False, True, False, False, False):
-        index = schedule.next_period(current, count, disc)
-        count = count + 1 if index == current else 1
-        current = index
-        seen.append(index)
+def test_key_rotation_counts_every_n_segments_and_at_discontinuities() -> None:
+    rotation = SegmentProtection(Protection.AES_128, lambda i: FixedKeys().key_period("x", i),
+                                 key_uri_under("/keys", "x"),
+                                 2, lambda: 7).rotation()
+    seen = [rotation.next_segment(discontinuity=disc) for disc in (False, False, False, True, False, False, False)]
     assert seen == [7, 7, 8, 9, 9, 10, 10]
-    never = KeySchedule()
-    assert [never.next_period(0, n, False) for n in (1, 100, 10_000)] == [0, 0, 0]
-    assert never.next_period(0, 5, True) == 1
+    never = KeyRotation(0)
+    assert [never.next_segment() for _ in range(100)][-1] == 0
+    assert never.next_segment(discontinuity=True) == 1
     with pytest.raises(ProtectionError):
-        KeySchedule(rotate_every=-1)
+        SegmentProtection(Protection.AES_128, lambda i: FixedKeys().key_period("x", i), lambda k: "", -1)
 
 
 def protection(scheme: Protection = Protection.AES_128, rotate_every: int = 0, provider: FixedKeys | None = None,
                content_id: str = "show") -> SegmentProtection:
     keys = provider or FixedKeys()
     return SegmentProtection(
-        scheme, lambda index: keys.key_period(content_id, index), key_uri_under("/keys", content_id),
-        KeySchedule(rotate_every),
+        scheme, lambda index: keys.key_period(content_id, index), key_uri_under("/keys", content_id), rotate_every
     )
 
 
@@ -235,6 +229,9 @@ def test_cbcs_key_tags_name_each_drm_system() -> None:
         'KEYFORMAT="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed",KEYFORMATVERSIONS="1"',
         '#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://keys.example/abc",'
         'KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"',
+        # ClearKey keys are the engine's: its key endpoint, with the token.
+        '#EXT-X-KEY:METHOD=SAMPLE-AES,URI="/keys/show/000102030405060708090a0b0c0d0e0f?token=t",'
+        'KEYFORMAT="identity",KEYFORMATVERSIONS="1"',
     ]
     # Without system data, cbcs falls back to the engine's identity key (the
     # constant IV lives in the init segment, not in the tag).
@@ -248,7 +245,10 @@ def test_sample_aes_ts_tags_the_identity_key_and_fairplay() -> None:
         ("SAMPLE-AES", "identity", True), ("SAMPLE-AES", "com.apple.streamingkeydelivery", False),
     ]
     with pytest.raises(ProtectionError):
-        key_tags(protection(Protection.CENC), seg_key(), fmp4=True)
+        key_tags(protection(Protection.CENC), seg_key(), fmp4=False)
+    # cenc in CMAF: SAMPLE-AES-CTR, the same system tags.
+    (ctr,) = key_tags(protection(Protection.CENC), seg_key(systems=(FAIRPLAY,)), fmp4=True)
+    assert ctr.method == "SAMPLE-AES-CTR" and ctr.key_format == "com.apple.streamingkeydelivery"
 
 
 @pytest.mark.parametrize(
@@ -257,10 +257,11 @@ def test_sample_aes_ts_tags_the_identity_key_and_fairplay() -> None:
         (SegmentFormat.MPEGTS, Protection.AES_128, True),
         (SegmentFormat.FMP4, Protection.AES_128, True),
         (SegmentFormat.MPEGTS, Protection.SAMPLE_AES, True),
-        (SegmentFormat.FMP4, Protection.SAMPLE_AES, False),  # cbcs: lands with common encryption
-        (SegmentFormat.FMP4, Protection.CBCS, False),
+        (SegmentFormat.FMP4, Protection.SAMPLE_AES, True),  # cbcs in CMAF
+        (SegmentFormat.FMP4, Protection.CBCS, True),
         (SegmentFormat.MPEGTS, Protection.CBCS, False),
-        (SegmentFormat.FMP4, Protection.CENC, False),
+        (SegmentFormat.FMP4, Protection.CENC, True),
+        (SegmentFormat.MPEGTS, Protection.CENC, False),
     ],
 )
 def test_which_schemes_each_container_writes(fmt: SegmentFormat, scheme: Protection, ok: bool) -> None:
