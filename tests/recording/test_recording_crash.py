@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,18 @@ from packager.recording.journal import parse_journal
 from tests.conftest import free_port, make_clip, publish, wait_for
 from tests.control_api.conftest import PASSWORD
 from tests.recording.test_recording_live import ffprobe_duration, media_playlist
-from tests.test_crash_restart import Node, call, creator
+from tests.test_crash_restart import ROOT, Node, call, creator
+
+
+async def fanz(node: Node, *args: str) -> str:
+    """Run the ``fanz-media`` CLI with the node's settings; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from engine.app.cli import main; sys.exit(main())", *args,
+        env=node.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {err.decode()}"
+    return out.decode()
 
 
 class Hooks:
@@ -111,6 +123,19 @@ async def test_kill_9_mid_recording_then_restart_closes_it(
             assert "#EXT-X-PLAYLIST-TYPE:VOD" in text
             probed = ffprobe_duration(ffprobe, root / "index.m3u8")
             assert abs(probed - float(sum(durations))) < 1.0
+
+            # Operators see it without the API, and delete it.
+            listed_cli = json.loads(await fanz(node, "recordings", "list", "--json"))
+            assert [(r["id"], r["stream"], r["state"], r["interrupted"]) for r in listed_cli] == [
+                (before.recording_id, stream["playback_id"], "interrupted", True)]
+            assert listed_cli[0]["duration_s"] == payload["duration_s"]
+            await fanz(node, "recordings", "delete", before.recording_id)
+            assert not root.exists() and not path.exists()
+            assert json.loads(await fanz(node, "recordings", "list", "--json")) == []
+            _, listed = await call(session, node, "GET", f"/streaming/{stream['id']}/recordings", token)
+            assert listed["items"] == []
+            with pytest.raises(AssertionError, match="exit 2"):
+                await fanz(node, "recordings", "delete", "../etc")
         finally:
             if publisher is not None and publisher.returncode is None:
                 publisher.kill()
