@@ -39,7 +39,7 @@ def media_playlist(path: Path) -> tuple[list[Fraction], list[str], str]:
     return durations, files, text
 
 
-def ffprobe_duration(ffprobe: str, playlist: Path) -> float:
+def ffprobe_duration(ffprobe: str, playlist: Path | str) -> float:
     out = subprocess.run(
         [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(playlist)],
         capture_output=True, text=True, timeout=60, check=True,
