@@ -277,6 +277,7 @@ class RecordingService:
 
     async def close(self) -> None:
         """Wait (bounded) for the reports in flight."""
+        await asyncio.sleep(0)  # let closes that were just queued from writer threads start
         if self._reports:
             await asyncio.wait(tuple(self._reports), timeout=10.0)
 

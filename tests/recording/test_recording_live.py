@@ -120,3 +120,25 @@ async def test_a_full_spool_stops_the_recording_not_the_stream(
         assert engine.recordings.in_progress == 0
     finally:
         await engine.stop()
+
+
+async def test_the_disk_quota_stops_the_recording_not_the_stream(
+    tmp_path: Path, ffmpeg: str, media_dir: Path
+) -> None:
+    clip = make_clip(ffmpeg, media_dir / "rec_4s.flv", seconds=4, gop_seconds=1)
+    engine = await start_engine(tmp_path / "data", recording={"default": True, "disk_quota_bytes": 400_000},
+                                streams={"reconnect_grace_s": 0.3}, hls={"window_segments": 64})
+    try:
+        proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/erin")
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        [state] = await closed_recordings(engine)
+        live = engine.hls.outputs["erin"].variants["src"].playlist
+        assert state.stop_reason == "disk_quota" and state.bytes <= 400_000
+        await wait_for(lambda: live.ended, 30)
+        assert len(live.segments) > state.segments
+        root = storage_root(engine.config.storage, engine.data_dir) / "recordings" / state.recording_id
+        durations, files, text = media_playlist(root / "src" / "media.m3u8")
+        assert len(files) == state.segments and text.rstrip().endswith("#EXT-X-ENDLIST")
+        assert json.loads((root / "recording.json").read_text())["state"] == "stopped"
+    finally:
+        await engine.stop()
