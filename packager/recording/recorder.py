@@ -61,6 +61,9 @@ from packager.recording.playlists import (
 log = logging.getLogger(__name__)
 
 JOURNAL_SUFFIX = ".journal"
+CLOSE_RETRY_S = 2.0
+"""How often a recording whose final playlists could not be spooled is
+tried again."""
 STOP_REASONS = ("max_duration", "disk_quota", "spool_full", "disk_full", "storage_error", "turned_off")
 
 
@@ -267,13 +270,37 @@ class RecordingService:
                 log.exception("recording %s: recording.stopped could not be sent", stopped.recording_id)
         await self.report(state)
 
-    def _closed_unfinished(self, stopped: RecordingStopped) -> None:
-        """On the loop: a recording stopped early but could not be closed
-        now (the next start closes it): say why it stopped."""
-        if self.on_stopped is not None:
-            task = asyncio.get_running_loop().create_task(self.on_stopped(stopped))
-            self._reports.add(task)
-            task.add_done_callback(self._reports.discard)
+    def _closed_unfinished(self, state: JournalState, path: Path, stopped: RecordingStopped | None) -> None:
+        """On the loop: a recording ended but its final playlists could not
+        be spooled (the spool or its disk is full). Say why it stopped, and
+        try the close again every ``CLOSE_RETRY_S`` until it is done (or the
+        next start does it)."""
+        task = asyncio.get_running_loop().create_task(self._retry_close(state, path, stopped))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _retry_close(self, state: JournalState, path: Path, stopped: RecordingStopped | None) -> None:
+        if stopped is not None and self.on_stopped is not None:
+            try:
+                await self.on_stopped(stopped)
+            except Exception:
+                log.exception("recording %s: recording.stopped could not be sent", stopped.recording_id)
+        while True:
+            await asyncio.sleep(CLOSE_RETRY_S)
+            try:
+                await asyncio.to_thread(self._finalize_at, state, path)
+            except (OSError, StorageError) as exc:
+                log.debug("recording %s: close retried later: %s", state.recording_id, exc)
+                continue
+            break
+        await self.report(state)
+
+    def _finalize_at(self, state: JournalState, path: Path) -> None:
+        journal = Journal(path)
+        try:
+            self._finalize(state, journal)
+        finally:
+            journal.close()
 
     async def close(self) -> None:
         """Wait (bounded) for the reports in flight."""
@@ -387,7 +414,9 @@ class StreamRecorder:
         except _Stop as stop:
             self._stop(stop.reason, stop.detail)
         except SpoolFullError as exc:
-            self._stop("spool_full", str(exc))
+            cause = exc.__cause__
+            full_disk = isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+            self._stop("disk_full" if full_disk else "spool_full", str(exc))
         except OSError as exc:
             self._stop("disk_full" if exc.errno == errno.ENOSPC else "storage_error", str(exc))
         except (StorageError, RecordingError) as exc:
@@ -446,6 +475,11 @@ class StreamRecorder:
     def _stop(self, reason: str, detail: str) -> None:
         active = self._active
         if active is None:
+            # The recording could not even begin: not retried this broadcast.
+            log.warning("stream %s: recording not started (%s): %s; the live stream goes on",
+                        self.stream, reason, detail)
+            self._stopped_early = True
+            self.service._count(stopped=reason)
             return
         log.warning("stream %s: recording %s stopped (%s): %s; the live stream goes on",
                     self.stream, active.state.recording_id, reason, detail)
@@ -466,12 +500,11 @@ class StreamRecorder:
         try:
             service._finalize(active.state, active.journal)
         except (OSError, StorageError, JournalError) as exc:
-            # The journal stays open-ended: the next start closes the recording.
-            log.error("recording %s could not be closed now (%s); it is closed at the next start",
-                      active.state.recording_id, exc)
+            # The journal stays open-ended: closed later, or at the next start.
+            log.error("recording %s could not be closed now (%s); tried again every %gs",
+                      active.state.recording_id, exc, CLOSE_RETRY_S)
             active.journal.close()
-            if stopped is not None:
-                service.call_soon(service._closed_unfinished, stopped)
+            service.call_soon(service._closed_unfinished, active.state, active.journal.path, stopped)
             return
         active.journal.close()
         service.call_soon(service._closed, active.state, stopped)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cluster.storage.setup import storage_root
 from packager.recording.journal import JournalState, parse_journal
@@ -137,8 +141,64 @@ async def test_the_disk_quota_stops_the_recording_not_the_stream(
         await wait_for(lambda: live.ended, 30)
         assert len(live.segments) > state.segments
         root = storage_root(engine.config.storage, engine.data_dir) / "recordings" / state.recording_id
-        durations, files, text = media_playlist(root / "src" / "media.m3u8")
+        _, files, text = media_playlist(root / "src" / "media.m3u8")
         assert len(files) == state.segments and text.rstrip().endswith("#EXT-X-ENDLIST")
         assert json.loads((root / "recording.json").read_text())["state"] == "stopped"
+    finally:
+        await engine.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (needs the right to mount; skipped where it is missing)."""
+    path = tmp_path / "small_disk"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
+                             capture_output=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True, timeout=30, check=True)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its disk is full (ENOSPC)."""
+    with open(path, "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+                os.fsync(filler.fileno())
+        except OSError:
+            pass
+
+
+async def test_a_full_disk_stops_the_recording_not_the_stream(
+    tmp_path: Path, ffmpeg: str, media_dir: Path, small_disk: Path
+) -> None:
+    """The spool's disk fills up (ENOSPC on a small tmpfs filled to the
+    brim once the recording is under way); once room comes back, the
+    stopped recording's final playlists are spooled and it is reported."""
+    clip = make_clip(ffmpeg, media_dir / "rec_7s.flv", seconds=7, gop_seconds=1)
+    engine = await start_engine(tmp_path / "data", recording={"default": True},
+                                storage={"spool_dir": str(small_disk / "spool")},
+                                streams={"reconnect_grace_s": 0.3}, hls={"window_segments": 64})
+    try:
+        proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/frank")
+        await wait_for(lambda: bool(journals(engine)) and journals(engine)[0].segments >= 1, 30)
+        await asyncio.to_thread(fill, small_disk / "filler")
+        await wait_for(lambda: engine.recordings.stops["disk_full"] == 1, 30)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        live = engine.hls.outputs["frank"].variants["src"].playlist
+        await wait_for(lambda: live.ended, 30)
+        (small_disk / "filler").unlink()  # room again for the final playlists
+        [state] = await closed_recordings(engine)
+        assert state.stop_reason == "disk_full" and state.segments >= 1 and not state.interrupted
+        assert len(live.segments) > state.segments
+        root = storage_root(engine.config.storage, engine.data_dir) / "recordings" / state.recording_id
+        _, files, text = media_playlist(root / "src" / "media.m3u8")
+        assert len(files) == state.segments and text.rstrip().endswith("#EXT-X-ENDLIST")
     finally:
         await engine.stop()
