@@ -235,6 +235,8 @@ class Engine:
             recorder.protected = True
             if recorder.wanted:
                 log.warning("stream %s: encrypted streams are not recorded", name)
+        for done in [n for n, r in self._recorders.items() if r.finished]:
+            del self._recorders[done]
         self._recorders[name] = recorder
         return recorder
 

@@ -366,6 +366,8 @@ class StreamRecorder:
         self._active: _Active | None = None
         self._stopped_early = False
         self.recording_id: str | None = None
+        self.finished = False
+        """The stream ended; nothing more comes."""
 
     @property
     def recording(self) -> bool:
@@ -402,6 +404,7 @@ class StreamRecorder:
 
     def finish(self) -> None:
         """The stream ended (after its grace): close the recording."""
+        self.finished = True
         if self._active is not None:
             self._close(None)
 

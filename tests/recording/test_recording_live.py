@@ -202,3 +202,32 @@ async def test_a_full_disk_stops_the_recording_not_the_stream(
         assert len(files) == state.segments and text.rstrip().endswith("#EXT-X-ENDLIST")
     finally:
         await engine.stop()
+
+
+async def test_the_record_flag_turned_on_and_off_while_live(
+    tmp_path: Path, ffmpeg: str, media_dir: Path
+) -> None:
+    """The setting the control API hands the engine (``recording``) starts
+    a recording at the next segment, with its init segment, and closes it
+    when turned off; the stream is untouched."""
+    clip = make_clip(ffmpeg, media_dir / "rec_7s.flv", seconds=7, gop_seconds=1)
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 0.3},
+                                hls={"window_segments": 64})
+    try:
+        proc = await publish(ffmpeg, clip, f"rtmp://127.0.0.1:{engine.rtmp.port}/live/gina")
+        await wait_for(lambda: "gina" in engine.hls.outputs
+                       and len(engine.hls.outputs["gina"].variants["src"].playlist.segments) >= 1, 30)
+        assert journals(engine) == []
+        engine.registry.configure("gina", "recording", True)
+        await wait_for(lambda: bool(journals(engine)) and journals(engine)[0].segments >= 1, 30)
+        engine.registry.configure("gina", "recording", False)
+        [state] = await closed_recordings(engine)
+        assert state.stop_reason == "turned_off" and state.segments >= 1
+        assert state.variants["src"].inits and not state.variants["src"].segments[0].discontinuity
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        live = engine.hls.outputs["gina"].variants["src"].playlist
+        await wait_for(lambda: live.ended, 30)
+        assert len(live.segments) > state.segments + 1
+        assert len(journals(engine)) == 1  # no second recording once off
+    finally:
+        await engine.stop()
