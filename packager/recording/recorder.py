@@ -205,12 +205,18 @@ class RecordingService:
                 continue
             used += state.bytes
             if not state.closed:
-                journal = Journal(path, state.valid_bytes)
+                state.interrupted = state.stop_reason is None
                 try:
-                    state.interrupted = state.stop_reason is None
-                    self._finalize(state, journal)
-                finally:
-                    journal.close()
+                    journal = Journal(path, state.valid_bytes)
+                    try:
+                        self._finalize(state, journal)
+                    finally:
+                        journal.close()
+                except (OSError, StorageError) as exc:
+                    # A full spool or disk must not stop the engine: tried again at the next start.
+                    log.error("recording %s of %s: cannot be closed now (%s); tried again at the next start",
+                              state.recording_id, state.stream, exc)
+                    continue
                 log.warning("recording %s of %s was interrupted%s; closed with %d segments (%.1fs)",
                             state.recording_id, state.stream, " (journal damaged)" if state.damaged else "",
                             state.segments, float(state.duration))
