@@ -32,6 +32,41 @@ from engine.registry import StreamRegistry
 log = logging.getLogger(__name__)
 
 
+class RecordingFacts(Protocol):
+    """A closed recording as the engine's recorder reports it (``stream`` is
+    the stream's playback id)."""
+
+    @property
+    def recording_id(self) -> str: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def interrupted(self) -> bool: ...
+    @property
+    def stop_reason(self) -> str | None: ...
+
+
+class RecordingStop(Protocol):
+    """A recording the engine ended early, and why."""
+
+    @property
+    def recording_id(self) -> str: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+
+
 class LiveElsewhere(Protocol):
     """Streams live in another engine process of this node
     (``server.processes`` > 1): the live actions the plane takes on a
@@ -201,7 +236,7 @@ class ControlPlane:
         return ended
 
     async def apply_settings(self, row: Mapping[str, Any], publishing_here: bool = False) -> None:
-        """Hand a stream record's media settings (its ladder, effects and protection) to
+        """Hand a stream record's media settings (its ladder, effects, protection and record flag) to
         the engine, which applies them when the stream starts and, for
         effects, at once while it is live (in whichever of the node's
         processes it is live, unless ``publishing_here``: the stream is
@@ -222,6 +257,8 @@ class ControlPlane:
         if "protection" in row:
             # The stream's own encryption scheme, or None for drm.protection.
             await self._configure(name, "protection", row["protection"], publishing_here)
+        if "recording" in row:
+            await self._configure(name, "recording", bool(row["recording"]), publishing_here)
 
     async def _configure(self, name: str, key: str, value: object, here_only: bool) -> None:
         assert self.registry is not None
@@ -240,10 +277,39 @@ class ControlPlane:
         return kicked
 
     async def recording_ready(self, actor: Actor, stream_id: str, uri: str, duration_s: float,
-                              size_bytes: int) -> dict[str, Any]:
-        row = await streams.add_recording(self.db, actor, stream_id, uri, duration_s, size_bytes, self.clock())
-        await self.webhooks.emit("recording.ready", dict(row))
+                              size_bytes: int, *, recording_id: str | None = None, interrupted: bool = False,
+                              segments: int = 0, stop_reason: str | None = None) -> dict[str, Any]:
+        row = await streams.add_recording(self.db, actor, stream_id, uri, duration_s, size_bytes, self.clock(),
+                                          recording_id=recording_id, interrupted=interrupted, segments=segments,
+                                          stop_reason=stop_reason)
+        await self.webhooks.emit("recording.ready", {**row, "asset_id": row["id"]})
         return row
+
+    async def recording_closed(self, report: RecordingFacts) -> None:
+        """The engine's recorder closed a recording (at its end, or at start-up
+        after a crash): record it and send ``recording.ready``. Idempotent
+        (a report repeated after a crash adds nothing)."""
+        if await streams.get_recording(self.db, report.recording_id) is not None:
+            return
+        row = await streams.by_playback_id(self.db, report.stream)
+        if row is None:
+            log.warning("control API: recording %s is of stream %s, which the store does not know; not recorded",
+                        report.recording_id, report.stream)
+            return
+        await self.recording_ready(
+            Actor("system", None), str(row["id"]), report.uri, report.duration_s, report.bytes,
+            recording_id=report.recording_id, interrupted=report.interrupted, segments=report.segments,
+            stop_reason=report.stop_reason,
+        )
+
+    async def recording_stopped(self, stopped: RecordingStop) -> None:
+        """A recording ended early (a limit, a full disk): ``recording.stopped``."""
+        row = await streams.by_playback_id(self.db, stopped.stream)
+        await self.webhooks.emit("recording.stopped", {
+            "recording_id": stopped.recording_id, "asset_id": stopped.recording_id,
+            "stream_id": row["id"] if row is not None else None, "playback_id": stopped.stream,
+            "reason": stopped.reason, "detail": stopped.detail,
+        })
 
     def playback_url(self, playback_id: str, viewer_id: str, origin: str,
                      until: float | None = None) -> tuple[str, str, int]:

@@ -45,7 +45,7 @@ ROLE: Schema = {"type": "string", "enum": ["fan", "creator", "admin"]}
 TIER: Schema = {"type": "string", "minLength": 1, "maxLength": 32}
 GIFT_QUANTITY: Schema = {"type": "integer", "minimum": 1, "maximum": 1000}
 GIFT_MESSAGE: Schema = {"type": "string", "maxLength": 200}
-EVENTS = ["stream.started", "stream.ended", "recording.ready", "gift.sent"]
+EVENTS = ["stream.started", "stream.ended", "recording.ready", "recording.stopped", "gift.sent"]
 
 
 def ref(name: str) -> Schema:
@@ -197,7 +197,7 @@ RECORDING_BODY = obj(
 )
 WEBHOOK_BODY = obj(
     {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://[!-~]+$"},
-     "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": 4}},
+     "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": len(EVENTS)}},
     ["url"],
 )
 GIFT_CATALOGUE_BODY = obj(
@@ -281,7 +281,9 @@ COMPONENTS: dict[str, Schema] = {
                     "amount_cents": {"type": "integer"}, "created_at": TIME,
                     "refunded_at": TIME_OR_NULL}),
     "Recording": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "uri": {"type": "string"},
-                       "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME}),
+                       "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME,
+                       "interrupted": {"type": "boolean"}, "segments": {"type": "integer"},
+                       "stop_reason": {"type": ["string", "null"]}}),
     "Webhook": resp({"id": {"type": "string"}, "url": {"type": "string"},
                      "events": {"type": "array", "items": {"type": "string"}}, "active": {"type": "boolean"},
                      "created_at": TIME,

@@ -275,23 +275,50 @@ async def list_schedules(
 
 # -- recordings ---------------------------------------------------------------------
 async def add_recording(
-    db: Database, actor: Actor, stream_id: str, uri: str, duration_s: float, size_bytes: int, now: float
+    db: Database, actor: Actor, stream_id: str, uri: str, duration_s: float, size_bytes: int, now: float,
+    *, recording_id: str | None = None, interrupted: bool = False, segments: int = 0,
+    stop_reason: str | None = None,
 ) -> Row:
-    rec_id = new_id()
+    """Insert a finished recording; ``recording_id`` is the recorder's own id
+    (the asset id its files are stored under) when it reports one."""
+    rec_id = recording_id or new_id()
     async with db.transaction() as tx:
         await tx.execute(
-            "INSERT INTO recordings (id, stream_id, uri, duration_s, size_bytes, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            rec_id, stream_id, uri, float(duration_s), size_bytes, now,
+            "INSERT INTO recordings (id, stream_id, uri, duration_s, size_bytes, created_at, interrupted, segments, "
+            "stop_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            rec_id, stream_id, uri, float(duration_s), size_bytes, now, interrupted, segments, stop_reason,
         )
         await audit.record(tx, actor, "recording.ready", "stream", stream_id, now, {"recording_id": rec_id})
         row = await tx.fetchrow("SELECT * FROM recordings WHERE id = $1", rec_id)
     assert row is not None
-    return row
+    return recording_view(row)
+
+
+async def get_recording(db: Database, recording_id: str) -> Row | None:
+    row = await db.fetchrow("SELECT * FROM recordings WHERE id = $1", recording_id)
+    return recording_view(row) if row is not None else None
+
+
+async def delete_recording(db: Database, actor: Actor, recording_id: str, now: float) -> bool:
+    async with db.transaction() as tx:
+        row = await tx.fetchrow("SELECT stream_id FROM recordings WHERE id = $1", recording_id)
+        if row is None:
+            return False
+        await tx.execute("DELETE FROM recordings WHERE id = $1", recording_id)
+        await audit.record(tx, actor, "recording.delete", "stream", row["stream_id"], now,
+                           {"recording_id": recording_id})
+    return True
+
+
+def recording_view(row: Row) -> dict[str, Any]:
+    view = dict(row)
+    view["interrupted"] = bool(view.get("interrupted"))
+    return view
 
 
 async def list_recordings(db: Database, stream_id: str, limit: int, offset: int) -> list[Row]:
-    return await db.fetch(
+    rows = await db.fetch(
         "SELECT * FROM recordings WHERE stream_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3",
         stream_id, limit, offset,
     )
+    return [recording_view(r) for r in rows]

@@ -23,6 +23,7 @@ DELEGATED = {
     "transcode": ("engine.app.transcode_command", "transcode a file into a VOD HLS ladder"),
     "effects": ("effects.cli", "list effects, or apply them to a file"),
     "api": ("control_api.cli", "run the control API on its own"),
+    "recordings": ("engine.app.recordings_command", "list or delete recordings (list --json, delete ID)"),
 }
 
 

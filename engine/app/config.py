@@ -24,6 +24,7 @@ from engine.media import check_stream_name
 from engine.settings import SettingInfo, build, describe, doc
 from ingest.rtmp.limits import RtmpLimits
 from packager.hls.config import HlsConfig
+from packager.recording.config import RecordingConfig
 from transcode.config import TranscodeSettings
 from webrtc.config import WebRtcConfig
 
@@ -126,6 +127,7 @@ class EngineConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> EngineConfig:
         """Return a copy with some fields of some sections replaced

@@ -62,7 +62,10 @@ from ingest.rtmp.server import RtmpServer
 from packager.dash.http import DashHttp
 from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
+from packager.hls.keys import SegmentProtection
 from packager.hls.live import HlsService
+from packager.recording.metrics import recording_metrics
+from packager.recording.recorder import RecordingService, StreamRecorder
 from transcode.config import HARDWARE_DECODERS, SOFTWARE_DECODER
 from transcode.decoders import probe_decoders
 from transcode.encoders import EncoderProbe, probe_encoders
@@ -145,6 +148,16 @@ class Engine:
         self.metrics = Metrics(stream_labels=config.http.metrics_stream_labels)
         self.metrics.combine_by_max("fanz_effect_frame_milliseconds")
         self.metrics.add_source(stream_metrics(self.registry))
+        self.storage: Storage | None = None
+        """Where recordings and VOD assets are kept; ``None`` when the
+        configured backend's extra is not installed."""
+        self.uploader: SpooledUploader | None = None
+        """Writes to :attr:`storage` through the bounded local spool."""
+        self._open_storage()
+        self.recordings: RecordingService | None = None
+        """Keeps streams as recordings (``None`` without storage)."""
+        self._recorders: dict[str, StreamRecorder] = {}
+        self._open_recordings()
         self.hls = HlsService(
             config.hls,
             hls_root(self.data_dir, worker),
@@ -154,6 +167,7 @@ class Engine:
             package_source=not config.transcode.enabled,
             disk=hls_disk,
             protection=stream_plans(protection, self.registry),
+            sinks=self._recorder_for if self.recordings is not None else None,
         )
         self.metrics.add_source(self._hls_metrics)
         self.metrics.add_source(self._drm_metrics)
@@ -186,12 +200,6 @@ class Engine:
             self.registry.on_settings_changed(self._settings_changed)
             self.metrics.add_source(self._effects_metrics)
             self.metrics.add_source(self._transcode_metrics)
-        self.storage: Storage | None = None
-        """Where recordings and VOD assets are kept; ``None`` when the
-        configured backend's extra is not installed."""
-        self.uploader: SpooledUploader | None = None
-        """Writes to :attr:`storage` through the bounded local spool."""
-        self._open_storage()
         self.rtmp: RtmpServer | None = None
         self.rtmps: RtmpServer | None = None
         self.http_runner: web.AppRunner | None = None
@@ -215,6 +223,44 @@ class Engine:
             config = replace(config, spool_dir=str(spool_dir(config, self.data_dir) / f"w{self.worker.index}"))
         self.uploader = open_uploader(config, self.data_dir, self.storage)
         self.metrics.add_source(spool_metrics(self.uploader))
+
+    def _open_recordings(self) -> None:
+        if self.storage is None or self.uploader is None:
+            return
+        config = self.config.recording
+        journals = Path(config.journal_dir) if config.journal_dir else self.data_dir / "recordings"
+        if self.worker is not None:
+            journals = journals / f"w{self.worker.index}"
+        self.recordings = RecordingService(config, self.storage, self.uploader, journals,
+                                           count_disk=self.config.storage.backend is Backend.LOCAL)
+        self.metrics.add_source(recording_metrics(self.recordings))
+        self.registry.on_settings_changed(self._recording_changed)
+        if self.api_app is not None:
+            plane = self.api_app[PLANE]
+            self.recordings.on_ready = plane.recording_closed
+            self.recordings.on_stopped = plane.recording_stopped
+
+    def _wants_recording(self, name: str) -> bool:
+        flag = self.registry.settings(name).get("recording")
+        return bool(flag) if isinstance(flag, bool) else self.config.recording.default
+
+    def _recorder_for(self, name: str, plan: SegmentProtection | None) -> StreamRecorder | None:
+        """The recorder of a source stream's HLS output (called when it starts)."""
+        assert self.recordings is not None
+        recorder = self.recordings.recorder(name, self._wants_recording(name))
+        if plan is not None:
+            recorder.protected = True
+            if recorder.wanted:
+                log.warning("stream %s: encrypted streams are not recorded", name)
+        for done in [n for n, r in self._recorders.items() if r.finished]:
+            del self._recorders[done]
+        self._recorders[name] = recorder
+        return recorder
+
+    def _recording_changed(self, name: str, key: str, value: object) -> None:
+        recorder = self._recorders.get(name)
+        if key == "recording" and recorder is not None:
+            recorder.wanted = self._wants_recording(name)
 
     def _default_checks(self) -> tuple[PublishCheck, PlaybackCheck]:
         if self.config.server.dev:
@@ -649,6 +695,9 @@ class Engine:
         self.http_runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self.http_runner.setup()
         await self._reconcile()
+        if self.recordings is not None:
+            # Recordings a crash left open are closed and reported first.
+            await self.recordings.start()
         shared = self.worker is not None
         if self.worker is not None:
             assert self.directory is not None
@@ -718,6 +767,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.hls.close()
+        if self.recordings is not None:
+            await self.recordings.close()
         for cleanup in reversed(self._cleanups):
             await cleanup()
         if self.http_runner is not None:

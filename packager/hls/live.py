@@ -39,7 +39,7 @@ from packager.hls.config import HlsConfig
 from packager.hls.disk import Disk, LocalDisk, SerialQueue, call_on_loop, drained
 from packager.hls.keys import ProtectionError, SegmentKey, SegmentProtection
 from packager.hls.muxers import check_protection, muxer_factory
-from packager.hls.output import StreamOutput
+from packager.hls.output import SegmentSink, StreamOutput
 from packager.hls.segmenter import MuxerFactory, Segmenter
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,12 @@ class _CutWatch:
             return True
         return False
 
+
+SinkFactory = Callable[[str, "SegmentProtection | None"], "SegmentSink | None"]
+"""A source stream's name and encryption in, another consumer of its
+written segments out (the recorder), or ``None``. Called on the event loop
+when the stream's output is made."""
+
 ProtectionPlans = Callable[[str], "SegmentProtection | None"]
 """A source stream's name in, how its segments are encrypted out (``None``:
 clear). Called on the event loop when the stream starts: it must not block
@@ -137,7 +143,9 @@ class HlsService:
         package_source: bool = True,
         disk: Disk | None = None,
         protection: ProtectionPlans | None = None,
+        sinks: SinkFactory | None = None,
     ) -> None:
+        self._sinks = sinks
         self.package_source = package_source
         self._protection = protection
         self.disk: Disk = disk if disk is not None else LocalDisk()
@@ -185,6 +193,8 @@ class HlsService:
             output = StreamOutput(
                 stream.name, self.root, self.config, queue=queue, disk=self.disk, protection=plan
             )
+            if self._sinks is not None:
+                output.sink = self._sinks(stream.name, plan)
             self.outputs[stream.name] = output
             if not self.package_source:
                 return
@@ -258,6 +268,8 @@ class HlsService:
                     output.abandon(variant)
                 if self.segmenters.get(name) is segmenter:
                     del self.segmenters[name]
+                if output.ended:
+                    output.finish_sink()
                 self._schedule_expiry(output.name, output)
 
     def _schedule_expiry(self, name: str, output: StreamOutput) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 from drm.model import KeyPeriod
 from engine.codecs import codec_string, describe_track
@@ -57,6 +58,22 @@ log = logging.getLogger(__name__)
 
 MULTIVARIANT = "index.m3u8"
 MEDIA_PLAYLIST = "media.m3u8"
+
+
+class SegmentSink(Protocol):
+    """Another consumer of the files an output writes (the recorder). Its
+    methods run in the stream's job queue, right after each file is
+    written; they must not raise for their own faults (the live output
+    goes on whatever a sink does)."""
+
+    def init_written(self, variant: str, file: str, data: bytes, tracks: tuple[Track, ...]) -> None: ...
+
+    def segment_written(self, variant: str, file: str, data: bytes, duration: Fraction,
+                        discontinuity: bool) -> None: ...
+
+    def finish(self) -> None:
+        """The stream ended: nothing more comes."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +174,9 @@ class StreamOutput:
         self.multivariant: str | None = None
         self.ended = False
         self.segments_written = 0
+        self.sink: SegmentSink | None = None
+        """Sees every init segment and segment once written (set before the
+        first is fed)."""
         # A per-publish tag in file names: a name that is reused later never
         # serves a cached segment of an earlier broadcast.
         self.instance = format(int(time.time() * 1000), "x")
@@ -295,13 +315,18 @@ class StreamOutput:
                 if event.data:
                     uri = f"init_{self.instance}_{event.version}.mp4"
                     self.disk.write(variant.directory / uri, event.data)
-                ready.append(_InitWritten(event, uri, tuple(describe_track(t) for t in event.tracks)))
+                tracks = tuple(describe_track(t) for t in event.tracks)
+                if self.sink is not None and uri is not None:
+                    self.sink.init_written(variant.name, uri, event.data, tracks)
+                ready.append(_InitWritten(event, uri, tracks))
             elif isinstance(event, PartReady):
                 ready.append(_PartNumbered(event, self._aligned(variant, event.segment_sequence, event.segment_start)))
             elif isinstance(event, SegmentReady):
                 sequence = self._aligned(variant, event.sequence, event.start)
                 uri = f"seg_{self.instance}_{sequence}{variant.extension}"
                 self.disk.write(variant.directory / uri, event.data)
+                if self.sink is not None:
+                    self.sink.segment_written(variant.name, uri, event.data, event.duration, event.discontinuity)
                 ready.append(_SegmentWritten(event, sequence, uri))
             elif isinstance(event, SegmentsEnded):
                 ready.append(event)
@@ -538,6 +563,12 @@ class StreamOutput:
         return render_multivariant(
             [self.variant_entry(v) for v in ready], self.version, rewrite, session_keys=self.session_keys()
         )
+
+    def finish_sink(self) -> None:
+        """Queue the sink's end (after every file already queued)."""
+        sink = self.sink
+        if sink is not None:
+            self._submit(sink.finish)
 
     def remove_files(self) -> None:
         """Queue the removal of the stream's folder (after its pending writes)."""
