@@ -180,6 +180,11 @@ RECORDING_BODY = obj(
      "size_bytes": {"type": "integer", "minimum": 0, "maximum": 2**53}},
     ["uri", "duration_s", "size_bytes"],
 )
+RECORDING_PATCH = obj({"title": {"type": "string", "minLength": 1, "maxLength": 140},
+           "visibility": {"type": ["string", "null"], "enum": ["free", "subscribers", "pay_per_view", None],
+                          "description": "null: as the stream was"},
+           "price_cents": {"type": ["integer", "null"], "minimum": 0, "maximum": 100_000_000,
+                           "description": "null: the stream's price"}})
 WEBHOOK_BODY = obj(
     {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://[!-~]+$"},
      "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": 4}},
@@ -267,6 +272,13 @@ COMPONENTS: dict[str, Schema] = {
                     "refunded_at": TIME_OR_NULL}),
     "Recording": resp({"id": {"type": "string"}, "stream_id": {"type": "string"}, "uri": {"type": "string"},
                        "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME}),
+    "VodAsset": resp({"id": {"type": "string", "description": "the asset id: /vod/ID/"},
+                      "stream_id": {"type": "string"}, "user_id": {"type": "string"}, "title": {"type": "string"},
+                      "visibility": VISIBILITY, "price_cents": {"type": "integer"}, "duration_s": {"type": "number"},
+                      "size_bytes": {"type": "integer"}, "created_at": TIME, "playlist": {"type": "string"},
+                      "download": {"type": "string"}, "poster": {"type": "string"}}),
+    "Watch": resp({"playback_url": {"type": "string"}, "token": {"type": "string"}, "expires_at": {"type": "integer"},
+                   "asset": ref("VodAsset")}),
     "Webhook": resp({"id": {"type": "string"}, "url": {"type": "string"},
                      "events": {"type": "array", "items": {"type": "string"}}, "active": {"type": "boolean"},
                      "created_at": TIME,
@@ -288,6 +300,7 @@ COMPONENTS: dict[str, Schema] = {
     "Kicked": resp({"stream_id": {"type": ["string", "null"]}, "disconnected": {"type": "boolean"}}),
 }
 
-for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "Webhook", "Delivery",
+for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "VodAsset", "Webhook",
+              "Delivery",
               "Audit", "ApiKey", "Gift", "Block"):
     COMPONENTS[f"{_name}Page"] = page(_name)

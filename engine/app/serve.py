@@ -187,6 +187,8 @@ class Engine:
         self._open_storage()
         self.assets = AssetLibrary(self.storage) if self.storage is not None else None
         """The VOD assets kept in :attr:`storage`, served under ``/vod/``."""
+        if self.api_app is not None and self.assets is not None:
+            self.api_app[PLANE].on_asset_deleted(self._remove_asset)
         self.rtmp: RtmpServer | None = None
         self.rtmps: RtmpServer | None = None
         self.http_runner: web.AppRunner | None = None
@@ -210,6 +212,12 @@ class Engine:
             config = replace(config, spool_dir=str(spool_dir(config, self.data_dir) / f"w{self.worker.index}"))
         self.uploader = open_uploader(config, self.data_dir, self.storage)
         self.metrics.add_source(spool_metrics(self.uploader))
+
+    async def _remove_asset(self, asset_id: str) -> None:
+        """A recording deleted through the control API: its objects go."""
+        assert self.assets is not None
+        removed = await asyncio.to_thread(self.assets.delete, asset_id)
+        log.info("asset %s deleted: %d objects removed from storage", asset_id, removed)
 
     def _default_checks(self) -> tuple[PublishCheck, PlaybackCheck]:
         if self.config.server.dev:
