@@ -15,7 +15,7 @@ from control_api.db import Row
 from control_api.errors import Forbidden
 from control_api.forwarded import request_origin
 from control_api.plane import ControlPlane
-from control_api.routing import ROLES_ANY_USER, Principal, Reply, RequestCtx, Router, paged
+from control_api.routing import ROLES_ANY_USER, ROLES_PLATFORM, Principal, Reply, RequestCtx, Router, paged
 from control_api.store import commerce, recordings
 
 TAG = "recordings"
@@ -74,3 +74,14 @@ def register(router: Router, plane: ControlPlane) -> None:
                                                  asset_id=row["id"])
         return Reply(200, {"playback_url": url, "token": token, "expires_at": expires,
                            "asset": recordings.recording_view(row)})
+
+    @router.op("POST", ID_PATH + "/unlock", summary="Record a paid pay-per-view purchase of a recording at its "
+               "price (the platform's payment service or an admin); it is an unlock of the recording's stream, "
+               "so it opens the stream and all of its recordings", tag=TAG, roles=ROLES_PLATFORM, body=S.UNLOCK,
+               ok=(201, S.ref("Unlock")), errors=(409,))
+    async def unlock_recording(ctx: RequestCtx) -> Reply:
+        me = ctx.user()
+        row = await recordings.get(plane.db, ctx.param("recording_id"))
+        unlocked = await commerce.unlock(plane.db, actor_of(me, ctx.remote), recordings.access_row(row),
+                                         ctx.body["user_id"], plane.clock())
+        return Reply(201, unlocked)
