@@ -33,7 +33,8 @@ def make_download(library: AssetLibrary, prefix: str, work: Path) -> Path:
             # The segments carry the live timeline (a recording starts
             # wherever its stream was); the download starts at zero.
             start = Fraction(inp.start_time or 0, 1_000_000)
-            shifts = {s.index: round(start / s.time_base) for s in inp.streams if s.index in mapping}
+            shifts = {s.index: round(start / (s.time_base or Fraction(1, 90000))) for s in inp.streams
+                      if s.index in mapping}
             for packet in inp.demux(*[s for s in inp.streams if s.index in mapping]):
                 if packet.dts is None:
                     continue

@@ -8,6 +8,7 @@ import json
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,10 +24,10 @@ from tests.conftest import start_engine
 from tests.vod.conftest import recording_layout
 
 
-def _ffprobe_json(ffprobe: str, path: Path, *args: str) -> dict:  # type: ignore[type-arg]
+def _ffprobe_json(ffprobe: str, path: Path, *args: str) -> dict[str, Any]:
     out = subprocess.run([ffprobe, "-v", "error", "-of", "json", *args, str(path)], capture_output=True, text=True,
                          check=True, timeout=60)
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    return json.loads(out.stdout)
 
 
 def _playlist_duration(text: str) -> Fraction:
