@@ -33,6 +33,8 @@ from packager.assets.library import DOWNLOAD, INDEX, POSTER, AssetLibrary
 from packager.assets.remux import make_download, make_poster
 from packager.errors import AssetIdError, AssetNotFoundError
 
+Maker = Callable[[AssetLibrary, str, Path], Path]
+
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 CONTENT_TYPES = {
     ".m3u8": PLAYLIST_TYPE, ".mpd": "application/dash+xml", ".mp4": "video/mp4", ".m4s": "video/iso.segment",
@@ -165,7 +167,7 @@ class VodHttp:
     async def poster(self, request: web.Request) -> web.StreamResponse:
         return await self._derived(request, POSTER, make_poster)
 
-    async def _derived(self, request: web.Request, name: str, make) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+    async def _derived(self, request: web.Request, name: str, make: Maker) -> web.StreamResponse:
         _, _, grant = await self._open(request)
         asset = request.match_info["asset"]
         try:
@@ -220,11 +222,18 @@ class VodHttp:
             await response.write_eof()
             return response
         chunks: Iterator[bytes] = self.library.storage.iter_range(key, start, end - start)
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                break
-            await response.write(chunk)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    break
+                await response.write(chunk)
+        finally:
+            # A viewer that goes away mid-file: the backend's file or
+            # connection is released now, not when the generator is collected.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
         await response.write_eof()
         return response
 
