@@ -26,3 +26,8 @@ class AssetNotFoundError(PackagerError, LookupError):
 
 class RemuxError(PackagerError):
     """An asset's stored media could not be made into a download or a poster."""
+
+
+class AssetEncryptedError(RemuxError):
+    """The asset's segments are encrypted: it has no MP4 download or poster
+    (the engine never decrypts what it protected)."""

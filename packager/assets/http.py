@@ -31,7 +31,7 @@ from engine.errors import PlaybackDenied
 from packager.assets.ids import is_asset_id
 from packager.assets.library import DOWNLOAD, INDEX, POSTER, AssetLibrary
 from packager.assets.remux import make_download, make_poster
-from packager.errors import AssetIdError, AssetNotFoundError
+from packager.errors import AssetEncryptedError, AssetIdError, AssetNotFoundError
 
 Maker = Callable[[AssetLibrary, str, Path], Path]
 
@@ -174,6 +174,8 @@ class VodHttp:
             key = await asyncio.to_thread(self.library.derived, asset, name, make)
         except AssetNotFoundError as exc:
             raise self._not_found() from exc
+        except AssetEncryptedError as exc:
+            raise self._not_found(f"no {name}: {exc}") from exc
         return await self._object(request, key, self._media_cache(grant))
 
     async def _text(self, key: str, token: str | None, mpd: bool = False) -> web.Response:

@@ -30,6 +30,8 @@ class Rendition:
     init_key: str | None
     segment_keys: tuple[str, ...]
     duration: Fraction
+    encrypted: bool = False
+    """An ``EXT-X-KEY`` other than ``METHOD=NONE`` applies to some segment."""
 
 
 class AssetLibrary:
@@ -80,9 +82,12 @@ class AssetLibrary:
         init: str | None = None
         segments: list[str] = []
         total = Fraction(0)
+        encrypted = False
         for line in playlist.splitlines():
             line = line.strip()
-            if line.startswith("#EXT-X-MAP:") and init is None:
+            if line.startswith("#EXT-X-KEY:") and "METHOD=NONE" not in line:
+                encrypted = True
+            elif line.startswith("#EXT-X-MAP:") and init is None:
                 init = self.file_key(prefix, variant, line.split('URI="', 1)[1].split('"', 1)[0])
             elif line.startswith("#EXTINF:"):
                 total += Fraction(line[len("#EXTINF:"):].split(",", 1)[0])
@@ -90,7 +95,7 @@ class AssetLibrary:
                 segments.append(self.file_key(prefix, variant, line))
         if not segments:
             raise RemuxError(f"{prefix}{uri} lists no segments")
-        return Rendition(init, tuple(segments), total)
+        return Rendition(init, tuple(segments), total, encrypted)
 
     def concatenated(self, rendition: Rendition, into: Path) -> Path:
         """Write the rendition's init segment and segments one after the

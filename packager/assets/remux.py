@@ -11,15 +11,21 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from packager.assets.library import AssetLibrary
-from packager.errors import RemuxError
+from packager.assets.library import AssetLibrary, Rendition
+from packager.errors import AssetEncryptedError, RemuxError
+
+
+def _clear(rendition: Rendition, prefix: str) -> Rendition:
+    if rendition.encrypted:
+        raise AssetEncryptedError(f"{prefix}: the segments are encrypted; no download or poster")
+    return rendition
 
 
 def make_download(library: AssetLibrary, prefix: str, work: Path) -> Path:
     """``make`` for :meth:`AssetLibrary.derived`: the MP4 download."""
     import av
 
-    source = library.concatenated(library.first_rendition(prefix), work / "source.bin")
+    source = library.concatenated(_clear(library.first_rendition(prefix), prefix), work / "source.bin")
     target = work / "download.mp4"
     try:
         with av.open(str(source)) as inp, av.open(str(target), "w", format="mp4",
@@ -53,8 +59,8 @@ def make_poster(library: AssetLibrary, prefix: str, work: Path) -> Path:
     """``make`` for :meth:`AssetLibrary.derived`: the poster JPEG."""
     import av
 
-    rendition = library.first_rendition(prefix)
-    first = type(rendition)(rendition.init_key, rendition.segment_keys[:1], rendition.duration)
+    rendition = _clear(library.first_rendition(prefix), prefix)
+    first = Rendition(rendition.init_key, rendition.segment_keys[:1], rendition.duration)
     source = library.concatenated(first, work / "first.bin")
     target = work / "poster.jpg"
     try:

@@ -178,3 +178,20 @@ def test_range_parser_and_uri_rewriting() -> None:
     assert rewrite_mpd(mpd, lambda u: u + "?a=1&b=2") == (
         '<SegmentTemplate initialization="v/init.mp4?a=1&amp;b=2" media="v/seg_$Number$.m4s?a=1&amp;b=2">'
     )
+
+
+async def test_an_encrypted_asset_has_no_download_or_poster(data_dir: Path) -> None:
+    media = next((data_dir / "storage" / "assets" / "clip-one").glob("*/media.m3u8"))
+    text = media.read_text().replace("#EXT-X-MAP:", '#EXT-X-KEY:METHOD=AES-128,URI="/keys/k/1"\n#EXT-X-MAP:', 1)
+    media.write_text(text)
+    engine = await start_engine(data_dir)
+    base = f"http://127.0.0.1:{engine.http_port}/vod/clip-one"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for name in ("download.mp4", "poster.jpg"):
+                async with http.get(f"{base}/{name}") as r:
+                    assert r.status == 404 and "encrypted" in await r.text()
+            async with http.get(f"{base}/index.m3u8") as r:
+                assert r.status == 200
+    finally:
+        await engine.stop()
