@@ -261,8 +261,12 @@ class ControlPlane:
         return kicked
 
     async def recording_ready(self, actor: Actor, stream_id: str, uri: str, duration_s: float,
-                              size_bytes: int) -> dict[str, Any]:
-        row = await streams.add_recording(self.db, actor, stream_id, uri, duration_s, size_bytes, self.clock())
+                              size_bytes: int, recording_id: str | None = None) -> dict[str, Any]:
+        """Record a finished recording; ``recording_id`` is the id the
+        recorder stored it under (``recordings/ID/``, its VOD asset id), a
+        new one when ``None``."""
+        row = await streams.add_recording(self.db, actor, stream_id, uri, duration_s, size_bytes, self.clock(),
+                                          recording_id)
         await self.webhooks.emit("recording.ready", dict(row))
         return row
 

@@ -175,7 +175,10 @@ PAYMENT_EVENT_BODY: Schema = {
     "required": ["id", "type", "data"],
 }
 RECORDING_BODY = obj(
-    {"uri": {"type": "string", "minLength": 1, "maxLength": 1000},
+    {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{2,63}$",
+            "description": "the id the recorder stored it under (recordings/ID/; its VOD asset id); "
+                           "default: a new one"},
+     "uri": {"type": "string", "minLength": 1, "maxLength": 1000},
      "duration_s": {"type": "number", "minimum": 0, "maximum": 1e7},
      "size_bytes": {"type": "integer", "minimum": 0, "maximum": 2**53}},
     ["uri", "duration_s", "size_bytes"],

@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from control_api.db import Database, Row
-from control_api.errors import NotFound
+from control_api.errors import Conflict, NotFound
 from control_api.security import new_id, new_secret, secret_hash
 from control_api.store import audit
 from control_api.store.audit import Actor
@@ -248,9 +248,14 @@ async def list_schedules(
 
 # -- recordings ---------------------------------------------------------------------
 async def add_recording(
-    db: Database, actor: Actor, stream_id: str, uri: str, duration_s: float, size_bytes: int, now: float
+    db: Database, actor: Actor, stream_id: str, uri: str, duration_s: float, size_bytes: int, now: float,
+    recording_id: str | None = None,
 ) -> Row:
-    rec_id = new_id()
+    """``recording_id``: the id the recorder stored it under (a new one when ``None``);
+    :class:`Conflict` when a recording has it already."""
+    rec_id = recording_id or new_id()
+    if recording_id is not None and await db.fetchval("SELECT id FROM recordings WHERE id = $1", rec_id):
+        raise Conflict(f"a recording {rec_id!r} exists already", kind="recording-exists")
     async with db.transaction() as tx:
         await tx.execute(
             "INSERT INTO recordings (id, stream_id, uri, duration_s, size_bytes, created_at) "

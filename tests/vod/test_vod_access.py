@@ -57,11 +57,18 @@ async def test_recording_access_follows_subscription_unlock_and_deletion(data_di
             status, stream = await call("POST", "/streaming/start", ctoken,
                                         {"title": "Late show", "visibility": "subscribers"})
             assert status == 201
-            status, rec = await call("POST", f"/streaming/{stream['id']}/recordings", atoken,
-                                     {"uri": "recordings/", "duration_s": 8.0, "size_bytes": 1})
-            assert status == 201
-            asset = rec["id"]
+            # The recorder writes the recording under its id, then reports it under that id.
+            asset = "5f0c1e2d3a4b5c6d7e8f90a1b2c3d4e5"
             recording_layout(data_dir / "storage" / "assets" / "clip-one", LocalStorage(data_dir / "storage"), asset)
+            status, rec = await call("POST", f"/streaming/{stream['id']}/recordings", atoken,
+                                     {"id": asset, "uri": f"recordings/{asset}/", "duration_s": 8.0, "size_bytes": 1})
+            assert status == 201 and rec["id"] == asset
+            status, _ = await call("POST", f"/streaming/{stream['id']}/recordings", atoken,
+                                   {"id": asset, "uri": "again", "duration_s": 1.0, "size_bytes": 1})
+            assert status == 409
+            status, _ = await call("POST", f"/streaming/{stream['id']}/recordings", atoken,
+                                   {"id": "../../etc", "uri": "x", "duration_s": 1.0, "size_bytes": 1})
+            assert status == 422
             fans = {}
             for name in ("sub_fan", "ppv_fan"):
                 _, fan = await call("POST", "/auth/register", body={"username": name, "password": PASSWORD,
