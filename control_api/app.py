@@ -23,9 +23,10 @@ from control_api.errors import ProblemError, StoreError
 from control_api.forwarded import forwarded_middleware, networks
 from control_api.plane import ControlPlane, NotReady
 from control_api.revocations import RevocationFeed
-from control_api.routes import admin, auth, payments, people, streaming
+from control_api.routes import admin, auth, payments, people, recordings, streaming
 from control_api.routing import MAX_BODY_BYTES, Reply, RequestCtx, Router
 from engine.app.geodb import open_wheel_database
+from engine.auth import asset_content
 from engine.geo import CountryCache
 from engine.registry import StreamRegistry
 
@@ -81,7 +82,7 @@ def hide_server_header(app: web.Application) -> None:
 
 def build_router(plane: ControlPlane) -> Router:
     router = Router()
-    for module in (auth, streaming, people, admin, payments):
+    for module in (auth, streaming, recordings, people, admin, payments):
         module.register(router, plane)
     return router
 
@@ -111,7 +112,9 @@ def create_app(config: ApiConfig, registry: StreamRegistry | None,
     document.update(openapi.build(router, API_PREFIX))
     router.install(app, authenticator(plane))
     app[PLANE] = plane
-    app[CHECKS] = StoreChecks(plane)
+    checks = StoreChecks(plane)
+    app[CHECKS] = checks
+    plane.on_asset_changed(lambda asset_id: checks.forget(asset_content(asset_id)))
 
     async def on_startup(_: web.Application) -> None:
         await plane.open()

@@ -5,7 +5,8 @@
 whose owner is a creator in good standing and not banned; the grant names
 the stream's public playback id (never the key). Playback of a free stream
 needs nothing; any other stream needs a playback token from ``join`` that is
-signed, unexpired, bound to this stream and not revoked (see
+signed, unexpired, bound to this stream (or, for a VOD asset, to
+``asset:ID``: a recording follows its own or its stream's visibility) and not revoked (see
 :mod:`control_api.revocations`: a cancelled or refunded payment, a ban or a
 creator's block ends playback at the next request). The stream's visibility
 and creator are cached for a few seconds because players ask for every
@@ -26,11 +27,12 @@ from collections import OrderedDict
 from control_api.plane import ControlPlane, NotReady
 from control_api.revocations import scopes_for
 from control_api.security import PlaybackTokenInvalid, read_playback_token
-from control_api.store import streams
+from control_api.store import recordings, streams
 from control_api.store.audit import Actor
 from engine.auth import PlaybackGrant, PlaybackRequest, PublishGrant, PublishRequest
 from engine.errors import GeoBlocked, PlaybackDenied, PublishDenied
 from engine.geo import GeoRule
+from packager.assets.ids import is_asset_id
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +87,16 @@ class StoreChecks:
             return
         await self._plane.end_stream(Actor("system", None), grant.stream_id, "publisher ended", kick=False)
 
+    def forget(self, content: str) -> None:
+        """Drop what is cached of a stream or asset (``asset:ID``), such as
+        right after it was deleted."""
+        self._visibility.pop(content, None)
+
     async def authorize_playback(self, request: PlaybackRequest) -> PlaybackGrant:
         plane = self._plane
         found = await self._visibility_of(request.playback_name)
         if found is None:
-            raise PlaybackDenied("no such stream")
+            raise PlaybackDenied("no such stream" if request.asset_id is None else "no such asset")
         visibility, scopes, rule = found
         if rule is not None:
             country = await plane.geo.country(request.remote)
@@ -113,14 +120,21 @@ class StoreChecks:
         cached = self._visibility.get(playback_id)
         if cached is not None and cached[3] > now:
             return cached[0], cached[1], cached[2]
+        asset_id = PlaybackRequest(playback_id, None, "").asset_id
         try:
-            row = await streams.by_playback_id(self._plane.db, playback_id)
+            if asset_id is not None:
+                row = await recordings.find(self._plane.db, asset_id) if is_asset_id(asset_id) else None
+            else:
+                row = await streams.by_playback_id(self._plane.db, playback_id)
         except NotReady as e:
             raise PlaybackDenied("control API not ready") from e
         if row is None:
             return None
         visibility = str(row["visibility"])
-        scopes = scopes_for(str(row["user_id"]), playback_id, visibility)
+        # A recording's tokens end with its stream's: a refunded unlock of
+        # the stream or a cancelled subscription closes its recordings too.
+        # Its stream's geographic rule applies to it as well.
+        scopes = scopes_for(str(row["user_id"]), str(row["playback_id"]), visibility)
         rule = streams.geo_rule(row)
         self._visibility[playback_id] = (visibility, scopes, rule, now + VISIBILITY_CACHE_S)
         self._visibility.move_to_end(playback_id)

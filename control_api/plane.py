@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from control_api.config import ApiConfig
@@ -26,6 +26,7 @@ from control_api.store import webhooks as webhook_store
 from control_api.store.audit import Actor
 from control_api.webhooks import WebhookDispatcher
 from drm.keystore import KeyStore
+from engine.auth import asset_content
 from engine.geo import CountryCache
 from engine.registry import StreamRegistry
 
@@ -115,6 +116,31 @@ class ControlPlane:
         self._pruned_at = 0.0
         self.geo = geo if geo is not None else CountryCache(None)
         self._elsewhere: LiveElsewhere | None = None
+        self._asset_removers: list[Callable[[str], Awaitable[None]]] = []
+        self._asset_watchers: list[Callable[[str], None]] = []
+
+    def on_asset_deleted(self, remove: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``remove(asset_id)`` called when a recording is deleted
+        through the API: the engine removes the asset's objects from storage
+        and forgets cached grants. Without one (the API on its own) only the
+        record goes."""
+        self._asset_removers.append(remove)
+
+    async def asset_deleted(self, asset_id: str) -> None:
+        """A recording's record is gone: forget cached checks, remove its objects."""
+        for forget in self._asset_watchers:
+            forget(asset_id)
+        for remove in self._asset_removers:
+            await remove(asset_id)
+
+    async def asset_changed(self, asset_id: str) -> None:
+        """A recording's visibility or price changed: checks cached for it
+        are forgotten (see :meth:`on_asset_changed`)."""
+        for forget in self._asset_watchers:
+            forget(asset_id)
+
+    def on_asset_changed(self, forget: Callable[[str], None]) -> None:
+        self._asset_watchers.append(forget)
 
     def reach_other_processes(self, elsewhere: LiveElsewhere) -> None:
         """Let kicks and live settings reach streams of the node's other
@@ -279,6 +305,9 @@ class ControlPlane:
     async def recording_ready(self, actor: Actor, stream_id: str, uri: str, duration_s: float,
                               size_bytes: int, *, recording_id: str | None = None, interrupted: bool = False,
                               segments: int = 0, stop_reason: str | None = None) -> dict[str, Any]:
+        """Record a finished recording; ``recording_id`` is the id the
+        recorder stored it under (``recordings/ID/``, its VOD asset id), a
+        new one when ``None``."""
         row = await streams.add_recording(self.db, actor, stream_id, uri, duration_s, size_bytes, self.clock(),
                                           recording_id=recording_id, interrupted=interrupted, segments=segments,
                                           stop_reason=stop_reason)
@@ -312,19 +341,24 @@ class ControlPlane:
         })
 
     def playback_url(self, playback_id: str, viewer_id: str, origin: str,
-                     until: float | None = None) -> tuple[str, str, int]:
+                     until: float | None = None, asset_id: str | None = None) -> tuple[str, str, int]:
         """``(url, token, expires_at)``: the HLS URL under the engine's public
         base (``origin``, the one the viewer's request came in on, unless
         ``public_base_url`` is configured), with a signed token bound to the
         stream and the viewer. The token expires after
         ``playback_token_ttl_s``, or at ``until`` (the end of the paid period)
-        when that comes first."""
+        when that comes first. With ``asset_id`` the URL and the token are
+        for that VOD asset (content name ``asset:ID``) instead."""
         now = self.clock()
         expires = int(now) + self.config.playback_token_ttl_s
         if until is not None:
             expires = max(int(now) + 1, min(expires, int(until)))
         base = self.config.public_base_url or origin
-        url = f"{base.rstrip('/')}/hls/{playback_id}/index.m3u8"
+        if asset_id is not None:
+            playback_id = asset_content(asset_id)
+            url = f"{base.rstrip('/')}/vod/{asset_id}/index.m3u8"
+        else:
+            url = f"{base.rstrip('/')}/hls/{playback_id}/index.m3u8"
         token = issue_playback_token(self.secret, PlaybackClaims(playback_id, viewer_id, expires, now))
         return f"{url}?token={token}", token, expires
 

@@ -190,11 +190,19 @@ PAYMENT_EVENT_BODY: Schema = {
     "required": ["id", "type", "data"],
 }
 RECORDING_BODY = obj(
-    {"uri": {"type": "string", "minLength": 1, "maxLength": 1000},
+    {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{2,63}$",
+            "description": "the id the recorder stored it under (recordings/ID/; its VOD asset id); "
+                           "default: a new one"},
+     "uri": {"type": "string", "minLength": 1, "maxLength": 1000},
      "duration_s": {"type": "number", "minimum": 0, "maximum": 1e7},
      "size_bytes": {"type": "integer", "minimum": 0, "maximum": 2**53}},
     ["uri", "duration_s", "size_bytes"],
 )
+RECORDING_PATCH = obj({"title": {"type": "string", "minLength": 1, "maxLength": 140},
+           "visibility": {"type": ["string", "null"], "enum": ["free", "subscribers", "pay_per_view", None],
+                          "description": "null: as the stream was"},
+           "price_cents": {"type": ["integer", "null"], "minimum": 0, "maximum": 100_000_000,
+                           "description": "null: the stream's price"}})
 WEBHOOK_BODY = obj(
     {"url": {"type": "string", "minLength": 8, "maxLength": 500, "pattern": "^https?://[!-~]+$"},
      "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}, "maxItems": len(EVENTS)}},
@@ -284,6 +292,13 @@ COMPONENTS: dict[str, Schema] = {
                        "duration_s": {"type": "number"}, "size_bytes": {"type": "integer"}, "created_at": TIME,
                        "interrupted": {"type": "boolean"}, "segments": {"type": "integer"},
                        "stop_reason": {"type": ["string", "null"]}}),
+    "VodAsset": resp({"id": {"type": "string", "description": "the asset id: /vod/ID/"},
+                      "stream_id": {"type": "string"}, "user_id": {"type": "string"}, "title": {"type": "string"},
+                      "visibility": VISIBILITY, "price_cents": {"type": "integer"}, "duration_s": {"type": "number"},
+                      "size_bytes": {"type": "integer"}, "created_at": TIME, "playlist": {"type": "string"},
+                      "download": {"type": "string"}, "poster": {"type": "string"}}),
+    "Watch": resp({"playback_url": {"type": "string"}, "token": {"type": "string"}, "expires_at": {"type": "integer"},
+                   "asset": ref("VodAsset")}),
     "Webhook": resp({"id": {"type": "string"}, "url": {"type": "string"},
                      "events": {"type": "array", "items": {"type": "string"}}, "active": {"type": "boolean"},
                      "created_at": TIME,
@@ -305,6 +320,7 @@ COMPONENTS: dict[str, Schema] = {
     "Kicked": resp({"stream_id": {"type": ["string", "null"]}, "disconnected": {"type": "boolean"}}),
 }
 
-for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "Webhook", "Delivery",
+for _name in ("User", "LiveStream", "Schedule", "Subscription", "Unlock", "Recording", "VodAsset", "Webhook",
+              "Delivery",
               "Audit", "ApiKey", "Gift", "Block"):
     COMPONENTS[f"{_name}Page"] = page(_name)

@@ -54,14 +54,34 @@ def grant_settings(grant: PublishGrant) -> dict[str, object]:
     return {PROTECTION_SETTING: grant.protection} if grant.protection is not None else {}
 
 
+ASSET_CONTENT_PREFIX = "asset:"
+"""Content names of VOD assets start with this; stream playback names never
+hold ``:``, so the two never collide."""
+
+
+def asset_content(asset_id: str) -> str:
+    """The content name a playback request and a playback token use for the
+    VOD asset ``asset_id``."""
+    return ASSET_CONTENT_PREFIX + asset_id
+
+
 @dataclass(frozen=True, slots=True)
 class PlaybackRequest:
-    """A viewer asking for a stream: the playback name, the token it
-    presented (``None`` when it presented none) and its address."""
+    """A viewer asking for a stream or a VOD asset: the content name (a
+    stream's playback name, or ``asset:ID`` from :func:`asset_content`), the
+    token it presented (``None`` when it presented none) and its address.
+    A token opens only the content it names."""
 
     playback_name: str
     token: str | None
     remote: str
+
+    @property
+    def asset_id(self) -> str | None:
+        """The VOD asset asked for, or ``None`` for a live stream."""
+        if self.playback_name.startswith(ASSET_CONTENT_PREFIX):
+            return self.playback_name[len(ASSET_CONTENT_PREFIX):]
+        return None
 
 
 @dataclass(frozen=True, slots=True)

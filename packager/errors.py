@@ -13,3 +13,21 @@ class PlaylistError(PackagerError, ValueError):
 
 class ManifestError(PackagerError, ValueError):
     """A DASH manifest would break the MPD rules (ISO/IEC 23009-1)."""
+
+
+class AssetIdError(PackagerError, ValueError):
+    """An asset id or a file name in an asset breaks the naming rule
+    (:mod:`packager.assets.ids`)."""
+
+
+class AssetNotFoundError(PackagerError, LookupError):
+    """No asset has this id (never made, or deleted)."""
+
+
+class RemuxError(PackagerError):
+    """An asset's stored media could not be made into a download or a poster."""
+
+
+class AssetEncryptedError(RemuxError):
+    """The asset's segments are encrypted: it has no MP4 download or poster
+    (the engine never decrypts what it protected)."""

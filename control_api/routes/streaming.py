@@ -234,12 +234,13 @@ def register(router: Router, plane: ControlPlane) -> None:
         return Reply(200, paged(rows, ctx.query))
 
     @router.op("POST", ID_PATH + "/recordings", summary="Report a finished recording (recorder or platform "
-               "service)", tag=TAG, roles=ROLES_PLATFORM, body=S.RECORDING_BODY, ok=(201, S.ref("Recording")))
+               "service)", tag=TAG, roles=ROLES_PLATFORM, body=S.RECORDING_BODY, ok=(201, S.ref("Recording")),
+               errors=(409,))
     async def add_recording(ctx: RequestCtx) -> Reply:
         stream = await streams.get_stream(plane.db, ctx.param("stream_id"))
         b = ctx.body
         row = await plane.recording_ready(actor_of(ctx.principal, ctx.remote), stream["id"], b["uri"],
-                                          b["duration_s"], b["size_bytes"])
+                                          b["duration_s"], b["size_bytes"], recording_id=b.get("id"))
         return Reply(201, row)
 
     @router.op("POST", ID_PATH + "/unlock", summary="Record a paid pay-per-view purchase of the stream (the "

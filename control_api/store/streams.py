@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from control_api.db import Database, Row
-from control_api.errors import NotFound
+from control_api.errors import Conflict, NotFound
 from control_api.security import new_id, new_secret, secret_hash
 from control_api.store import audit
 from control_api.store.audit import Actor
@@ -282,6 +282,8 @@ async def add_recording(
     """Insert a finished recording; ``recording_id`` is the recorder's own id
     (the asset id its files are stored under) when it reports one."""
     rec_id = recording_id or new_id()
+    if recording_id is not None and await db.fetchval("SELECT id FROM recordings WHERE id = $1", rec_id):
+        raise Conflict(f"a recording {rec_id!r} exists already", kind="recording-exists")
     async with db.transaction() as tx:
         await tx.execute(
             "INSERT INTO recordings (id, stream_id, uri, duration_s, size_bytes, created_at, interrupted, segments, "

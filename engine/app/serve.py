@@ -27,7 +27,15 @@ from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cluster.local_directory import FileStreamDirectory
-from cluster.storage import Backend, LocalStorage, SpooledUploader, Storage, open_uploader, spool_metrics
+from cluster.storage import (
+    Backend,
+    LocalStorage,
+    ServeMode,
+    SpooledUploader,
+    Storage,
+    open_uploader,
+    spool_metrics,
+)
 from cluster.storage.setup import spool_dir, storage_root
 from control_api.app import API_PREFIX, PLANE, create_app, get_checks, hide_server_header
 from control_api.forwarded import forwarded_middleware, networks
@@ -59,6 +67,8 @@ from engine.metrics import CONTENT_TYPE, Metrics, stream_metrics
 from engine.registry import LiveStream, StreamRegistry
 from engine.settings import coerce
 from ingest.rtmp.server import RtmpServer
+from packager.assets.http import VodHttp
+from packager.assets.library import AssetLibrary
 from packager.dash.http import DashHttp
 from packager.hls.disk import Disk
 from packager.hls.http import HlsHttp
@@ -154,6 +164,10 @@ class Engine:
         self.uploader: SpooledUploader | None = None
         """Writes to :attr:`storage` through the bounded local spool."""
         self._open_storage()
+        self.assets = AssetLibrary(self.storage) if self.storage is not None else None
+        """The VOD assets kept in :attr:`storage`, served under ``/vod/``."""
+        if self.api_app is not None and self.assets is not None:
+            self.api_app[PLANE].on_asset_deleted(self._remove_asset)
         self.recordings: RecordingService | None = None
         """Keeps streams as recordings (``None`` without storage)."""
         self._recorders: dict[str, StreamRecorder] = {}
@@ -261,6 +275,12 @@ class Engine:
         recorder = self._recorders.get(name)
         if key == "recording" and recorder is not None:
             recorder.wanted = self._wants_recording(name)
+
+    async def _remove_asset(self, asset_id: str) -> None:
+        """A recording deleted through the control API: its objects go."""
+        assert self.assets is not None
+        removed = await asyncio.to_thread(self.assets.delete, asset_id)
+        log.info("asset %s deleted: %d objects removed from storage", asset_id, removed)
 
     def _default_checks(self) -> tuple[PublishCheck, PlaybackCheck]:
         if self.config.server.dev:
@@ -585,6 +605,16 @@ class Engine:
         app.router.add_routes(DashHttp(self.hls, hls_http, clearkey_path=clearkey).routes())
         if self.config.drm.clear_key_delivery:
             app.router.add_routes(self.key_http.routes())
+        if self.assets is not None:
+            app.router.add_routes(
+                VodHttp(
+                    self.assets,
+                    self.playback_check,
+                    presigned=self.config.storage.serve_mode is ServeMode.PRESIGNED,
+                    cors_origin=self.config.hls.cors_origin,
+                    cache_s=self.config.hls.segment_cache_s,
+                ).routes()
+            )
         app.router.add_routes(
             StatusHttp(self.registry, {"transcode": self._transcode_status, "hls": self._hls_status}).routes()
         )

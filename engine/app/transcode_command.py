@@ -1,5 +1,5 @@
 """``fanz-media transcode INPUT OUTDIR [--ladder NAME] [--encoder auto|NAME] [--use file|live]
-[--protection SCHEME [--content-id ID] [--key-uri BASE] [--rotate-every N]]``.
+[--protection SCHEME [--content-id ID] [--key-uri BASE] [--rotate-every N]] [--asset [ID]]``.
 
 Wires the file transcoder to the VOD HLS writer: the same decode-once ladder
 as live streams, written as ``OUTDIR/index.m3u8`` with one folder per
@@ -7,6 +7,13 @@ rendition, and a progress bar on stderr. With ``--protection`` every
 rendition is encrypted with keys of the asset ``--content-id`` (the output
 folder's name unless given) from the engine's key provider, and the
 playlists send players to ``BASE/ID/KID`` for them.
+
+With ``--asset`` the finished folder is also stored as a VOD asset: every
+file is uploaded to the configured storage under ``assets/ID/`` (ID given,
+or a new random one), the multivariant playlist last, and the asset id is
+printed. Uploading rather than registering the folder in place means one
+layout whatever the backend (disk or S3), every node of a cluster serving
+the asset, and an output folder the operator may delete afterwards.
 """
 
 from __future__ import annotations
@@ -15,15 +22,19 @@ import argparse
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from cluster.storage import StorageError, open_storage
 from drm.errors import DrmError
 from drm.model import KeyProvider, Protection
 from engine.app.config import EngineConfig, load_config
 from engine.app.protection import DEFAULT_KEY_URI_BASE, ProtectionPolicy
 from engine.errors import ConfigError
+from packager.assets.ids import is_asset_id
+from packager.assets.library import AssetLibrary
 from packager.errors import PackagerError
 from packager.hls.config import HlsConfig
 from packager.hls.keys import SegmentProtection
@@ -136,6 +147,15 @@ def main(
         "--rotate-every", type=int, default=None,
         help="segments per key (default: drm.vod_rotate_every_segments, 0: one key for the whole file)",
     )
+    parser.add_argument(
+        "--asset",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ID",
+        help="also store the output as VOD asset ID (3-64 of a-z 0-9 _ -; default: a new id) in the configured "
+        "storage, served at /vod/ID/index.m3u8; prints the id",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -143,6 +163,11 @@ def main(
         config = load_config(args.config)
     except ConfigError as exc:
         parser.exit(2, f"fanz-media transcode: configuration error: {exc}\n")
+    asset_id = None
+    if args.asset is not None:
+        asset_id = args.asset or uuid.uuid4().hex
+        if not is_asset_id(asset_id):
+            parser.exit(2, f"fanz-media transcode: invalid asset id {asset_id!r}: 3-64 of a-z 0-9 _ -\n")
     ladders = config.transcode.all_ladders()
     name = args.ladder or config.transcode.ladder
     if name not in ladders:
@@ -159,6 +184,15 @@ def main(
         print(f"fanz-media transcode: {exc}", file=sys.stderr)
         return 1
     print(index)
+    if asset_id is not None:
+        try:
+            library = AssetLibrary(open_storage(config.storage, config.server.data_dir))
+            count = library.upload(asset_id, index.parent)
+        except (StorageError, PackagerError, ModuleNotFoundError) as exc:
+            print(f"fanz-media transcode: storing asset {asset_id} failed: {exc}", file=sys.stderr)
+            return 1
+        log.info("asset %s: %d files stored", asset_id, count)
+        print(f"asset {asset_id}")
     return 0
 
 

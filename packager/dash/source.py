@@ -42,7 +42,7 @@ def manifest_of(output: StreamOutput, now: float, links: Links, dynamic: bool | 
         if variant.playlist.segments
     ]
     timing = LiveTiming(
-        Fraction(output.config.target_duration_s).limit_denominator(1000), output.config.window_segments
+        Fraction(output.config.target_duration_s).limit_denominator(1000), output.config.live_window_segments
     )
     return build(
         views,

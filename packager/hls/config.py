@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from engine.settings import doc
@@ -21,7 +22,13 @@ class HlsConfig:
     target_duration_s: float = doc(
         "Segments are cut on the first keyframe at or after this many seconds.", 2.0
     )
-    window_segments: int = doc("How many segments a live media playlist lists.", 6)
+    window_segments: int = doc("How many segments a live media playlist lists (without DVR).", 6)
+    dvr_window_s: float = doc(
+        "DVR: seconds of a live stream that its media playlists keep listing (and its segment files kept), so "
+        "players seek back while it is live; 0 turns DVR off (the playlist lists hls.window_segments). LL-HLS "
+        "parts are listed only near the live edge and delta updates (_HLS_skip) keep long playlists cheap.",
+        0.0,
+    )
     low_latency: bool = doc(
         "LL-HLS: partial segments, preload hints, blocking playlist reload, delta updates and rendition reports.",
         True,
@@ -55,7 +62,17 @@ class HlsConfig:
         8,
     )
 
+    @property
+    def live_window_segments(self) -> int:
+        """How many segments a live media playlist lists: hls.window_segments,
+        or enough segments of the target duration to cover the DVR window."""
+        if self.dvr_window_s <= 0:
+            return self.window_segments
+        return max(self.window_segments, math.ceil(self.dvr_window_s / self.target_duration_s))
+
     def __post_init__(self) -> None:
+        if not 0 <= self.dvr_window_s <= 7 * 24 * 3600:
+            raise ValueError("hls.dvr_window_s must be between 0 (off) and 604800 (7 days)")
         if self.writer_threads < 1:
             raise ValueError("hls.writer_threads must be at least 1")
         if self.target_duration_s <= 0:

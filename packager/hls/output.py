@@ -251,7 +251,7 @@ class StreamOutput:
         directory = self.directory / name
         target = ceil_seconds(self.config.target_duration_s)
         playlist = MediaPlaylist(
-            target_duration=target, window=self.config.window_segments, version=self.version,
+            target_duration=target, window=self.config.live_window_segments, version=self.version,
             part_target=self.part_target,
         )
         ext = ".m4s" if self.config.segment_format is SegmentFormat.FMP4 else ".ts"
@@ -389,7 +389,7 @@ class StreamOutput:
                     variant.sequence_offset = max(max(o.starts) for o in others) + 1 - sequence
         aligned = sequence + variant.sequence_offset
         variant.starts.setdefault(aligned, start)
-        while len(variant.starts) > 4 * self.config.window_segments:
+        while len(variant.starts) > 4 * self.config.live_window_segments:
             del variant.starts[min(variant.starts)]
         return aligned
 

@@ -53,6 +53,7 @@ class VodHlsWriter:
         self.config = replace(
             config,
             window_segments=VOD_WINDOW,
+            dvr_window_s=0.0,
             low_latency=False,
             target_duration_s=target,
             max_segment_s=max(config.max_segment_s, 2 * target),

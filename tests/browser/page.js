@@ -26,6 +26,9 @@
     levelSwitched: false,
     switchTarget: null,
     playedAtSwitch: null,
+    seekedTo: null,
+    playedAtSeek: null,
+    seekableAtSeek: null,
     errors: [],
     warnings: [],
   };
@@ -245,6 +248,23 @@
     }
   }
 
+  // DVR: once a second has played, seek ``seekBack`` seconds behind the end
+  // of the seekable range (the live edge) and keep playing from there.
+  function seekableRange() {
+    if (!video || !video.seekable.length) return null;
+    return [video.seekable.start(0), video.seekable.end(video.seekable.length - 1)];
+  }
+
+  function maybeSeekBack() {
+    if (!options.seekBack || state.seekedTo !== null || state.fatal || state.playedTime < 1) return;
+    const range = seekableRange();
+    if (!range || range[1] - range[0] < options.seekBack) return;
+    state.seekableAtSeek = range;
+    state.playedAtSeek = state.playedTime;
+    state.seekedTo = range[1] - options.seekBack;
+    video.currentTime = state.seekedTo;
+  }
+
   function latency() {
     if (hls) {
       const details = hls.latestLevelDetails;
@@ -303,6 +323,7 @@
 
   function snapshot() {
     maybeSwitchLevel();
+    maybeSeekBack();
     const quality = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
     return {
       ...state,
@@ -316,6 +337,7 @@
       decodedFrames: quality ? quality.totalVideoFrames : null,
       latency: latency(),
       pdtLatency: pdtLatency(),
+      seekable: seekableRange(),
     };
   }
 

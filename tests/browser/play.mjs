@@ -7,7 +7,7 @@
  *   node play.mjs --url http://127.0.0.1:8080/hls/live/index.m3u8 \
  *     [--player hlsjs|shaka|dashjs|native] [--low-latency] [--min-time 5] \
  *     [--timeout 60] [--switch-level] [--clearkey KID:KEY[,KID:KEY]]
- *     [--licence-server URL]
+ *     [--licence-server URL] [--seek-back SECONDS]
  *
  * Exit status: 0 when playback went past --min-time seconds of played media
  * (and, with --switch-level, a forced level switch took effect), 1 when it
@@ -75,6 +75,7 @@ function parseArgs(argv) {
       case '--switch-level': opts.switchLevel = true; break;
       case '--clearkey': opts.clearKeys = parseClearKeys(value()); break;
       case '--licence-server': opts.licenceServer = value(); break;
+      case '--seek-back': opts.seekBack = number(arg, value()); break;
       default: throw new UsageError(`unknown argument ${arg}`);
     }
   }
@@ -143,6 +144,7 @@ function finished(snap, opts) {
   if (snap.fatal) return true;
   if (snap.ended) return true;
   if (snap.playedTime < opts.minTime) return false;
+  if (opts.seekBack) return snap.seekedTo !== null && snap.playedTime - snap.playedAtSeek >= opts.minTime;
   if (!opts.switchLevel) return true;
   return snap.levelSwitched && snap.playedAtSwitch !== null && snap.playedTime - snap.playedAtSwitch >= 1;
 }
@@ -151,6 +153,10 @@ function report(opts, snap, extraErrors, browserVersion, startedAt) {
   const errors = [...(snap ? snap.errors : []), ...extraErrors];
   let ok = Boolean(snap) && errors.length === 0 && snap.playedTime >= opts.minTime;
   if (ok && opts.switchLevel) ok = snap.levelSwitched;
+  if (ok && opts.seekBack) ok = snap.seekedTo !== null && snap.playedTime - snap.playedAtSeek >= opts.minTime;
+  if (snap && !ok && errors.length === 0 && opts.seekBack && snap.seekedTo === null) {
+    errors.push('never seeked back: no seekable range long enough');
+  }
   if (snap && !ok && errors.length === 0) {
     if (snap.ended) errors.push(`stream ended after ${snap.playedTime.toFixed(2)} s played, before ${opts.minTime} s`);
     else if (opts.switchLevel && !snap.levelSwitched) errors.push('the forced level switch did not take effect');
@@ -177,6 +183,10 @@ function report(opts, snap, extraErrors, browserVersion, startedAt) {
     decodedFrames: snap ? snap.decodedFrames : null,
     latency: snap ? snap.latency : null,
     pdtLatency: snap ? snap.pdtLatency : null,
+    seekable: snap ? snap.seekable : null,
+    seekableAtSeek: snap ? snap.seekableAtSeek : null,
+    seekedTo: snap ? snap.seekedTo : null,
+    playedAfterSeek: snap && snap.seekedTo !== null ? snap.playedTime - snap.playedAtSeek : null,
     elapsed: (Date.now() - startedAt) / 1000,
   };
 }
@@ -212,6 +222,7 @@ async function play(opts) {
       player: opts.player,
       lowLatency: opts.lowLatency,
       switchLevel: opts.switchLevel,
+      seekBack: opts.seekBack || 0,
       clearKeys: opts.clearKeys,
       licenceServer: opts.licenceServer,
     });

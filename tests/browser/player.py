@@ -210,8 +210,11 @@ class PlayOptions(TypedDict, total=False):
     """How :func:`play_hls` plays: ``player`` (default ``"hlsjs"``),
     ``min_time`` seconds of media to play (5), ``timeout`` seconds in all
     (60), ``low_latency`` and ``switch_level`` (off), ``clearkey``
-    mapping 32-hex-digit key IDs to keys and ``licence_server``, the URL of
-    a ClearKey licence server (Shaka only)."""
+    mapping 32-hex-digit key IDs to keys (Shaka only), ``licence_server``, the
+    URL of a ClearKey licence server (Shaka only), and ``seek_back``:
+    seconds to seek behind the live edge once playback runs, then play
+    ``min_time`` seconds from there (the report's ``raw`` holds
+    ``seekableAtSeek``, ``seekedTo`` and ``playedAfterSeek``)."""
 
     player: Player
     min_time: float
@@ -220,6 +223,7 @@ class PlayOptions(TypedDict, total=False):
     switch_level: bool
     clearkey: Mapping[str, str] | None
     licence_server: str | None
+    seek_back: float
 
 
 _DEFAULT_MIN_TIME_S = 5.0
@@ -235,6 +239,9 @@ def build_command(url: str, **options: Unpack[PlayOptions]) -> list[str]:
         cmd.append("--low-latency")
     if options.get("switch_level", False):
         cmd.append("--switch-level")
+    seek_back = options.get("seek_back", 0.0)
+    if seek_back:
+        cmd += ["--seek-back", repr(float(seek_back))]
     clearkey = options.get("clearkey")
     if clearkey:
         cmd += ["--clearkey", ",".join(f"{kid}:{key}" for kid, key in clearkey.items())]
