@@ -23,6 +23,12 @@ frame), the packets not yet in a part are split again so that no part is
 longer than the target (RFC 8216bis 4.4.4.9). Only a single packet longer than
 the part target (a gap in the publisher's timestamps) makes a longer part.
 
+Media times are compared as integers counted in a unit common to every
+track's time base (the least common multiple of their denominators), with
+each threshold rounded the way its comparison needs, so the per-packet path
+does no :class:`~fractions.Fraction` arithmetic yet decides exactly as exact
+Fractions would; events still report exact Fractions of a second.
+
 A publisher that reconnects restarts its clock at zero; the segmenter shifts
 the new timestamps to continue where the old ones ended and marks the next
 segment as a discontinuity, so players keep going without a reload. A

@@ -7,8 +7,9 @@ audio sample rates, NTSC's 1001/30000), frame rates with timestamp jitter,
 audio ahead of or behind the video, restarts on a new clock or the same one
 with other time bases, audio-only and video-only streams, odd part targets,
 and the odd packet a publisher gets wrong (repeated, late or negative
-timestamps). Every event (times, durations, program date times, muxed
-packets, flags) and the counters must be equal.
+timestamps), clear and protected (AES-128 and ``cbcs`` key periods). Every
+event (times, durations, program date times, muxed packets, flags, keys) and
+the counters must be equal.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drm.model import KeyPeriod
+from drm.model import KeyPeriod, Protection
 from engine.media import Codec, Packet, StreamEnded, StreamItem, StreamStarted, Track
-from packager.hls.keys import SegmentKey
+from packager.hls.keys import SegmentKey, SegmentProtection, key_uri_under
 from packager.hls.segmenter import PartReady, Segmenter, SegmenterEvent, SegmentReady, TimelineOrigin
+from tests.fixed_keys import FixedKeys
 from tests.packager.reference_segmenter import ReferenceSegmenter
 
 TIME_BASES = [
@@ -215,3 +217,29 @@ def test_renditions_sharing_an_origin_decide_exactly_like_fractions() -> None:
     assert origins[0].offset == origins[1].offset
     assert got == expected
     assert any(isinstance(e, PartReady) for _, events in got[0] for e in events)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    stream=streams(),
+    part_target=st.sampled_from([None, Fraction(1, 3), Fraction(1, 2)]),
+    scheme=st.sampled_from([Protection.AES_128, Protection.CBCS]),
+    rotate_every=st.integers(0, 3),
+)
+def test_protected_streams_get_the_same_keys_and_bytes(
+    stream: list[Publish], part_target: Fraction | None, scheme: Protection, rotate_every: int
+) -> None:
+    """With a protection the keys, IVs and (AES-128) encrypted bytes of
+    every part and segment are the same too."""
+    keys = FixedKeys()
+
+    def protection() -> SegmentProtection:
+        return SegmentProtection(
+            scheme, lambda index: keys.key_period("show", index), key_uri_under("/keys", "show"), rotate_every
+        )
+
+    made = Segmenter(factory, Fraction(2), Fraction(6), part_target, TimelineOrigin(), protection())
+    reference = ReferenceSegmenter(factory, Fraction(2), Fraction(6), part_target, TimelineOrigin(), protection())
+    got = events_of(made, stream, True)
+    assert got == events_of(reference, stream, True)
+    assert any(isinstance(e, SegmentReady) and e.key is not None for _, events in got for e in events)
