@@ -23,6 +23,12 @@ frame), the packets not yet in a part are split again so that no part is
 longer than the target (RFC 8216bis 4.4.4.9). Only a single packet longer than
 the part target (a gap in the publisher's timestamps) makes a longer part.
 
+Media times are compared as integers counted in a unit common to every
+track's time base (the least common multiple of their denominators), with
+each threshold rounded the way its comparison needs, so the per-packet path
+does no :class:`~fractions.Fraction` arithmetic yet decides exactly as exact
+Fractions would; events still report exact Fractions of a second.
+
 A publisher that reconnects restarts its clock at zero; the segmenter shifts
 the new timestamps to continue where the old ones ended and marks the next
 segment as a discontinuity, so players keep going without a reload. A
@@ -41,6 +47,7 @@ provider once per period, in the caller's thread.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -154,13 +161,14 @@ class SegmenterStats:
 
 @dataclass(slots=True)
 class _Open:
-    """The segment being assembled."""
+    """The segment being assembled. ``start`` and ``part_start`` are media
+    times in the segmenter's unit (see :meth:`Segmenter._rebase`)."""
 
-    start: Fraction
+    start: int
     pdt: float
     packets: list[Packet] = field(default_factory=list)
     discontinuity: bool = False
-    part_start: Fraction = Fraction(0)
+    part_start: int = 0
     part_data: list[bytes] = field(default_factory=list)
     """The parts' muxed bytes, before whole-segment encryption."""
     video_frames: int = 0
@@ -209,10 +217,20 @@ class Segmenter:
         self._sequence = 0
         self._init_version = 0
         self._offset = Fraction(0)  # seconds added to every timestamp
+        self._shift_ticks: dict[int, tuple[Fraction, int]] = {}  # by track: (time base, offset in its ticks)
         self._realign = False
         self._pending_discontinuity = False
-        self._end = Fraction(0)  # media time at which the last closed segment ended
-        self._anchor: tuple[float, Fraction] | None = None  # (wall, media) for program date time
+        # Media times below are integers in units of 1/self._unit seconds.
+        self._unit = 1
+        self._factors: dict[Fraction, int] = {}  # units per tick of each time base
+        self._track_factor: list[tuple[Fraction, int]] = []  # by track index: (time base, units per tick)
+        self._target_units = 0  # the least whole number of units >= the target
+        self._max_units = 0  # the same for the maximum
+        self._part_units: int | None = None  # the most whole units <= the part target
+        self._min_part_units = 0  # the least whole units >= MIN_PART_SHARE of the part target
+        self._set_thresholds()
+        self._end = 0  # media time at which the last closed segment ended
+        self._anchor: tuple[float, int] | None = None  # (wall, media) for program date time
         self.stats = SegmenterStats()
         self.ended = False
 
@@ -246,6 +264,70 @@ class Segmenter:
         is the wall clock of that packet's media time."""
         return self._anchor is not None
 
+    # -- media time as integers -------------------------------------------
+    # Comparing ``d`` whole units with a threshold ``x`` seconds is exact when
+    # the threshold is rounded the right way: ``d >= x`` iff ``d >= ceil(x)``,
+    # ``d > x`` iff ``d > floor(x)``, ``d < x`` iff ``d < ceil(x)``.
+    def _set_thresholds(self) -> None:
+        unit = self._unit
+        self._target_units = _ceil(self._target * unit)
+        self._max_units = _ceil(self._max * unit)
+        part = self._part_target
+        if part is None:
+            self._part_units = None
+        else:
+            self._part_units = (part.numerator * unit) // part.denominator
+            self._min_part_units = _ceil(part * MIN_PART_SHARE * unit)
+
+    def _rebase(self, denominators: list[int]) -> None:
+        """Make the unit a multiple of every denominator in ``denominators``,
+        rescaling the media times already held (exactly: the new unit is a
+        multiple of the old one).
+
+        Only called before the media times of the packet being processed
+        are taken (:meth:`_start`, the first :meth:`_at` of :meth:`_packet`),
+        so that no media time in a local variable goes stale."""
+        unit = math.lcm(self._unit, *denominators)
+        if unit == self._unit:
+            return
+        k = unit // self._unit
+        self._unit = unit
+        self._factors = {}
+        self._track_factor = [(tb, self._factor(tb)) for tb, _ in self._track_factor]
+        self._set_thresholds()
+        self._end *= k
+        if self._anchor is not None:
+            self._anchor = (self._anchor[0], self._anchor[1] * k)
+        if self._open is not None:
+            self._open.start *= k
+            self._open.part_start *= k
+
+    def _factor(self, time_base: Fraction) -> int:
+        """Units per tick of ``time_base``."""
+        factor = self._factors.get(time_base)
+        if factor is None:
+            if self._unit % time_base.denominator:
+                self._rebase([time_base.denominator])
+            factor = self._factors[time_base] = self._unit // time_base.denominator * time_base.numerator
+        return factor
+
+    def _units_per_tick(self, packet: Packet) -> int:
+        """The factor of ``packet``'s time base, looked up by identity first
+        (every packet of a track normally shares its track's time base)."""
+        track = packet.track
+        if track < len(self._track_factor):
+            tb, factor = self._track_factor[track]
+            if packet.time_base is tb:
+                return factor
+        return self._factor(packet.time_base)
+
+    def _at(self, packet: Packet) -> int:
+        """``packet``'s decode time in units."""
+        return packet.dts * self._units_per_tick(packet)
+
+    def _seconds(self, units: int) -> Fraction:
+        return Fraction(units, self._unit)
+
     # -- internals --------------------------------------------------------
     def _start(self, item: StreamStarted, now: float) -> None:
         restarted = self._muxer is not None
@@ -256,6 +338,8 @@ class Segmenter:
                 self._realign = True
                 self._anchor = None
         self._tracks = item.tracks
+        self._rebase([t.time_base.denominator for t in item.tracks])
+        self._track_factor = [(t.time_base, self._factor(t.time_base)) for t in item.tracks]
         self._video = next((t.index for t in item.tracks if t.kind is MediaKind.VIDEO), None)
         self._held.clear()
         self._last_delta.clear()
@@ -275,10 +359,22 @@ class Segmenter:
         self._init_version += 1
         self._events.append(InitReady(self._init_version, init or b"", item.tracks))
 
+    def _set_offset(self, offset: Fraction) -> None:
+        if offset != self._offset:
+            self._offset = offset
+            self._shift_ticks = {}
+
     def _shifted(self, packet: Packet) -> Packet:
         if not self._offset:
             return packet
-        ticks = round(self._offset / packet.time_base)
+        # Keyed by track and checked by identity: hashing a Fraction costs
+        # more than the whole lookup should.
+        cached = self._shift_ticks.get(packet.track)
+        if cached is not None and cached[0] is packet.time_base:
+            ticks = cached[1]
+        else:
+            ticks = round(self._offset / packet.time_base)
+            self._shift_ticks[packet.track] = (packet.time_base, ticks)
         return Packet(
             packet.track,
             packet.pts + ticks,
@@ -293,7 +389,7 @@ class Segmenter:
         if self._muxer is None or not 0 <= packet.track < len(self._tracks):
             return
         if self._realign:
-            self._offset = self._end - packet.dts_seconds
+            self._set_offset(self._seconds(self._end) - packet.dts_seconds)
             self._realign = False
         elif self._anchor is None and self.stats.segments == 0:
             # Streams start a little before zero (AAC priming, B-frame decode
@@ -302,7 +398,7 @@ class Segmenter:
             # same shift for every rendition of the stream.
             if self._origin.offset is None:
                 self._origin.offset = max(Fraction(0), ORIGIN_HEADROOM - packet.dts_seconds)
-            self._offset = self._origin.offset
+            self._set_offset(self._origin.offset)
         packet = self._shifted(packet)
         if packet.dts < 0:
             self.stats.negative_dropped += 1
@@ -312,7 +408,7 @@ class Segmenter:
             self.stats.out_of_order_dropped += 1
             return
         self._last_dts[packet.track] = packet.dts
-        at = packet.dts_seconds
+        at = self._at(packet)  # first: a new time base rebases the unit here
         if self._anchor is None:
             self._anchor = (now, at)
         drives = self._video is None or packet.track == self._video
@@ -326,9 +422,10 @@ class Segmenter:
             held = self._held.pop(packet.track, None)
             if held is not None:
                 self._complete(held, packet.dts - held.dts)
-            if (is_boundary and at - self._open.start >= self._target) or at - self._open.start >= self._max:
+            since = at - self._open.start
+            if (is_boundary and since >= self._target_units) or since >= self._max_units:
                 self._cut(at)
-            elif self._part_target is not None and drives:
+            elif self._part_units is not None and drives:
                 # What lies before ``at`` is now known exactly: split it if a
                 # guessed frame duration was short. Audio never does this
                 # while there is video: a rendition's audio runs ahead of its
@@ -345,15 +442,18 @@ class Segmenter:
         self._pending_discontinuity = False
         return flag
 
-    def _pdt(self, media_time: Fraction) -> float:
+    def _pdt(self, media_time: int) -> float:
         assert self._anchor is not None
         wall, media = self._anchor
-        return wall + float(media_time - media)
+        # int / int is correctly rounded, like float() of the exact Fraction.
+        return wall + (media_time - media) / self._unit
 
     def _complete(self, packet: Packet, duration: int) -> None:
         if duration > 0:
             self._last_delta[packet.track] = duration
-            recent = self._recent_deltas.setdefault(packet.track, collections.deque(maxlen=8))
+            recent = self._recent_deltas.get(packet.track)
+            if recent is None:
+                recent = self._recent_deltas[packet.track] = collections.deque(maxlen=8)
             recent.append(duration)
         else:
             duration = self._last_delta.get(packet.track, 0)
@@ -362,10 +462,10 @@ class Segmenter:
             Packet(packet.track, packet.pts, packet.dts, packet.time_base, packet.data, packet.keyframe, duration)
         )
 
-    def _part_due(self, packet: Packet, at: Fraction) -> bool:
+    def _part_due(self, packet: Packet, at: int) -> bool:
         """Whether ``packet`` must open a new part: including it would make
         the current part longer than the part target."""
-        if self._part_target is None or self._open is None:
+        if self._part_units is None or self._open is None:
             return False
         if self._video is not None and packet.track != self._video:
             return False
@@ -376,19 +476,19 @@ class Segmenter:
         # assume the longest of the recent ones, so that clock jitter (RTMP's
         # millisecond timestamps alternate 33 and 34 ms at 30 fps) never makes
         # a part longer than the target.
-        own = (packet.duration or max(self._recent_deltas.get(packet.track, (0,)))) * packet.time_base
-        return span + own > self._part_target
+        own = (packet.duration or max(self._recent_deltas.get(packet.track, (0,)))) * self._units_per_tick(packet)
+        return span + own > self._part_units
 
-    def _flush_held_before(self, at: Fraction) -> None:
+    def _flush_held_before(self, at: int) -> None:
         """Complete the held packets that belong before media time ``at``
         (other tracks than the one whose packet just arrived: their next
         packet is not there yet, so their last duration stands in)."""
         for track, held in list(self._held.items()):
-            if held.dts_seconds < at:
+            if self._at(held) < at:
                 self._complete(held, self._last_delta.get(track, 0))
                 del self._held[track]
 
-    def _split_parts(self, end: Fraction) -> None:
+    def _split_parts(self, end: int) -> None:
         """Close parts until what remains of the open segment before media
         time ``end`` fits in one part.
 
@@ -398,42 +498,47 @@ class Segmenter:
         then closes the last part at ``end`` or keeps filling it.
         """
         assert self._open is not None
-        target = self._part_target
+        target = self._part_units
         if target is None:
             return
         seg = self._open
         while end - seg.part_start > target:
-            limit = seg.part_start + target
+            part_start = seg.part_start
+            limit = part_start + target
             starts = [
-                (p.dts_seconds, self._video is None or p.track == self._video)
+                (at, self._video is None or p.track == self._video)
                 for p in (*seg.packets, *self._held.values())
-                if seg.part_start < p.dts_seconds <= limit
+                if part_start < (at := self._at(p)) <= limit
             ]
             if not starts:
                 return  # one packet lasts longer than the target: it cannot be split
             frames = [at for at, drives in starts if drives]
-            cut = max(frames) if frames else seg.part_start
-            if cut - seg.part_start < target * MIN_PART_SHARE:
+            cut = max(frames) if frames else part_start
+            if cut - part_start < self._min_part_units:
                 cut = max(at for at, _ in starts)
             self._flush_held_before(cut)
             if not self._close_part(cut):
                 return
 
-    def _close_part(self, end: Fraction, everything: bool = False) -> bool:
+    def _close_part(self, end: int, everything: bool = False) -> bool:
         """Mux the packets that start before media time ``end`` (all of
         them with ``everything``) into one fragment, the part that ends at
         ``end``; the others wait for the next part. Returns whether there
         was a packet to mux."""
         assert self._open is not None and self._muxer is not None
         seg = self._open
+        at = self._at
         if everything:
             packets, seg.packets = seg.packets, []
         else:
-            packets = [p for p in seg.packets if p.dts_seconds < end]
-            seg.packets = [p for p in seg.packets if p.dts_seconds >= end]
+            packets = []
+            later: list[Packet] = []
+            for p in seg.packets:
+                (packets if at(p) < end else later).append(p)
+            seg.packets = later
         if not packets:
             return False
-        packets.sort(key=lambda p: (p.dts_seconds, p.track))
+        packets.sort(key=lambda p: (at(p), p.track))
         clear = self._muxer.media_segment(packets, self._fragments, seg.key)
         self._fragments += 1
         data = clear
@@ -442,7 +547,8 @@ class Segmenter:
             # segment's IV. Only parts players see need it.
             if self._part_target is not None:
                 data = encrypt_whole(seg.key.period.key.key, seg.key.iv, clear)
-        first_video = next((p for p in packets if p.track == self._video), None)
+        video = self._video
+        first_video = next((p for p in packets if p.track == video), None)
         independent = first_video.keyframe if first_video is not None else True
         if self._part_target is not None:
             self._events.append(
@@ -450,20 +556,20 @@ class Segmenter:
                     self._sequence,
                     len(seg.part_data),
                     data,
-                    end - seg.part_start,
+                    self._seconds(end - seg.part_start),
                     independent,
                     seg.discontinuity,
-                    seg.start,
+                    self._seconds(seg.start),
                     seg.key,
                 )
             )
         seg.part_data.append(clear)
-        seg.video_frames += sum(1 for p in packets if p.track == self._video)
+        seg.video_frames += sum(1 for p in packets if p.track == video)
         seg.packet_count += len(packets)
         seg.part_start = end
         return True
 
-    def _cut(self, at: Fraction) -> None:
+    def _cut(self, at: int) -> None:
         """Close the open segment at media time ``at`` and open the next,
         with the packets that start at or after ``at`` (audio a little ahead
         of the keyframe)."""
@@ -475,7 +581,7 @@ class Segmenter:
         self._open = self._new_open(at, False)
         self._open.packets = carried
 
-    def _new_open(self, at: Fraction, discontinuity: bool) -> _Open:
+    def _new_open(self, at: int, discontinuity: bool) -> _Open:
         return _Open(start=at, pdt=self._pdt(at), discontinuity=discontinuity, key=self._key_for(discontinuity))
 
     def _advance_period(self, discontinuity: bool) -> None:
@@ -519,7 +625,7 @@ class Segmenter:
             self._complete(held, self._last_delta.get(held.track, 0))
         self._held.clear()
         for p in self._open.packets:
-            end = max(end, p.dts_seconds + p.duration * p.time_base)
+            end = max(end, (p.dts + p.duration) * self._units_per_tick(p))
         if self._open.packets or self._open.part_data:
             # The last packets often run on past the last video frame (audio),
             # or past a frame whose duration was guessed: split them too.
@@ -527,7 +633,7 @@ class Segmenter:
             self._emit(end, everything=True)
         self._open = None
 
-    def _emit(self, end: Fraction, everything: bool = False) -> None:
+    def _emit(self, end: int, everything: bool = False) -> None:
         """Close the open segment's last part at ``end`` and the segment with
         it; the packets that start at or after ``end`` stay in ``_open``
         unless ``everything``."""
@@ -541,11 +647,11 @@ class Segmenter:
             SegmentReady(
                 sequence=self._sequence,
                 data=data,
-                duration=end - seg.start,
+                duration=self._seconds(end - seg.start),
                 program_date_time=seg.pdt,
                 discontinuity=seg.discontinuity,
                 init_version=self._init_version,
-                start=seg.start,
+                start=self._seconds(seg.start),
                 packet_count=seg.packet_count,
                 video_frames=seg.video_frames,
                 key=seg.key,
@@ -554,3 +660,8 @@ class Segmenter:
         self._sequence += 1
         self.stats.segments += 1
         self._end = end
+
+
+def _ceil(value: Fraction) -> int:
+    """The least integer at or above ``value``."""
+    return -((-value.numerator) // value.denominator)
