@@ -1,5 +1,5 @@
 """DRM in DASH end to end, through the real serve wiring: the live dynamic
-MPD and the VOD static MPD of ``cenc`` streams announce each key period as
+MPD and the VOD static MPD of ``cenc`` and ``cbcs`` streams announce each key period as
 ContentProtection, and Shaka Player (headless Chromium, its built-in ClearKey
 CDM) plays them with licences from the engine's ``POST /drm/clearkey/NAME``.
 
@@ -80,14 +80,15 @@ async def fetch(session: aiohttp.ClientSession, url: str) -> bytes:
 
 
 @pytest.mark.browser
-async def test_shaka_plays_live_cenc_dash_across_rotation_and_reconnect_with_the_engines_licences(
-    tmp_path: Path, ffmpeg: str, media_dir: Path
+@pytest.mark.parametrize("protection", [Protection.CENC, Protection.CBCS], ids=["cenc", "cbcs"])
+async def test_shaka_plays_live_common_encryption_dash_across_rotation_and_reconnect_with_the_engines_licences(
+    tmp_path: Path, ffmpeg: str, media_dir: Path, protection: Protection
 ) -> None:
     from tests.browser.player import play_hls_async
 
     clip = make_clip(ffmpeg, media_dir / "drm_live_240p.flv", seconds=30, size="426x240", bframes=0)
     data_dir = tmp_path / "data"
-    show = await paid_show(data_dir, Protection.CENC, rotate_every=3)
+    show = await paid_show(data_dir, protection, rotate_every=3)
     engine = show.engine
     manifest = f"{show.base}/dash/{show.name}/manifest.mpd?token={show.token}"
     second: asyncio.subprocess.Process | None = None
@@ -100,6 +101,8 @@ async def test_shaka_plays_live_cenc_dash_across_rotation_and_reconnect_with_the
         await wait_for(output_ready, 30)
         async with aiohttp.ClientSession() as session:
             text = (await fetch(session, manifest)).decode()
+            scheme = ET.fromstring(text).find(".//m:ContentProtection", NS)
+            assert scheme is not None and scheme.get("value") == protection.value
             laurl = ET.fromstring(text).find(".//m:ContentProtection/dashif:Laurl", NS)
             assert laurl is not None and laurl.text == show.licence_url(show.name, show.token)
             init = next(path for kind, path in segment_urls(text) if kind == "init")
