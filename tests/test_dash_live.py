@@ -16,12 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from drm.model import ContentKey, KeyPeriod, Protection
+from drm.model import Protection
 from engine.app import transcode_command
 from engine.app.serve import Engine
 from packager.dash.mpd import MPD_NS
 from packager.hls.config import SegmentFormat
-from packager.hls.keys import SegmentProtection
 from tests.browser.static_server import serve_directory
 from tests.conftest import make_clip, publish, start_engine, wait_for
 from tests.transcode.conftest import small_ladder
@@ -90,6 +89,14 @@ def first_video_decode_time(segment: bytes) -> int:
                 assert inner[b"tfdt"][0] == 1
                 return int(struct.unpack_from(">Q", inner[b"tfdt"], 4)[0])
     raise AssertionError("no video track fragment")
+
+
+def tenc_kid(init: bytes) -> bytes:
+    """The default KID of the first ``tenc`` box of an init segment (ISO/IEC
+    23001-7 8.2: full box header, two reserved or pattern bytes, the
+    protected flag, the IV size, then the KID)."""
+    at = init.index(b"tenc")
+    return init[at + 4 + 8 : at + 4 + 24]
 
 
 async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes, dict[str, str]]:
@@ -188,29 +195,32 @@ async def test_live_manifest_names_the_hls_segments_and_ends_static(
 async def test_protected_live_manifest_announces_the_key_period(
     tmp_path: Path, ffmpeg: str, h264_aac_flv: Path
 ) -> None:
-    """The key period fed to the output shows as ContentProtection with the
-    ClearKey licence URL of the engine (the segments themselves are clear
-    until encryption is wired into the muxers)."""
-    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 0.5})
+    """``drm.protection = "cenc"``: the key period the segmenter encrypts
+    with shows as ContentProtection whose default_KID is the init segment's
+    ``tenc`` KID, with the ClearKey licence URL of the engine."""
+    engine = await start_engine(tmp_path / "data", streams={"reconnect_grace_s": 0.5},
+                                drm={"protection": Protection.CENC, "rotate_every_segments": 0},
+                                hls={"segment_format": SegmentFormat.FMP4})
     proc = None
     try:
         base = base_url(engine)
         proc = await publish(ffmpeg, h264_aac_flv, rtmp_url(engine, "locked"))
         await wait_for(lambda: "locked" in engine.hls.outputs, 30)
         output = engine.hls.outputs["locked"]
-        period = KeyPeriod("locked", 0, ContentKey(bytes(range(16)), bytes(16), bytes(16)))
-        output.protection = SegmentProtection(
-            Protection.CENC, lambda index: period, lambda kid: f"/keys/locked/{kid.hex()}"
-        )
-        output.set_key_period(0, period)
         await wait_for(lambda: bool(output.variants["src"].playlist.segments), 30)
+        period = output.key_period_at(output.variants["src"].playlist.segments[0].sequence)
+        assert period is not None and period.index == 0
         async with aiohttp.ClientSession() as session:
             status, body, _ = await fetch(session, f"{base}/dash/locked/manifest.mpd?token=v%2B1")
             assert status == 200
-        root = ET.fromstring(body)
-        elements = root.findall(".//m:AdaptationSet/m:ContentProtection", NS)
-        assert elements[0].get("value") == "cenc"
-        assert elements[0].get(f"{{{NS['cenc']}}}default_KID") == "00010203-0405-0607-0809-0a0b0c0d0e0f"
+            root = ET.fromstring(body)
+            elements = root.findall(".//m:AdaptationSet/m:ContentProtection", NS)
+            assert elements[0].get("value") == "cenc"
+            kid = elements[0].get(f"{{{NS['cenc']}}}default_KID", "")
+            assert kid.replace("-", "") == period.key.kid.hex()
+            init = next(path for kind, path in segment_urls(body.decode()) if kind == "init")
+            status, data, _ = await fetch(session, f"{base}/dash/locked/{init}")
+            assert status == 200 and tenc_kid(data) == period.key.kid
         laurl = root.find(".//m:ContentProtection/dashif:Laurl", NS)
         assert laurl is not None and laurl.text == f"{base}/drm/clearkey/locked?token=v%2B1"
         for _, path in segment_urls(body.decode()):

@@ -52,6 +52,6 @@ def manifest_of(output: StreamOutput, now: float, links: Links, dynamic: bool | 
         timing=timing,
         clock_origin=output.clock_origin,
         links=links,
-        protection=output.protection.scheme if output.protection is not None else Protection.NONE,
+        protection=output.common_scheme or Protection.NONE,
         key_period_at=output.key_period_at,
     )

@@ -27,12 +27,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
-from drm.model import KeyPeriod
+from drm.model import KeyPeriod, Protection
 from engine.codecs import codec_string, describe_track
 from engine.media import MediaKind, StreamItem, Track
 from packager.hls.config import HlsConfig, SegmentFormat
 from packager.hls.disk import Disk, InlineQueue, JobQueue, LocalDisk, call_on_loop, drained
 from packager.hls.keys import SegmentKey, SegmentProtection, key_tags
+from packager.hls.muxers import common_scheme
 from packager.hls.playlist import (
     KeyTag,
     MediaPlaylist,
@@ -229,6 +230,15 @@ class StreamOutput:
         # KEYFORMAT and KEYFORMATVERSIONS need version 5 (7, 4.4.4.4).
         return 5 if self.protection is not None else 3
 
+    @property
+    def common_scheme(self) -> Protection | None:
+        """The common encryption the segments' samples carry (``cbcs`` for
+        ``cbcs`` and for ``sample-aes`` in fMP4, ``cenc``), which DASH
+        announces; ``None`` for clear, AES-128 and MPEG-TS output."""
+        if self.protection is None:
+            return None
+        return common_scheme(self.config.segment_format, self.protection.scheme)
+
     def key_tags(self, key: SegmentKey | None) -> tuple[KeyTag, ...]:
         if key is None or self.protection is None:
             return ()
@@ -415,6 +425,7 @@ class StreamOutput:
         return f"part_{self.instance}_{sequence}_{index}{variant.extension}"
 
     def _add_part(self, variant: VariantOutput, event: PartReady, sequence: int) -> None:
+        self._mark_key_period(sequence, event.key)
         uri = self.part_uri(variant, sequence, event.index)
         part = PartEntry(uri, event.duration, event.independent, event.data)
         variant.playlist.add_part(sequence, part, event.discontinuity, variant.init_uri, self.key_tags(event.key))
@@ -441,6 +452,17 @@ class StreamOutput:
                 if later <= floor:
                     del marks[earlier]
 
+    def _mark_key_period(self, sequence: int, key: SegmentKey | None) -> None:
+        """Record the key period of segment ``sequence`` when it differs from
+        the one in force (the first segment, a rotation, a reconnect), so the
+        DASH manifest opens a Period there and announces its key. Only common
+        encryption is announced in DASH; whole-segment AES-128 is HLS's own."""
+        if key is None or self.common_scheme is None:
+            return
+        current = self.key_period_at(sequence)
+        if current is None or (current.content_id, current.index) != (key.period.content_id, key.period.index):
+            self.set_key_period(sequence, key.period)
+
     def key_period_at(self, sequence: int) -> KeyPeriod | None:
         """The key period of segment ``sequence`` (``None``: clear)."""
         found = [s for s in self.key_periods if s <= sequence]
@@ -448,6 +470,7 @@ class StreamOutput:
 
     def _add_segment(self, variant: VariantOutput, event: SegmentReady, sequence: int, uri: str) -> None:
         self.segments_written += 1
+        self._mark_key_period(sequence, event.key)
         if self.clock_origin is None:
             self.clock_origin = event.program_date_time - float(event.start)
         if not self.period_starts or event.discontinuity or sequence in self.key_periods:

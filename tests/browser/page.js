@@ -162,12 +162,24 @@
     // met in the init segment's pssh) is POSTed there, and the JSON Web Key
     // set it answers goes to the CDM. Shaka's HLS reader knows no ClearKey
     // KEYFORMAT, so the playlist's key tags are left aside and the DRM
-    // comes from this configuration and the media.
+    // comes from this configuration and the media. A DASH manifest's
+    // ContentProtection is kept: it names the key system and the KIDs, and
+    // the configured server replaces its dashif:Laurl.
     if (options.licenceServer) {
       config.drm = { servers: { 'org.w3.clearkey': options.licenceServer } };
-      config.manifest.ignoreDrmInfo = true;
+      const dash = new URL(options.url, location.href).pathname.endsWith('.mpd');
+      if (!dash) config.manifest.ignoreDrmInfo = true;
     }
     shakaPlayer.configure(config);
+    if (options.licenceServer) {
+      // For org.w3.clearkey, Shaka prefers a manifest's dashif:Laurl to
+      // drm.servers (DrmEngine.fillInDrmInfoDefaults_): the harness sends
+      // every licence request to the server it was given.
+      const licence = shaka.net.NetworkingEngine.RequestType.LICENSE;
+      shakaPlayer.getNetworkingEngine().registerRequestFilter((type, request) => {
+        if (type === licence) request.uris = [options.licenceServer];
+      });
+    }
     shakaPlayer.addEventListener('error', (event) => {
       const err = event.detail;
       const message = `shaka error ${err.code} (category ${err.category}, severity ${err.severity})`;
