@@ -32,6 +32,7 @@ from packager.assets.ids import is_asset_id
 from packager.assets.library import DOWNLOAD, INDEX, POSTER, AssetLibrary
 from packager.assets.remux import make_download, make_poster
 from packager.errors import AssetEncryptedError, AssetIdError, AssetNotFoundError
+from packager.hls.http import cors_preflight
 
 Maker = Callable[[AssetLibrary, str, Path], Path]
 
@@ -140,11 +141,7 @@ class VodHttp:
         """CORS preflight for any VOD path; 404 for every path not served."""
         if request.method != "OPTIONS":
             raise self._not_found("no such file")
-        headers = self._headers(NO_CACHE)
-        headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
-        headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
-        headers["Access-Control-Max-Age"] = "86400"
-        return web.Response(status=204, headers=headers)
+        return cors_preflight(request, self._headers(NO_CACHE))
 
     async def top_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["file"]

@@ -42,6 +42,16 @@ CONTENT_TYPES = {".mp4": "video/mp4", ".m4s": "video/iso.segment", ".ts": "video
 NO_CACHE = "no-cache, no-store, max-age=0"
 
 
+
+def cors_preflight(request: web.Request, headers: dict[str, str]) -> web.Response:
+    """The answer to a CORS preflight of a read-only media route: the
+    route's usual ``headers`` plus the methods and request headers allowed,
+    which browsers may keep for a day."""
+    headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+    headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
+    headers["Access-Control-Max-Age"] = "86400"
+    return web.Response(status=204, headers=headers)
+
 class HlsHttp:
     """The ``/hls/`` routes."""
 
@@ -115,11 +125,7 @@ class HlsHttp:
         """CORS preflight for any HLS path; 404 for every path not served."""
         if request.method != "OPTIONS":
             raise self.not_found("no such file")
-        headers = self._headers(NO_CACHE)
-        headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
-        headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
-        headers["Access-Control-Max-Age"] = "86400"
-        return web.Response(status=204, headers=headers)
+        return cors_preflight(request, self._headers(NO_CACHE))
 
     async def multivariant(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
