@@ -29,10 +29,9 @@ import pytest
 
 from drm.model import Protection
 from engine.app import cli
-from engine.app.serve import Engine
 from packager.dash.mpd import MPD_NS
-from tests.conftest import make_clip, publish, start_engine, wait_for
-from tests.drm.test_drm_playback import paid_show
+from tests.conftest import make_clip, publish, wait_for
+from tests.drm.test_drm_playback import paid_show, vod_set_up
 from tests.drm.test_keys import assert_no_clear_key
 from tests.test_dash_live import segment_urls, tenc_kid
 
@@ -151,13 +150,7 @@ async def test_shaka_plays_cenc_dash_vod_made_by_the_transcode_command_with_the_
     from tests.browser.player import play_hls_async
     from tests.browser.static_server import serve_directory
 
-    clip = make_clip(ffmpeg, media_dir / "drm_vod_240p.mp4", seconds=8, size="426x240")
-    data_dir = tmp_path / "data"
-    engine = await start_engine(data_dir)  # dev mode: licences answer without a token, like playback
-    assert isinstance(engine, Engine)
-    config = tmp_path / "engine.toml"
-    config.write_text(f'[server]\ndata_dir = "{data_dir}"\n[hls]\nsegment_format = "fmp4"\n')
-    base = f"http://127.0.0.1:{engine.http_port}"
+    clip, data_dir, engine, config, base = await vod_set_up(tmp_path, ffmpeg, media_dir)
     movie = tmp_path / "vod" / "movie"
     try:
         for name in ("movie", "other"):

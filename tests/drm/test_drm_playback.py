@@ -173,6 +173,21 @@ async def test_players_play_live_drm_on_through_a_reconnect_with_the_engines_key
     assert_no_clear_key(data_dir, [k.key for k in keys])
 
 
+async def vod_set_up(tmp_path: Path, ffmpeg: str, media_dir: Path) -> tuple[Path, Path, Engine, Path, str]:
+    """For the VOD tests: a short 240p clip, an engine in dev mode (keys and
+    licences answer without a token, like playback) and a config file that
+    points ``fanz-media transcode`` at the engine's data dir, hence its key
+    store. Returns the clip, the data dir, the engine, the config file and
+    the engine's base URL."""
+    clip = make_clip(ffmpeg, media_dir / "drm_vod_240p.mp4", seconds=8, size="426x240")
+    data_dir = tmp_path / "data"
+    engine = await start_engine(data_dir)
+    assert isinstance(engine, Engine)
+    config = tmp_path / "engine.toml"
+    config.write_text(f'[server]\ndata_dir = "{data_dir}"\n[hls]\nsegment_format = "fmp4"\n')
+    return clip, data_dir, engine, config, f"http://127.0.0.1:{engine.http_port}"
+
+
 @pytest.mark.browser
 async def test_shaka_plays_cbcs_vod_made_by_the_transcode_command_with_the_engines_keys(
     tmp_path: Path, ffmpeg: str, media_dir: Path
@@ -180,13 +195,7 @@ async def test_shaka_plays_cbcs_vod_made_by_the_transcode_command_with_the_engin
     from tests.browser.player import play_hls_async
     from tests.browser.static_server import serve_directory
 
-    clip = make_clip(ffmpeg, media_dir / "drm_vod_240p.mp4", seconds=8, size="426x240")
-    data_dir = tmp_path / "data"
-    engine = await start_engine(data_dir)  # dev mode: keys answer without a token, like playback
-    assert isinstance(engine, Engine)
-    config = tmp_path / "engine.toml"
-    config.write_text(f'[server]\ndata_dir = "{data_dir}"\n[hls]\nsegment_format = "fmp4"\n')
-    base = f"http://127.0.0.1:{engine.http_port}"
+    clip, data_dir, engine, config, base = await vod_set_up(tmp_path, ffmpeg, media_dir)
     try:
         # The CLI's own entry point: it opens the key provider of the config's data dir.
         args = ["transcode", str(clip), str(tmp_path / "vod" / "movie"), "--config", str(config),
